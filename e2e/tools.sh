@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Builds the real control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl)
+# from their Go modules into a cache folder keyed by version. Idempotent: a second run with the
+# binaries present is instant. Prints nothing but progress on stderr; prints the bin folder on
+# stdout when called as `e2e/tools.sh bindir`.
+#
+# Why wrapper modules: k8s.io/kubernetes and go.etcd.io/etcd/server/v3 both carry `replace`
+# directives in their go.mod, so `go install pkg@version` refuses them. A small wrapper module
+# requires the pinned version and replaces each staging module with its published v0.Y.Z tag.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CACHE_DIR="${MO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/manager-operator}"
+TOOLS_DIR="$CACHE_DIR/tools"
+BIN_DIR="$TOOLS_DIR/bin-k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}"
+
+export CGO_ENABLED=0
+export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-local}"
+export GOFLAGS="-buildvcs=false"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+have_all() {
+  local b
+  for b in etcd kube-apiserver kube-controller-manager kubectl; do
+    [[ -x "$BIN_DIR/$b" ]] || return 1
+  done
+}
+
+build_k8s() {
+  local work="$TOOLS_DIR/src/k8s-${K8S_VERSION}"
+  local minor="${K8S_VERSION#v1.}"      # 36.3
+  local staging_version="v0.${minor}"   # v0.36.3
+  mkdir -p "$work"
+  cd "$work"
+  if [[ ! -f go.mod ]]; then
+    go mod init mo-tools/k8s >/dev/null 2>&1
+  fi
+  log "resolving k8s.io/kubernetes@${K8S_VERSION} staging modules"
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  if [[ -z "$gomod" || ! -f "$gomod" ]]; then
+    log "could not download k8s.io/kubernetes@${K8S_VERSION} (is the Go module proxy reachable?)"
+    return 1
+  fi
+  local staging
+  staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | sort -u)"
+  if [[ -z "$staging" ]]; then
+    log "no staging replace lines found in $gomod"
+    return 1
+  fi
+  local m args=()
+  for m in $staging; do
+    args+=("-replace=${m}=${m}@${staging_version}")
+  done
+  go mod edit "${args[@]}"
+  log "fetching k8s.io/kubernetes@${K8S_VERSION} (this takes a while the first time)"
+  go get -tool \
+    "k8s.io/kubernetes/cmd/kube-apiserver@${K8S_VERSION}" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@${K8S_VERSION}" \
+    "k8s.io/kubernetes/cmd/kubectl@${K8S_VERSION}" >&2
+  go mod tidy >&2
+  local ldflags="-s -w"
+  ldflags+=" -X k8s.io/component-base/version.gitVersion=${K8S_VERSION}"
+  ldflags+=" -X k8s.io/component-base/version.gitMajor=1"
+  ldflags+=" -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
+  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}"
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kubectl; do
+    log "building $cmd ${K8S_VERSION}"
+    go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
+    mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
+  done
+}
+
+build_etcd() {
+  local work="$TOOLS_DIR/src/etcd-${ETCD_VERSION}"
+  mkdir -p "$work"
+  cd "$work"
+  cat >main.go <<'EOF'
+// Command etcd wraps go.etcd.io/etcd/server/v3/etcdmain, whose module has replace lines.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+  if [[ ! -f go.mod ]]; then
+    go mod init mo-tools/etcd >/dev/null 2>&1
+  fi
+  log "fetching go.etcd.io/etcd/server/v3@${ETCD_VERSION}"
+  go get "go.etcd.io/etcd/server/v3@${ETCD_VERSION}" >&2
+  go mod tidy >&2
+  log "building etcd ${ETCD_VERSION}"
+  go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" .
+  mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
+}
+
+main() {
+  if ! command -v go >/dev/null 2>&1; then
+    log "Go is required to build the control plane (none found on PATH)"
+    exit 1
+  fi
+  mkdir -p "$BIN_DIR"
+  if ! have_all; then
+    local start=$SECONDS
+    [[ -x "$BIN_DIR/etcd" ]] || (build_etcd)
+    [[ -x "$BIN_DIR/kube-apiserver" && -x "$BIN_DIR/kube-controller-manager" && -x "$BIN_DIR/kubectl" ]] || (build_k8s)
+    have_all || { log "control-plane build incomplete in $BIN_DIR"; exit 1; }
+    log "built control plane in $((SECONDS - start))s into $BIN_DIR"
+  fi
+  if [[ "${1:-}" == "bindir" ]]; then
+    printf '%s\n' "$BIN_DIR"
+  fi
+}
+
+main "$@"

@@ -1,0 +1,48 @@
+//! `ManagerConfig.status` (SPEC §2.2).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a ManagerConfig, written by the operator replica that leads it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagerConfigStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Current holder of the Lease, as seen by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+
+    /// The Lease's leaseTransitions: the fencing token every hook call carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_transitions: Option<i32>,
+
+    /// Per-worker state on the leader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerStatus>,
+
+    /// "running/desired" reconcile workers summed over all workers (the WORKERS column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_summary: Option<String>,
+
+    /// Accepted, Ready and Degraded (metav1.Condition; lastTransitionTime changes only when the
+    /// status changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// State of one worker on the leader.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// The worker's name.
+    pub name: String,
+    /// Configured concurrency.
+    pub concurrency: u16,
+    /// Reconcile workers running now.
+    pub running: u16,
+}

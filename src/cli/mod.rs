@@ -1,0 +1,122 @@
+//! The command line: `run`, `crd`, `check` (SPEC §7).
+
+pub mod check;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::validation::HookPolicy;
+
+/// manager-operator: leader-elected managers declared by ManagerConfig resources, with every
+/// startup failure surfaced as a Condition, an Event and a metric.
+#[derive(Parser, Debug)]
+#[command(name = "manager-operator", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the ManagerConfig CustomResourceDefinition as YAML.
+    Crd,
+    /// Validate ManagerConfig YAML offline with the webhook's rules (exit 0 valid, 1 invalid,
+    /// 2 unreadable).
+    Check(check::CheckArgs),
+}
+
+/// Hook policy flags (SPEC §6), shared by `run` and `check`.
+#[derive(Args, Debug, Clone)]
+pub struct HookPolicyArgs {
+    /// Allowed hook URL schemes (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "http,https",
+        env = "MO_HOOK_ALLOWED_SCHEMES"
+    )]
+    pub hook_allowed_schemes: Vec<String>,
+    /// Allowed hook hosts: `*`, `*.suffix` or exact names (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "*",
+        env = "MO_HOOK_ALLOWED_HOSTS"
+    )]
+    pub hook_allowed_hosts: Vec<String>,
+    /// Allow loopback hook URLs (127.0.0.0/8, ::1, localhost). Link-local and cloud metadata
+    /// addresses are refused whatever the flags say.
+    #[arg(long, env = "MO_HOOK_ALLOW_LOOPBACK")]
+    pub hook_allow_loopback: bool,
+}
+
+impl HookPolicyArgs {
+    /// The policy these flags describe.
+    pub fn policy(&self) -> HookPolicy {
+        HookPolicy {
+            allowed_schemes: self
+                .hook_allowed_schemes
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            allowed_hosts: self
+                .hook_allowed_hosts
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            allow_loopback: self.hook_allow_loopback,
+        }
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match crate::api::crd_yaml() {
+            Ok(yaml) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(yaml.as_bytes()).is_err() {
+                    return ExitCode::from(2);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Check(args) => ExitCode::from(check::run(&args)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn committed_crd_matches_the_code() {
+        let committed = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crds/managerconfig.yaml"
+        ))
+        .expect("crds/managerconfig.yaml exists (run `make crds`)");
+        let generated = crate::api::crd_yaml().expect("CRD renders");
+        assert!(
+            committed == generated,
+            "crds/managerconfig.yaml is out of date with src/api: run `make crds` and commit the result"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! manager-operator: a Kubernetes operator that runs leader-elected managers declared by
+//! `ManagerConfig` resources, and makes every startup failure visible (SPEC §1).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod validation;

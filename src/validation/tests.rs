@@ -1,0 +1,231 @@
+//! Validation tests: YAML fixtures from `samples/` and property tests of the election rules.
+
+use super::*;
+use proptest::prelude::*;
+
+fn load(path: &str) -> ManagerConfig {
+    let text = std::fs::read_to_string(format!("{}/samples/{path}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let mut mc: ManagerConfig = decode::strict(serde_yaml::Deserializer::from_str(&text))
+        .unwrap_or_else(|v| panic!("{path}: {v:?}"));
+    mc.metadata.namespace = Some("team-a".into());
+    mc
+}
+
+fn fields(path: &str) -> Vec<(String, Rule)> {
+    match resolve(&load(path), &HookPolicy::default()) {
+        Ok(_) => vec![],
+        Err(v) => v.0.into_iter().map(|v| (v.field, v.rule)).collect(),
+    }
+}
+
+#[test]
+fn valid_samples_resolve_with_defaults() {
+    let r = resolve(&load("minimal.yaml"), &HookPolicy::default()).expect("minimal is valid");
+    assert_eq!(r.service_account, "default");
+    assert_eq!(r.election.lease_name, "minimal");
+    assert_eq!(r.election.lease_namespace, "team-a");
+    assert_eq!(r.election.lease_duration, Duration::from_secs(15));
+    assert_eq!(r.election.renew_deadline, Duration::from_secs(10));
+    assert_eq!(r.election.retry_period, Duration::from_secs(2));
+    assert!(r.election.release_on_cancel);
+    assert_eq!(r.startup_timeout, Duration::from_secs(60));
+    assert_eq!(r.graceful_shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(r.workers[0].concurrency, 1);
+    assert_eq!(r.workers[0].namespace, "team-a");
+    assert_eq!(r.workers[0].group, "");
+    assert_eq!(r.workers[0].version, "v1");
+    assert_eq!(r.workers[0].hook_timeout, Duration::from_secs(10));
+
+    let full = resolve(&load("full.yaml"), &HookPolicy::default()).expect("full is valid");
+    assert_eq!(full.workers.len(), 2);
+    assert_eq!(full.workers[0].concurrency, 4);
+    assert_eq!(
+        full.workers[0].resync_period,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        full.workers[0].label_selector.as_deref(),
+        Some("app=inventory")
+    );
+
+    let tight =
+        resolve(&load("tight-timings.yaml"), &HookPolicy::default()).expect("tight is valid");
+    assert_eq!(tight.election.renew_deadline, Duration::from_millis(1300));
+}
+
+#[test]
+fn seed_case_is_rejected_with_field_and_values() {
+    let err = resolve(
+        &load("invalid-lease-not-greater-than-renew.yaml"),
+        &HookPolicy::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].field, "spec.leaderElection.renewDeadline");
+    assert_eq!(err.0[0].rule, Rule::LeaseGreaterThanRenew);
+    assert_eq!(
+        err.to_string(),
+        "spec.leaderElection.renewDeadline: must be less than leaseDuration (5s), got 6s"
+    );
+}
+
+#[test]
+fn jitter_rule() {
+    assert_eq!(
+        fields("invalid-renew-within-jitter.yaml"),
+        vec![(
+            "spec.leaderElection.renewDeadline".to_string(),
+            Rule::RenewGreaterThanJitteredRetry
+        )]
+    );
+}
+
+#[test]
+fn zero_durations_are_rejected() {
+    let f = fields("invalid-zero-duration.yaml");
+    assert!(
+        f.contains(&("spec.leaderElection.renewDeadline".into(), Rule::Positive)),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&("spec.workers[0].hook.timeout".into(), Rule::Positive)),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn every_violation_is_reported() {
+    let f = fields("invalid-three-rules.yaml");
+    assert!(
+        f.contains(&(
+            "spec.leaderElection.leaseDuration".into(),
+            Rule::WholeSeconds
+        )),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&(
+            "spec.leaderElection.renewDeadline".into(),
+            Rule::LeaseGreaterThanRenew
+        )),
+        "{f:?}"
+    );
+    assert!(
+        f.contains(&("spec.workers[0].concurrency".into(), Rule::Range)),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn hook_policy_is_applied() {
+    let f = fields("broken/hook-metadata-address.yaml");
+    assert_eq!(
+        f,
+        vec![("spec.workers[0].hook.url".to_string(), Rule::HookUrl)]
+    );
+}
+
+#[test]
+fn many_rules_on_one_worker_list() {
+    let mut mc = load("minimal.yaml");
+    let w = mc.spec.workers[0].clone();
+    mc.spec.workers.push(w.clone());
+    mc.spec.workers[1].watch.api_version = "apps/V1".into();
+    mc.spec.workers[1].watch.kind = "configmap".into();
+    mc.spec.workers[1].watch.label_selector = Some("app in (".into());
+    mc.spec.workers[1].resync_period = Some("48h".into());
+    mc.spec.workers[1].hook.timeout = "31s".into();
+    mc.spec.workers[1].concurrency = 0;
+    mc.spec.service_account_name = "Not_Valid".into();
+    mc.spec.startup_timeout = "15".into();
+    mc.spec.graceful_shutdown_timeout = "-1s".into();
+    mc.spec.leader_election.lease_namespace = Some("Bad.NS".into());
+    let err = resolve(&mc, &HookPolicy::default()).unwrap_err();
+    let got: Vec<_> = err.0.iter().map(|v| (v.field.as_str(), v.rule)).collect();
+    for want in [
+        ("spec.serviceAccountName", Rule::Name),
+        ("spec.leaderElection.leaseNamespace", Rule::Name),
+        ("spec.startupTimeout", Rule::DurationSyntax),
+        ("spec.gracefulShutdownTimeout", Rule::Positive),
+        ("spec.workers[1].name", Rule::Unique),
+        ("spec.workers[1].concurrency", Rule::Range),
+        ("spec.workers[1].watch.apiVersion", Rule::GroupVersionKind),
+        ("spec.workers[1].watch.kind", Rule::GroupVersionKind),
+        ("spec.workers[1].watch.labelSelector", Rule::LabelSelector),
+        ("spec.workers[1].resyncPeriod", Rule::Range),
+        ("spec.workers[1].hook.timeout", Rule::Range),
+    ] {
+        assert!(got.contains(&want), "missing {want:?} in {got:?}");
+    }
+    assert!(err.to_string().contains("got \"15\"") || err.to_string().contains("missing unit"));
+}
+
+#[test]
+fn empty_workers_and_missing_metadata() {
+    let mut mc = load("minimal.yaml");
+    mc.spec.workers.clear();
+    mc.metadata.namespace = None;
+    let err = resolve(&mc, &HookPolicy::default()).unwrap_err();
+    let got: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
+    assert!(got.contains(&"spec.workers"));
+    assert!(got.contains(&"metadata.namespace"));
+}
+
+#[test]
+fn warnings_for_risky_settings() {
+    let mut mc = load("minimal.yaml");
+    assert!(warnings(&mc.spec).is_empty());
+    mc.spec.leader_election.lease_duration = "10m".into();
+    mc.spec.leader_election.renew_deadline = "9m59s".into();
+    mc.spec.workers[0].concurrency = 32;
+    let w = warnings(&mc.spec);
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].starts_with("spec.leaderElection.leaseDuration"));
+    assert!(w[1].starts_with("spec.leaderElection.renewDeadline"));
+    assert!(w[2].starts_with("spec.workers[0].concurrency"));
+}
+
+fn secs_or_millis() -> impl Strategy<Value = GoDuration> {
+    prop_oneof![
+        (1i64..=120).prop_map(GoDuration::from_secs),
+        (1i64..=120_000).prop_map(GoDuration::from_millis),
+        (1i64..=5_000_000_000).prop_map(GoDuration::from_nanos),
+    ]
+}
+
+proptest! {
+    /// Any (lease, renew, retry) triple is accepted iff it satisfies client-go's rules
+    /// (lease > renew, renew > 1.2 × retry) plus the Lease's whole seconds and our bounds.
+    #[test]
+    fn election_triple_accepted_iff_client_go_rules(
+        lease in secs_or_millis(), renew in secs_or_millis(), retry in secs_or_millis()
+    ) {
+        let (l, rn, rt) = (lease.as_nanos() as f64, renew.as_nanos() as f64, retry.as_nanos() as f64);
+        let client_go_ok = l > rn && rn > 1.2 * rt;
+        let lease_format_ok = lease.as_nanos() % 1_000_000_000 == 0
+            && lease >= bounds::LEASE_DURATION.0 && lease <= bounds::LEASE_DURATION.1;
+        let retry_ok = retry >= bounds::RETRY_PERIOD_MIN;
+        let violations = check_election_timings(lease, renew, retry);
+        // f64 ties are impossible to misjudge here: 1.2 × retry is exact to well under 1ns for
+        // these magnitudes except on exact equality, which the integer rule also rejects.
+        prop_assert_eq!(violations.is_empty(), client_go_ok && lease_format_ok && retry_ok,
+            "lease={} renew={} retry={} -> {:?}", lease, renew, retry, violations);
+    }
+
+    /// Whatever the spec strings, resolve never panics, and it fails iff there is a violation.
+    #[test]
+    fn resolve_never_panics(lease in "\\PC{0,8}", renew in "[0-9]{1,3}(ms|s|m)", retry in "\\PC{0,6}",
+                            url in "\\PC{0,30}", sel in "\\PC{0,12}") {
+        let mut mc = load("minimal.yaml");
+        mc.spec.leader_election.lease_duration = lease;
+        mc.spec.leader_election.renew_deadline = renew;
+        mc.spec.leader_election.retry_period = retry;
+        mc.spec.workers[0].hook.url = url;
+        mc.spec.workers[0].watch.label_selector = Some(sel);
+        match resolve(&mc, &HookPolicy::default()) {
+            Ok(r) => prop_assert!(r.election.lease_duration > r.election.renew_deadline),
+            Err(v) => prop_assert!(!v.0.is_empty()),
+        }
+    }
+}
