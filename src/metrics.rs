@@ -1,0 +1,231 @@
+//! Prometheus metrics (SPEC §5), all in one [`prometheus::Registry`], prefix
+//! `manager_operator_`. Labels are bounded: per ManagerConfig (namespace/name), per worker, per
+//! stable reason, never per object or per error text. Documented in `docs/metrics.md`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metrics of the operator.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry every metric below is registered in.
+    pub registry: Registry,
+    /// `managers{state}`: managers per state (candidate, leading, starting, running, stopping, failed).
+    pub managers: IntGaugeVec,
+    /// `manager_ready{namespace,name}`: 1 when the config's workers run on this replica or
+    /// another (as seen in status), 0 on failure.
+    pub manager_ready: IntGaugeVec,
+    /// `startup_failures_total{namespace,name,reason}`.
+    pub startup_failures_total: IntCounterVec,
+    /// `startup_duration_seconds`: reconcile seen → workers running.
+    pub startup_duration_seconds: Histogram,
+    /// `leader{namespace,name}`: 1 where this replica leads.
+    pub leader: IntGaugeVec,
+    /// `leader_transitions_total{namespace,name}`: leadership gained or lost by this replica.
+    pub leader_transitions_total: IntCounterVec,
+    /// `lease_renew_duration_seconds`.
+    pub lease_renew_duration_seconds: Histogram,
+    /// `lease_renew_failures_total{namespace,name}`.
+    pub lease_renew_failures_total: IntCounterVec,
+    /// `reconcile_total{namespace,name,worker,result}`.
+    pub reconcile_total: IntCounterVec,
+    /// `reconcile_duration_seconds{namespace,name,worker}`.
+    pub reconcile_duration_seconds: HistogramVec,
+    /// `workers_active{namespace,name,worker}`: reconciles in flight.
+    pub workers_active: IntGaugeVec,
+    /// `queue_depth{namespace,name,worker}`: objects waiting for a reconcile worker.
+    pub queue_depth: IntGaugeVec,
+    /// `hook_request_duration_seconds{code}`: hook call latency by HTTP status code class.
+    pub hook_request_duration_seconds: HistogramVec,
+    /// `admission_requests_total{operation,allowed}`.
+    pub admission_requests_total: IntCounterVec,
+    /// `admission_duration_seconds`.
+    pub admission_duration_seconds: Histogram,
+    /// `tasks`: live tasks owned by managers (leak detector).
+    pub tasks: IntGauge,
+    /// `webhook_certificate_rotations_total`.
+    pub webhook_certificate_rotations_total: IntCounter,
+}
+
+const PREFIX: &str = "manager_operator";
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace(PREFIX)
+}
+
+fn hopts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
+    HistogramOpts::new(name, help)
+        .namespace(PREFIX)
+        .buckets(buckets)
+}
+
+/// Latency buckets from 1 ms to 30 s.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let m = Metrics {
+            managers: IntGaugeVec::new(
+                opts("managers", "Managers on this replica by state."),
+                &["state"],
+            )?,
+            manager_ready: IntGaugeVec::new(
+                opts(
+                    "manager_ready",
+                    "1 when the ManagerConfig's workers run, 0 when it failed or waits.",
+                ),
+                &["namespace", "name"],
+            )?,
+            startup_failures_total: IntCounterVec::new(
+                opts(
+                    "startup_failures_total",
+                    "Failed manager starts by stable reason.",
+                ),
+                &["namespace", "name", "reason"],
+            )?,
+            startup_duration_seconds: Histogram::with_opts(hopts(
+                "startup_duration_seconds",
+                "Time from leadership acquired to all workers running.",
+                latency_buckets(),
+            ))?,
+            leader: IntGaugeVec::new(
+                opts(
+                    "leader",
+                    "1 where this replica holds the ManagerConfig's Lease.",
+                ),
+                &["namespace", "name"],
+            )?,
+            leader_transitions_total: IntCounterVec::new(
+                opts(
+                    "leader_transitions_total",
+                    "Leadership acquired or lost by this replica.",
+                ),
+                &["namespace", "name"],
+            )?,
+            lease_renew_duration_seconds: Histogram::with_opts(hopts(
+                "lease_renew_duration_seconds",
+                "Duration of successful Lease renewals.",
+                latency_buckets(),
+            ))?,
+            lease_renew_failures_total: IntCounterVec::new(
+                opts(
+                    "lease_renew_failures_total",
+                    "Failed Lease renewal attempts.",
+                ),
+                &["namespace", "name"],
+            )?,
+            reconcile_total: IntCounterVec::new(
+                opts(
+                    "reconcile_total",
+                    "Worker reconciles by result (success, error).",
+                ),
+                &["namespace", "name", "worker", "result"],
+            )?,
+            reconcile_duration_seconds: HistogramVec::new(
+                hopts(
+                    "reconcile_duration_seconds",
+                    "Worker reconcile duration.",
+                    latency_buckets(),
+                ),
+                &["namespace", "name", "worker"],
+            )?,
+            workers_active: IntGaugeVec::new(
+                opts("workers_active", "Reconciles in flight."),
+                &["namespace", "name", "worker"],
+            )?,
+            queue_depth: IntGaugeVec::new(
+                opts("queue_depth", "Objects waiting for a reconcile worker."),
+                &["namespace", "name", "worker"],
+            )?,
+            hook_request_duration_seconds: HistogramVec::new(
+                hopts(
+                    "hook_request_duration_seconds",
+                    "Hook call latency by HTTP status code (or 'error').",
+                    latency_buckets(),
+                ),
+                &["code"],
+            )?,
+            admission_requests_total: IntCounterVec::new(
+                opts("admission_requests_total", "Admission reviews answered."),
+                &["operation", "allowed"],
+            )?,
+            admission_duration_seconds: Histogram::with_opts(hopts(
+                "admission_duration_seconds",
+                "Time to answer an admission review.",
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                ],
+            ))?,
+            tasks: IntGauge::with_opts(opts("tasks", "Live tasks owned by managers."))?,
+            webhook_certificate_rotations_total: IntCounter::with_opts(opts(
+                "webhook_certificate_rotations_total",
+                "Webhook serving certificates generated or reloaded.",
+            ))?,
+            registry,
+        };
+        m.registry.register(Box::new(m.managers.clone()))?;
+        m.registry.register(Box::new(m.manager_ready.clone()))?;
+        m.registry
+            .register(Box::new(m.startup_failures_total.clone()))?;
+        m.registry
+            .register(Box::new(m.startup_duration_seconds.clone()))?;
+        m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry
+            .register(Box::new(m.leader_transitions_total.clone()))?;
+        m.registry
+            .register(Box::new(m.lease_renew_duration_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.lease_renew_failures_total.clone()))?;
+        m.registry.register(Box::new(m.reconcile_total.clone()))?;
+        m.registry
+            .register(Box::new(m.reconcile_duration_seconds.clone()))?;
+        m.registry.register(Box::new(m.workers_active.clone()))?;
+        m.registry.register(Box::new(m.queue_depth.clone()))?;
+        m.registry
+            .register(Box::new(m.hook_request_duration_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.admission_requests_total.clone()))?;
+        m.registry
+            .register(Box::new(m.admission_duration_seconds.clone()))?;
+        m.registry.register(Box::new(m.tasks.clone()))?;
+        m.registry
+            .register(Box::new(m.webhook_certificate_rotations_total.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_encodes() {
+        let m = Metrics::new().expect("metrics register");
+        m.admission_requests_total
+            .with_label_values(&["CREATE", "true"])
+            .inc();
+        m.startup_failures_total
+            .with_label_values(&["ns", "n", "InvalidSpec"])
+            .inc();
+        let text = m.encode().expect("encodes");
+        assert!(text.contains(
+            "manager_operator_admission_requests_total{allowed=\"true\",operation=\"CREATE\"} 1"
+        ));
+        assert!(text.contains("manager_operator_startup_failures_total{name=\"n\",namespace=\"ns\",reason=\"InvalidSpec\"} 1"));
+    }
+}
