@@ -5,5 +5,6 @@
 
 pub mod api;
 pub mod cli;
+pub mod manager;
 pub mod metrics;
 pub mod validation;

@@ -1,0 +1,540 @@
+//! Leader election on a Lease, interoperable with client-go (SPEC §3), with three things
+//! client-go lacks: candidates *watch* the Lease (a released lease is taken at once, an expired
+//! one at the moment it expires), the leader is *fenced* (its [`Fence`] expires on the
+//! monotonic clock `renewDeadline` after the last successful renew was sent, strictly before
+//! anyone may take over), and release re-reads the Lease before clearing it.
+//!
+//! Expiry is judged like client-go: by this candidate's monotonic clock, from the moment it
+//! last saw the record's content change, with the `leaseDurationSeconds` the holder advertised.
+//! Wall clocks are only written (acquireTime, renewTime), never compared.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use prometheus::{Histogram, IntCounter};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::fence::Fence;
+use super::lease::{LeaseRecord, LeaseStore, StoreError};
+
+/// client-go's jitter factor for the candidate's retry loop.
+pub const JITTER_FACTOR: f64 = 1.2;
+/// Longest `leaseDurationSeconds` honoured from a record; a record advertising more (tampered
+/// or absurd) is treated as this, so a bogus value cannot lock a lease for years.
+pub const MAX_ADVERTISED_LEASE: Duration = Duration::from_secs(3600);
+
+/// A wall clock (for the timestamps written into the Lease only).
+pub type WallClock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system wall clock.
+pub fn system_wall_clock() -> WallClock {
+    Arc::new(Timestamp::now)
+}
+
+/// Settings of one elector.
+#[derive(Clone)]
+pub struct ElectorConfig {
+    /// This candidate's identity (holderIdentity).
+    pub identity: String,
+    /// leaseDuration (whole seconds).
+    pub lease_duration: Duration,
+    /// renewDeadline.
+    pub renew_deadline: Duration,
+    /// retryPeriod.
+    pub retry_period: Duration,
+    /// Clear the Lease on graceful stop.
+    pub release_on_cancel: bool,
+    /// Wall clock for acquireTime/renewTime.
+    pub wall_clock: WallClock,
+}
+
+impl ElectorConfig {
+    /// Per-call timeout: max(1s, renewDeadline/2).
+    pub fn call_timeout(&self) -> Duration {
+        std::cmp::max(Duration::from_secs(1), self.renew_deadline / 2)
+    }
+}
+
+/// Optional metrics the elector records.
+#[derive(Clone, Default)]
+pub struct ElectionTelemetry {
+    /// Successful renew latency.
+    pub renew_duration: Option<Histogram>,
+    /// Failed renew attempts.
+    pub renew_failures: Option<IntCounter>,
+}
+
+/// What the elector last saw in the Lease (for status and logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The holder, if any.
+    pub holder: Option<String>,
+    /// leaseTransitions.
+    pub transitions: Option<i32>,
+}
+
+/// The elector's role, published on a watch channel.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// Not leading.
+    Candidate,
+    /// Leading under this fence.
+    Leading(Fence),
+}
+
+impl Role {
+    /// The fence, when leading.
+    pub fn fence(&self) -> Option<&Fence> {
+        match self {
+            Role::Leading(f) => Some(f),
+            Role::Candidate => None,
+        }
+    }
+}
+
+/// Errors that end an election (everything else is retried).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ElectionError {
+    /// The Lease's namespace does not exist.
+    #[error("{0}")]
+    NamespaceNotFound(String),
+    /// RBAC forbids reading or writing the Lease.
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+impl ElectionError {
+    fn from_store(e: &StoreError) -> Option<Self> {
+        match e {
+            StoreError::NamespaceNotFound(ns) => Some(ElectionError::NamespaceNotFound(format!(
+                "lease namespace {ns:?} does not exist"
+            ))),
+            StoreError::Forbidden(m) => Some(ElectionError::Forbidden(m.clone())),
+            _ => None,
+        }
+    }
+}
+
+enum Attempt {
+    Acquired(Fence),
+    /// Held by another until this instant (on our clock), unless the record changes.
+    Held(Instant),
+    /// Lost a race; try again at once.
+    Retry,
+    /// Transient failure; retry after the retry period.
+    Failed,
+}
+
+enum TermEnd {
+    Lost(String),
+    Stopped,
+}
+
+/// One candidate for one Lease.
+pub struct Elector<S: LeaseStore> {
+    store: Arc<S>,
+    cfg: ElectorConfig,
+    telemetry: ElectionTelemetry,
+    /// Last record seen, and when (monotonic) its content last changed.
+    observed: Option<(LeaseRecord, Instant)>,
+    view: watch::Sender<LeaseView>,
+    role: watch::Sender<Role>,
+    /// True while we hold a term (decides whether an acquire is a transition).
+    leading: bool,
+}
+
+impl<S: LeaseStore> Elector<S> {
+    /// A new candidate.
+    pub fn new(store: Arc<S>, cfg: ElectorConfig, telemetry: ElectionTelemetry) -> Self {
+        let (view, _) = watch::channel(LeaseView::default());
+        let (role, _) = watch::channel(Role::Candidate);
+        Self {
+            store,
+            cfg,
+            telemetry,
+            observed: None,
+            view,
+            role,
+            leading: false,
+        }
+    }
+
+    /// Role changes (Candidate / Leading).
+    pub fn roles(&self) -> watch::Receiver<Role> {
+        self.role.subscribe()
+    }
+
+    /// What the elector sees in the Lease.
+    pub fn views(&self) -> watch::Receiver<LeaseView> {
+        self.view.subscribe()
+    }
+
+    fn observe(&mut self, rec: LeaseRecord) {
+        let now = Instant::now();
+        let changed = match &self.observed {
+            Some((old, _)) => !old.same_content(&rec),
+            None => true,
+        };
+        let at = match &self.observed {
+            Some((_, at)) if !changed => *at,
+            _ => now,
+        };
+        if changed {
+            self.view.send_replace(LeaseView {
+                holder: rec.holder().map(str::to_string),
+                transitions: rec.lease_transitions,
+            });
+        }
+        self.observed = Some((rec, at));
+    }
+
+    fn advertised(rec: &LeaseRecord) -> Duration {
+        let secs = rec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
+        std::cmp::min(Duration::from_secs(secs), MAX_ADVERTISED_LEASE)
+    }
+
+    fn jittered_retry(&self) -> Duration {
+        let f: f64 = rand::rng().random_range(0.0..JITTER_FACTOR);
+        self.cfg.retry_period.mul_f64(1.0 + f)
+    }
+
+    fn next_record(&self, old: Option<&LeaseRecord>, now: Timestamp) -> LeaseRecord {
+        let secs = i32::try_from(self.cfg.lease_duration.as_secs()).unwrap_or(i32::MAX);
+        let mut rec = LeaseRecord {
+            holder: Some(self.cfg.identity.clone()),
+            lease_duration_seconds: Some(secs),
+            acquire_time: Some(now),
+            renew_time: Some(now),
+            lease_transitions: Some(0),
+            resource_version: None,
+        };
+        if let Some(old) = old {
+            rec.resource_version = old.resource_version.clone();
+            let old_transitions = old.lease_transitions.unwrap_or(0);
+            if self.leading && old.holder() == Some(self.cfg.identity.as_str()) {
+                rec.acquire_time = old.acquire_time;
+                rec.lease_transitions = Some(old_transitions);
+            } else {
+                // A new term: every change of holder, and every re-acquisition after a term of
+                // ours ended, moves the fencing token forward.
+                rec.lease_transitions = Some(old_transitions.saturating_add(1));
+            }
+        }
+        rec
+    }
+
+    async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let t = self.cfg.call_timeout();
+        match timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(t)),
+        }
+    }
+
+    fn acquired(&mut self, rec: LeaseRecord, sent: Instant) -> Fence {
+        let token = i64::from(rec.lease_transitions.unwrap_or(0));
+        self.observe(rec);
+        self.leading = true;
+        Fence::new(token, sent + self.cfg.renew_deadline)
+    }
+
+    async fn try_acquire(&mut self) -> Result<Attempt, ElectionError> {
+        let current = match self.call(self.store.get()).await {
+            Ok(rec) => rec,
+            Err(StoreError::NotFound) => {
+                let sent = Instant::now();
+                let rec = self.next_record(None, (self.cfg.wall_clock)());
+                return match self.call(self.store.create(&rec)).await {
+                    Ok(created) => Ok(Attempt::Acquired(self.acquired(created, sent))),
+                    Err(StoreError::AlreadyExists) => Ok(Attempt::Retry),
+                    Err(e) => match ElectionError::from_store(&e) {
+                        Some(fatal) => Err(fatal),
+                        None => {
+                            debug!(error = %e, "creating the lease failed");
+                            Ok(Attempt::Failed)
+                        }
+                    },
+                };
+            }
+            Err(e) => {
+                return match ElectionError::from_store(&e) {
+                    Some(fatal) => Err(fatal),
+                    None => {
+                        debug!(error = %e, "reading the lease failed");
+                        Ok(Attempt::Failed)
+                    }
+                };
+            }
+        };
+        self.observe(current.clone());
+        let me = self.cfg.identity.as_str();
+        if let Some(holder) = current.holder()
+            && holder != me
+        {
+            let at = self
+                .observed
+                .as_ref()
+                .map_or_else(Instant::now, |(_, at)| *at);
+            let expires = at + Self::advertised(&current);
+            if Instant::now() < expires {
+                return Ok(Attempt::Held(expires));
+            }
+            info!(
+                lease_holder = holder,
+                "lease expired by observation; taking over"
+            );
+        }
+        let sent = Instant::now();
+        let rec = self.next_record(Some(&current), (self.cfg.wall_clock)());
+        match self.call(self.store.update(&rec)).await {
+            Ok(updated) => Ok(Attempt::Acquired(self.acquired(updated, sent))),
+            Err(StoreError::Conflict) | Err(StoreError::NotFound) => Ok(Attempt::Retry),
+            Err(e) => match ElectionError::from_store(&e) {
+                Some(fatal) => Err(fatal),
+                None => {
+                    debug!(error = %e, "acquiring the lease failed");
+                    Ok(Attempt::Failed)
+                }
+            },
+        }
+    }
+
+    /// Campaigns until leading (Some) or stopped (None).
+    async fn acquire(&mut self, stop: &CancellationToken) -> Result<Option<Fence>, ElectionError> {
+        let mut sub = self.store.subscribe();
+        loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let wake_at = match self.try_acquire().await? {
+                Attempt::Acquired(f) => return Ok(Some(f)),
+                Attempt::Retry => continue,
+                Attempt::Held(expires) => {
+                    std::cmp::min(expires, Instant::now() + self.jittered_retry())
+                }
+                Attempt::Failed => Instant::now() + self.jittered_retry(),
+            };
+            // Wait for expiry, the poll interval, or a watched change that frees the lease.
+            loop {
+                let changed = async {
+                    match sub.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(None),
+                    _ = sleep_until(wake_at) => break,
+                    ok = changed => {
+                        if !ok { sub = None; continue; }
+                        let seen = sub.as_mut().and_then(|rx| rx.borrow_and_update().clone());
+                        match seen {
+                            // Deleted: try to create it at once.
+                            None => break,
+                            Some(rec) => {
+                                let free = rec.holder().is_none();
+                                self.observe(rec);
+                                if free { break; }
+                                // A renewal resets our observation clock; keep waiting, but no
+                                // longer than the new expiry.
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews until the term ends.
+    async fn hold(&mut self, fence: &Fence, stop: &CancellationToken) -> TermEnd {
+        let mut sub = self.store.subscribe();
+        let me = self.cfg.identity.clone();
+        let mut immediate = false;
+        loop {
+            if !immediate {
+                let next = Instant::now() + self.cfg.retry_period;
+                loop {
+                    let changed = async {
+                        match sub.as_mut() {
+                            Some(rx) => rx.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = stop.cancelled() => return TermEnd::Stopped,
+                        _ = sleep_until(fence.deadline()) => {
+                            return TermEnd::Lost("no successful renew within renewDeadline".into())
+                        }
+                        _ = sleep_until(next) => break,
+                        ok = changed => {
+                            if !ok { sub = None; continue; }
+                            let seen = sub.as_mut().and_then(|rx| rx.borrow_and_update().clone());
+                            match seen {
+                                None => return TermEnd::Lost("the lease was deleted".into()),
+                                Some(rec) if rec.holder() != Some(me.as_str()) => {
+                                    let who = rec.holder().unwrap_or("nobody").to_string();
+                                    self.observe(rec);
+                                    return TermEnd::Lost(format!("the lease is now held by {who}"));
+                                }
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                }
+            }
+            immediate = false;
+            // Pause detection: a process that slept through its deadline steps down before
+            // doing anything else.
+            if fence.check().is_err() {
+                return TermEnd::Lost(
+                    "renewDeadline passed (process paused or renewals failing)".into(),
+                );
+            }
+            let Some((current, _)) = self.observed.clone() else {
+                return TermEnd::Lost("no lease observed".into());
+            };
+            let sent = Instant::now();
+            let rec = self.next_record(Some(&current), (self.cfg.wall_clock)());
+            let outcome = tokio::select! {
+                _ = stop.cancelled() => return TermEnd::Stopped,
+                _ = sleep_until(fence.deadline()) => {
+                    return TermEnd::Lost("no successful renew within renewDeadline".into())
+                }
+                r = self.call(self.store.update(&rec)) => r,
+            };
+            match outcome {
+                Ok(updated) => {
+                    if let Some(h) = &self.telemetry.renew_duration {
+                        h.observe(sent.elapsed().as_secs_f64());
+                    }
+                    self.observe(updated);
+                    fence.extend(sent + self.cfg.renew_deadline);
+                }
+                Err(StoreError::Conflict) => {
+                    // Someone wrote the Lease: see who.
+                    match self.call(self.store.get()).await {
+                        Ok(rec) if rec.holder() == Some(me.as_str()) => {
+                            self.observe(rec);
+                            immediate = true;
+                        }
+                        Ok(rec) => {
+                            let who = rec.holder().unwrap_or("nobody").to_string();
+                            self.observe(rec);
+                            return TermEnd::Lost(format!("the lease is now held by {who}"));
+                        }
+                        Err(StoreError::NotFound) => {
+                            return TermEnd::Lost("the lease was deleted".into());
+                        }
+                        Err(e) => {
+                            self.renew_failed(&e);
+                        }
+                    }
+                }
+                Err(StoreError::NotFound) => return TermEnd::Lost("the lease was deleted".into()),
+                Err(e) => self.renew_failed(&e),
+            }
+        }
+    }
+
+    fn renew_failed(&self, e: &StoreError) {
+        if let Some(c) = &self.telemetry.renew_failures {
+            c.inc();
+        }
+        warn!(error = %e, "renewing the lease failed; retrying until renewDeadline");
+    }
+
+    /// Clears the Lease like client-go (holder "", leaseDurationSeconds 1, times now,
+    /// transitions kept), but only after re-reading it and seeing ourselves still the holder.
+    async fn release(&mut self) {
+        let me = self.cfg.identity.clone();
+        let give_up = Instant::now() + self.cfg.renew_deadline;
+        while Instant::now() < give_up {
+            let current = match self.call(self.store.get()).await {
+                Ok(rec) => rec,
+                Err(e) => {
+                    debug!(error = %e, "release: reading the lease failed");
+                    return;
+                }
+            };
+            if current.holder() != Some(me.as_str()) {
+                debug!("release: lease no longer ours; nothing to clear");
+                return;
+            }
+            let now = (self.cfg.wall_clock)();
+            let rec = LeaseRecord {
+                holder: Some(String::new()),
+                lease_duration_seconds: Some(1),
+                acquire_time: Some(now),
+                renew_time: Some(now),
+                lease_transitions: current.lease_transitions,
+                resource_version: current.resource_version.clone(),
+            };
+            match self.call(self.store.update(&rec)).await {
+                Ok(updated) => {
+                    info!("lease released");
+                    self.observe(updated);
+                    return;
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => {
+                    warn!(error = %e, "release: clearing the lease failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the election until `stop` is cancelled (then releases if configured) or a fatal
+    /// error. Losing the lease never ends it: the elector becomes a candidate again.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), ElectionError> {
+        loop {
+            let fence = match self.acquire(&stop).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.role.send_replace(Role::Candidate);
+                    return Err(e);
+                }
+            };
+            info!(identity = %self.cfg.identity, token = fence.token(), "acquired the lease");
+            self.role.send_replace(Role::Leading(fence.clone()));
+            let end = self.hold(&fence, &stop).await;
+            fence.revoke();
+            self.leading = false;
+            self.role.send_replace(Role::Candidate);
+            match end {
+                TermEnd::Lost(why) => {
+                    warn!(identity = %self.cfg.identity, reason = %why, "lost leadership; campaigning again");
+                }
+                TermEnd::Stopped => {
+                    if self.cfg.release_on_cancel {
+                        self.release().await;
+                    }
+                    return Ok(());
+                }
+            }
+            // Do not hammer the store right after losing.
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = sleep(self.cfg.retry_period) => {}
+            }
+        }
+    }
+
+    /// Stops leading for a moment is not possible; to give up the lease, cancel `stop` in
+    /// [`Elector::run`]. This helper exists for tests: the current observation.
+    pub fn observed(&self) -> Option<&LeaseRecord> {
+        self.observed.as_ref().map(|(r, _)| r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,552 @@
+//! The election state machine against tokio's paused clock and an in-memory Lease store with
+//! injected faults.
+
+use super::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::sync::Mutex;
+
+/// The shared in-memory "API server" for one Lease.
+struct MemLease {
+    state: Mutex<(Option<LeaseRecord>, u64)>,
+    events: watch::Sender<Option<LeaseRecord>>,
+}
+
+impl MemLease {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new((None, 0)),
+            events: watch::channel(None).0,
+        })
+    }
+
+    fn current(&self) -> Option<LeaseRecord> {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    /// Writes a record as a foreign client would (kubectl, client-go).
+    fn put(&self, mut rec: LeaseRecord) {
+        let mut s = self.state.lock().unwrap();
+        s.1 += 1;
+        rec.resource_version = Some(s.1.to_string());
+        s.0 = Some(rec.clone());
+        self.events.send_replace(Some(rec));
+    }
+
+    fn delete(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.1 += 1;
+        s.0 = None;
+        self.events.send_replace(None);
+    }
+}
+
+#[derive(Default, Clone)]
+struct Faults {
+    /// Probability that a call fails before reaching the store.
+    fail: f64,
+    /// Probability that a write is applied but its answer is lost (the caller times out).
+    lost_answer: f64,
+    /// Max latency added before a call reaches the store.
+    max_latency: Duration,
+    /// Every call hangs (a partitioned or paused client).
+    hang: bool,
+}
+
+/// One client's view of the store, with faults.
+struct FaultyStore {
+    lease: Arc<MemLease>,
+    faults: Arc<Mutex<Faults>>,
+    rng: Mutex<StdRng>,
+    watch: bool,
+}
+
+impl FaultyStore {
+    fn new(lease: &Arc<MemLease>, seed: u64) -> (Arc<Self>, Arc<Mutex<Faults>>) {
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        (
+            Arc::new(Self {
+                lease: lease.clone(),
+                faults: faults.clone(),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                watch: true,
+            }),
+            faults,
+        )
+    }
+
+    async fn before(&self) -> Result<bool, StoreError> {
+        let f = self.faults.lock().unwrap().clone();
+        if f.hang {
+            std::future::pending::<()>().await;
+        }
+        let (fail, lat, lost) = {
+            let mut r = self.rng.lock().unwrap();
+            let fail = r.random_bool(f.fail);
+            let lat = if f.max_latency.is_zero() {
+                Duration::ZERO
+            } else {
+                f.max_latency.mul_f64(r.random_range(0.0..1.0))
+            };
+            (fail, lat, r.random_bool(f.lost_answer))
+        };
+        if !lat.is_zero() {
+            sleep(lat).await;
+        }
+        if fail {
+            return Err(StoreError::Other("injected failure".into()));
+        }
+        Ok(lost)
+    }
+}
+
+impl LeaseStore for FaultyStore {
+    async fn get(&self) -> Result<LeaseRecord, StoreError> {
+        self.before().await?;
+        self.lease.current().ok_or(StoreError::NotFound)
+    }
+
+    async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        let lost = self.before().await?;
+        let rec = {
+            let mut s = self.lease.state.lock().unwrap();
+            if s.0.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            s.1 += 1;
+            let mut rec = record.clone();
+            rec.resource_version = Some(s.1.to_string());
+            s.0 = Some(rec.clone());
+            rec
+        };
+        self.lease.events.send_replace(Some(rec.clone()));
+        if lost {
+            std::future::pending::<()>().await;
+        }
+        Ok(rec)
+    }
+
+    async fn update(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        let lost = self.before().await?;
+        let rec = {
+            let mut s = self.lease.state.lock().unwrap();
+            match &s.0 {
+                None => return Err(StoreError::NotFound),
+                Some(cur) if cur.resource_version != record.resource_version => {
+                    return Err(StoreError::Conflict);
+                }
+                Some(_) => {}
+            }
+            s.1 += 1;
+            let mut rec = record.clone();
+            rec.resource_version = Some(s.1.to_string());
+            s.0 = Some(rec.clone());
+            rec
+        };
+        self.lease.events.send_replace(Some(rec.clone()));
+        if lost {
+            std::future::pending::<()>().await;
+        }
+        Ok(rec)
+    }
+
+    fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>> {
+        self.watch.then(|| self.lease.events.subscribe())
+    }
+}
+
+fn cfg(identity: &str) -> ElectorConfig {
+    ElectorConfig {
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(2),
+        release_on_cancel: true,
+        wall_clock: system_wall_clock(),
+    }
+}
+
+struct Running {
+    roles: watch::Receiver<Role>,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), ElectionError>>,
+}
+
+fn spawn(store: Arc<FaultyStore>, c: ElectorConfig) -> Running {
+    let e = Elector::new(store, c, ElectionTelemetry::default());
+    let roles = e.roles();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(e.run(stop.clone()));
+    Running {
+        roles,
+        stop,
+        handle,
+    }
+}
+
+async fn until_leading(r: &mut Running) -> Fence {
+    loop {
+        if let Some(f) = r.roles.borrow_and_update().fence() {
+            return f.clone();
+        }
+        r.roles.changed().await.expect("elector alive");
+    }
+}
+
+async fn until_candidate(r: &mut Running) {
+    loop {
+        if r.roles.borrow_and_update().fence().is_none() {
+            return;
+        }
+        r.roles.changed().await.expect("elector alive");
+    }
+}
+
+fn foreign(holder: &str, secs: i32, renew: Timestamp, transitions: i32) -> LeaseRecord {
+    LeaseRecord {
+        holder: Some(holder.into()),
+        lease_duration_seconds: Some(secs),
+        acquire_time: Some(renew),
+        renew_time: Some(renew),
+        lease_transitions: Some(transitions),
+        resource_version: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn creates_and_leads_when_no_lease() {
+    let lease = MemLease::new();
+    let (store, _) = FaultyStore::new(&lease, 1);
+    let mut a = spawn(store, cfg("a"));
+    let f = until_leading(&mut a).await;
+    assert_eq!(f.token(), 0);
+    let rec = lease.current().unwrap();
+    assert_eq!(rec.holder.as_deref(), Some("a"));
+    assert_eq!(rec.lease_duration_seconds, Some(15));
+    // Renewals keep the term and the acquire time.
+    let acquired = rec.acquire_time;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let rec2 = lease.current().unwrap();
+    assert_eq!(rec2.acquire_time, acquired);
+    assert!(rec2.renew_time > rec.renew_time);
+    assert!(f.is_valid());
+    assert_eq!(rec2.lease_transitions, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn foreign_holder_respected_until_expiry_by_observation() {
+    let lease = MemLease::new();
+    // Written with a renewTime an hour ago on the wall clock: a wall-clock elector would take
+    // over at once. We must wait the full advertised duration from our first observation.
+    let stale = Timestamp::now() - std::time::Duration::from_secs(3600);
+    lease.put(foreign("client-go-pod", 20, stale, 3));
+    let (store, _) = FaultyStore::new(&lease, 2);
+    let start = Instant::now();
+    let mut a = spawn(store, cfg("a"));
+    let f = until_leading(&mut a).await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(20),
+        "took over after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(20_100),
+        "took over late: {waited:?}"
+    );
+    assert_eq!(
+        f.token(),
+        4,
+        "leaseTransitions incremented on change of holder"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn skewed_wall_clock_changes_nothing() {
+    for skew in [-600i64, 600] {
+        let lease = MemLease::new();
+        lease.put(foreign("other", 10, Timestamp::now(), 0));
+        let (store, _) = FaultyStore::new(&lease, 3);
+        let mut c = cfg("a");
+        c.wall_clock =
+            Arc::new(move || Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(skew));
+        let start = Instant::now();
+        let mut a = spawn(store, c);
+        until_leading(&mut a).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_100),
+            "skew {skew}: {waited:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewal_by_the_holder_postpones_takeover() {
+    let lease = MemLease::new();
+    lease.put(foreign("other", 10, Timestamp::now(), 0));
+    let (store, _) = FaultyStore::new(&lease, 4);
+    let mut a = spawn(store, cfg("a"));
+    // The foreign holder renews every 2s for 30s.
+    for _ in 0..15 {
+        sleep(Duration::from_secs(2)).await;
+        assert!(a.roles.borrow().fence().is_none(), "took over a live lease");
+        let mut rec = lease.current().unwrap();
+        rec.renew_time = Some(Timestamp::now());
+        lease.put(rec);
+    }
+    let t = Instant::now();
+    until_leading(&mut a).await;
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_100),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn released_lease_is_taken_at_once() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 5);
+    let (sb, _) = FaultyStore::new(&lease, 6);
+    let mut a = spawn(sa, cfg("a"));
+    let fa = until_leading(&mut a).await;
+    let mut b = spawn(sb, cfg("b"));
+    sleep(Duration::from_secs(5)).await;
+    assert!(b.roles.borrow().fence().is_none());
+    let t = Instant::now();
+    a.stop.cancel();
+    a.handle.await.unwrap().unwrap();
+    assert!(!fa.is_valid(), "released term is revoked");
+    let fb = until_leading(&mut b).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "takeover took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(fb.token(), fa.token() + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_does_not_clear_a_successors_lease() {
+    let lease = MemLease::new();
+    let (sa, faults) = FaultyStore::new(&lease, 7);
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    // a is partitioned; b takes the lease by hand (as if it had expired).
+    faults.lock().unwrap().hang = true;
+    let mut rec = lease.current().unwrap();
+    rec.holder = Some("b".into());
+    rec.lease_transitions = Some(1);
+    lease.put(rec);
+    until_candidate(&mut a).await;
+    faults.lock().unwrap().hang = false;
+    a.stop.cancel();
+    a.handle.await.unwrap().unwrap();
+    assert_eq!(lease.current().unwrap().holder.as_deref(), Some("b"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_renewals_step_down_at_renew_deadline() {
+    let lease = MemLease::new();
+    let (sa, faults) = FaultyStore::new(&lease, 8);
+    let mut a = spawn(sa, cfg("a"));
+    let f = until_leading(&mut a).await;
+    let last_ok = Instant::now();
+    faults.lock().unwrap().fail = 1.0;
+    until_candidate(&mut a).await;
+    let stepped = last_ok.elapsed();
+    assert!(
+        stepped <= Duration::from_secs(10),
+        "stepped down after {stepped:?}"
+    );
+    assert!(!f.is_valid());
+    // It keeps campaigning: when the store heals it leads again, with a new token.
+    faults.lock().unwrap().fail = 0.0;
+    let f2 = until_leading(&mut a).await;
+    assert!(f2.token() > f.token());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_store_cannot_extend_the_fence() {
+    // A leader whose calls hang (or a paused process) is fenced by the clock alone.
+    let lease = MemLease::new();
+    let (sa, faults) = FaultyStore::new(&lease, 9);
+    let mut a = spawn(sa, cfg("a"));
+    let f = until_leading(&mut a).await;
+    faults.lock().unwrap().hang = true;
+    let deadline = f.deadline();
+    tokio::time::sleep_until(deadline).await;
+    assert!(
+        !f.is_valid(),
+        "fence must expire on the clock at renewDeadline"
+    );
+    until_candidate(&mut a).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn deleted_or_stolen_lease_ends_the_term_and_campaigns_again() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 10);
+    let mut a = spawn(sa, cfg("a"));
+    let f = until_leading(&mut a).await;
+    lease.delete();
+    until_candidate(&mut a).await;
+    assert!(!f.is_valid());
+    let f2 = until_leading(&mut a).await;
+    assert!(f2.token() >= f.token());
+    // Stolen by hand.
+    let mut rec = lease.current().unwrap();
+    rec.holder = Some("thief".into());
+    rec.lease_transitions = Some(rec.lease_transitions.unwrap_or(0) + 1);
+    lease.put(rec);
+    until_candidate(&mut a).await;
+    assert!(!f2.is_valid());
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_advertised_duration_is_capped() {
+    let lease = MemLease::new();
+    lease.put(foreign("squatter", i32::MAX, Timestamp::now(), 0));
+    let (sa, _) = FaultyStore::new(&lease, 11);
+    let start = Instant::now();
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    assert!(start.elapsed() >= MAX_ADVERTISED_LEASE);
+    assert!(start.elapsed() < MAX_ADVERTISED_LEASE + Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forbidden_and_missing_namespace_are_fatal() {
+    struct Refusing(StoreError);
+    impl LeaseStore for Refusing {
+        async fn get(&self) -> Result<LeaseRecord, StoreError> {
+            Err(StoreError::NotFound)
+        }
+        async fn create(&self, _: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+            Err(self.0.clone())
+        }
+        async fn update(&self, _: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+            Err(self.0.clone())
+        }
+        fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>> {
+            None
+        }
+    }
+    for (err, want) in [
+        (
+            StoreError::Forbidden("no".into()),
+            ElectionError::Forbidden("no".into()),
+        ),
+        (
+            StoreError::NamespaceNotFound("x".into()),
+            ElectionError::NamespaceNotFound("lease namespace \"x\" does not exist".into()),
+        ),
+    ] {
+        let e = Elector::new(
+            Arc::new(Refusing(err)),
+            cfg("a"),
+            ElectionTelemetry::default(),
+        );
+        let r = e.run(CancellationToken::new()).await;
+        assert_eq!(r, Err(want));
+    }
+}
+
+/// Drives several candidates with crashes, hangs, slow, failing and lost-answer store calls,
+/// sampling every 10 ms of virtual time that no two candidates may act at once and that
+/// fencing tokens never go backwards.
+#[tokio::test(start_paused = true)]
+async fn randomized_no_two_leaders_ever() {
+    for seed in 0..40u64 {
+        run_chaos(seed).await;
+    }
+}
+
+async fn run_chaos(seed: u64) {
+    let lease = MemLease::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut c = cfg("x");
+    c.lease_duration = Duration::from_secs(3);
+    c.renew_deadline = Duration::from_secs(2);
+    c.retry_period = Duration::from_millis(500);
+    let mut next_id = 0u32;
+    let mut candidates: Vec<(Running, Arc<Mutex<Faults>>)> = Vec::new();
+    let spawn_one = |rng: &mut StdRng, next_id: &mut u32| {
+        *next_id += 1;
+        let (store, faults) = FaultyStore::new(&lease, rng.random());
+        {
+            let mut f = faults.lock().unwrap();
+            f.fail = rng.random_range(0.0..0.3);
+            f.lost_answer = rng.random_range(0.0..0.1);
+            f.max_latency = Duration::from_millis(rng.random_range(0..1500));
+        }
+        let mut cc = c.clone();
+        cc.identity = format!("cand-{next_id}");
+        (spawn(store, cc), faults)
+    };
+    for _ in 0..3 {
+        candidates.push(spawn_one(&mut rng, &mut next_id));
+    }
+    let mut last_token: Option<i64> = None;
+    let mut leader_samples = 0u32;
+    for step in 0..6_000u32 {
+        sleep(Duration::from_millis(10)).await;
+        // Safety: at most one valid fence right now.
+        let valid: Vec<Fence> = candidates
+            .iter()
+            .filter_map(|(r, _)| r.roles.borrow().fence().cloned())
+            .filter(Fence::is_valid)
+            .collect();
+        assert!(
+            valid.len() <= 1,
+            "seed {seed} step {step}: {} candidates may act at once",
+            valid.len()
+        );
+        if let Some(f) = valid.first() {
+            leader_samples += 1;
+            if let Some(t) = last_token {
+                assert!(
+                    f.token() >= t,
+                    "seed {seed}: fencing token went back from {t} to {}",
+                    f.token()
+                );
+            }
+            last_token = Some(f.token());
+        }
+        // Chaos, about once a second.
+        if step % 100 == 0 && step > 0 {
+            let i = rng.random_range(0..candidates.len());
+            match rng.random_range(0..4) {
+                0 => {
+                    // Crash: the process is gone, its fence dies with it.
+                    let (r, _) = candidates.swap_remove(i);
+                    r.handle.abort();
+                    if let Some(f) = r.roles.borrow().fence() {
+                        f.revoke();
+                    }
+                    candidates.push(spawn_one(&mut rng, &mut next_id));
+                }
+                1 => {
+                    let f = candidates[i].1.clone();
+                    let hang = !f.lock().unwrap().hang;
+                    f.lock().unwrap().hang = hang;
+                }
+                2 => candidates[i].0.stop.cancel(),
+                _ => {
+                    let f = candidates[i].1.clone();
+                    f.lock().unwrap().fail = rng.random_range(0.0..0.9);
+                }
+            }
+            // Replace stopped candidates.
+            for (r, _) in candidates.iter_mut() {
+                if r.handle.is_finished() {
+                    *r = spawn_one(&mut rng, &mut next_id).0;
+                }
+            }
+        }
+    }
+    for (r, _) in &candidates {
+        r.handle.abort();
+    }
+    assert!(leader_samples > 0, "seed {seed}: nobody ever led");
+}

@@ -1,0 +1,6 @@
+//! The manager runtime (SPEC §3): Lease leader election with fencing, and a start that
+//! cannot hang or leak.
+
+pub mod election;
+pub mod fence;
+pub mod lease;
