@@ -34,11 +34,13 @@ pub enum StartupFailure {
     StartupTimeout,
     /// The API server could not be reached or answered with an unexpected error.
     ApiUnavailable,
+    /// A worker stopped with an error (or panicked) after it had started.
+    WorkerFailed,
 }
 
 impl StartupFailure {
     /// All reasons, for documentation and for pre-registering metric label values.
-    pub const ALL: [StartupFailure; 9] = [
+    pub const ALL: [StartupFailure; 10] = [
         StartupFailure::InvalidSpec,
         StartupFailure::LeaseNamespaceNotFound,
         StartupFailure::LeaseForbidden,
@@ -48,6 +50,7 @@ impl StartupFailure {
         StartupFailure::HookRejected,
         StartupFailure::StartupTimeout,
         StartupFailure::ApiUnavailable,
+        StartupFailure::WorkerFailed,
     ];
 
     /// The stable CamelCase reason string.
@@ -62,6 +65,7 @@ impl StartupFailure {
             StartupFailure::HookRejected => "HookRejected",
             StartupFailure::StartupTimeout => "StartupTimeout",
             StartupFailure::ApiUnavailable => "ApiUnavailable",
+            StartupFailure::WorkerFailed => "WorkerFailed",
         }
     }
 
@@ -89,6 +93,9 @@ impl StartupFailure {
                 "check that the watched resource lists promptly, or raise spec.startupTimeout"
             }
             StartupFailure::ApiUnavailable => "check the API server's health; the operator retries",
+            StartupFailure::WorkerFailed => {
+                "see the operator's logs for the worker's error; the operator retries"
+            }
         }
     }
 }

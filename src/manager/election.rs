@@ -146,6 +146,9 @@ pub struct Elector<S: LeaseStore> {
     role: watch::Sender<Role>,
     /// True while we hold a term (decides whether an acquire is a transition).
     leading: bool,
+    /// Set before stopping to release the lease even when `release_on_cancel` is off (a failed
+    /// start releases what it acquired).
+    force_release: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -161,7 +164,14 @@ impl<S: LeaseStore> Elector<S> {
             view,
             role,
             leading: false,
+            force_release: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// A switch that, when set before `stop` is cancelled, makes the elector release the lease
+    /// on stop whatever `release_on_cancel` says.
+    pub fn release_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.force_release.clone()
     }
 
     /// Role changes (Candidate / Leading).
@@ -377,14 +387,21 @@ impl<S: LeaseStore> Elector<S> {
                         ok = changed => {
                             if !ok { sub = None; continue; }
                             let seen = sub.as_mut().and_then(|rx| rx.borrow_and_update().clone());
-                            match seen {
-                                None => return TermEnd::Lost("the lease was deleted".into()),
-                                Some(rec) if rec.holder() != Some(me.as_str()) => {
-                                    let who = rec.holder().unwrap_or("nobody").to_string();
-                                    self.observe(rec);
-                                    return TermEnd::Lost(format!("the lease is now held by {who}"));
+                            // A watch event can be stale (sent before our own write); confirm
+                            // with a read before giving up the term.
+                            if seen.as_ref().and_then(LeaseRecord::holder) != Some(me.as_str()) {
+                                match self.call(self.store.get()).await {
+                                    Ok(rec) if rec.holder() == Some(me.as_str()) => {}
+                                    Ok(rec) => {
+                                        let who = rec.holder().unwrap_or("nobody").to_string();
+                                        self.observe(rec);
+                                        return TermEnd::Lost(format!("the lease is now held by {who}"));
+                                    }
+                                    Err(StoreError::NotFound) => {
+                                        return TermEnd::Lost("the lease was deleted".into());
+                                    }
+                                    Err(e) => self.renew_failed(&e),
                                 }
-                                Some(_) => {}
                             }
                         }
                     }
@@ -515,7 +532,11 @@ impl<S: LeaseStore> Elector<S> {
                     warn!(identity = %self.cfg.identity, reason = %why, "lost leadership; campaigning again");
                 }
                 TermEnd::Stopped => {
-                    if self.cfg.release_on_cancel {
+                    if self.cfg.release_on_cancel
+                        || self
+                            .force_release
+                            .load(std::sync::atomic::Ordering::Acquire)
+                    {
                         self.release().await;
                     }
                     return Ok(());

@@ -5,6 +5,7 @@
 //! Leases; unit tests use an in-memory store with injected faults.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 use thiserror::Error;
@@ -88,4 +89,10 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// A stream of the Lease as a watch sees it (`None` when deleted), if this store watches.
     /// Candidates use it to take over a released lease at once.
     fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>>;
+
+    /// A background task that feeds [`LeaseStore::subscribe`] (e.g. a watch), owned and
+    /// cancelled by the manager. None when the store needs none.
+    fn background(self: Arc<Self>) -> Option<futures::future::BoxFuture<'static, ()>> {
+        None
+    }
 }

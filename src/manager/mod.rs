@@ -3,4 +3,8 @@
 
 pub mod election;
 pub mod fence;
+pub mod kube_store;
 pub mod lease;
+#[cfg(test)]
+pub(crate) mod memstore;
+pub mod runtime;

@@ -1,0 +1,183 @@
+//! [`LeaseStore`] on a real `coordination.k8s.io/v1` Lease, with a watch that feeds candidates.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::lease::{LeaseRecord, LeaseStore, StoreError};
+
+/// Label put on Leases the operator creates (for humans and for cleanup checks).
+pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "manager-operator");
+
+/// A Lease in the API server.
+pub struct KubeLeaseStore {
+    api: Api<Lease>,
+    namespace: String,
+    name: String,
+    tx: watch::Sender<Option<LeaseRecord>>,
+    /// Metadata of the Lease as last read, so updates keep foreign labels and annotations
+    /// (a full-object update, like client-go's).
+    meta: std::sync::Mutex<Option<ObjectMeta>>,
+}
+
+/// Maps a kube error to what election logic branches on.
+pub fn store_error(e: kube::Error, namespace: &str, creating: bool) -> StoreError {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => {
+            let kind = s.details.as_ref().map(|d| d.kind.as_str()).unwrap_or("");
+            if creating || kind == "namespaces" {
+                StoreError::NamespaceNotFound(namespace.to_string())
+            } else {
+                StoreError::NotFound
+            }
+        }
+        kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists" => {
+            StoreError::AlreadyExists
+        }
+        kube::Error::Api(s) if s.code == 409 => StoreError::Conflict,
+        kube::Error::Api(s) if s.code == 403 => StoreError::Forbidden(s.message),
+        // A namespace being deleted refuses new objects.
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => StoreError::Other(s.message),
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+fn to_record(lease: &Lease) -> LeaseRecord {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseRecord {
+        holder: spec.holder_identity,
+        lease_duration_seconds: spec.lease_duration_seconds,
+        acquire_time: spec.acquire_time.map(|t| t.0),
+        renew_time: spec.renew_time.map(|t| t.0),
+        lease_transitions: spec.lease_transitions,
+        resource_version: lease.metadata.resource_version.clone(),
+    }
+}
+
+impl KubeLeaseStore {
+    /// A store for `namespace/name`.
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            tx: watch::channel(None).0,
+            meta: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn remember(&self, lease: Lease) -> LeaseRecord {
+        let rec = to_record(&lease);
+        if let Ok(mut m) = self.meta.lock() {
+            *m = Some(lease.metadata);
+        }
+        rec
+    }
+
+    fn to_lease(&self, rec: &LeaseRecord) -> Lease {
+        let known = self.meta.lock().ok().and_then(|m| m.clone());
+        let metadata = match known {
+            Some(mut m) => {
+                m.resource_version = rec.resource_version.clone();
+                m.managed_fields = None;
+                m
+            }
+            None => ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                resource_version: rec.resource_version.clone(),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.0.to_string(),
+                    MANAGED_BY_LABEL.1.to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+        };
+        Lease {
+            metadata,
+            spec: Some(LeaseSpec {
+                holder_identity: rec.holder.clone(),
+                lease_duration_seconds: rec.lease_duration_seconds,
+                acquire_time: rec.acquire_time.map(MicroTime),
+                renew_time: rec.renew_time.map(MicroTime),
+                lease_transitions: rec.lease_transitions,
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    /// Watches the Lease and publishes what it sees to subscribers. Runs until dropped; the
+    /// manager owns it as one of its tasks. Watch errors are retried with backoff: the watch
+    /// only speeds takeover up, polling stays correct without it.
+    pub async fn run_watch(&self) {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let mut stream = std::pin::pin!(watcher::watcher(self.api.clone(), cfg).default_backoff());
+        let mut init_seen = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(watcher::Event::Apply(l)) => {
+                    self.tx.send_replace(Some(to_record(&l)));
+                }
+                Ok(watcher::Event::Delete(_)) => {
+                    self.tx.send_replace(None);
+                }
+                Ok(watcher::Event::Init) => init_seen = false,
+                Ok(watcher::Event::InitApply(l)) => {
+                    init_seen = true;
+                    self.tx.send_replace(Some(to_record(&l)));
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if !init_seen {
+                        self.tx.send_replace(None);
+                    }
+                }
+                Err(e) => debug!(error = %e, lease = %self.name, "lease watch error; retrying"),
+            }
+        }
+    }
+}
+
+impl LeaseStore for KubeLeaseStore {
+    async fn get(&self) -> Result<LeaseRecord, StoreError> {
+        self.api
+            .get(&self.name)
+            .await
+            .map(|l| self.remember(l))
+            .map_err(|e| store_error(e, &self.namespace, false))
+    }
+
+    async fn create(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        let mut rec = record.clone();
+        rec.resource_version = None;
+        if let Ok(mut m) = self.meta.lock() {
+            *m = None;
+        }
+        self.api
+            .create(&PostParams::default(), &self.to_lease(&rec))
+            .await
+            .map(|l| self.remember(l))
+            .map_err(|e| store_error(e, &self.namespace, true))
+    }
+
+    async fn update(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        self.api
+            .replace(&self.name, &PostParams::default(), &self.to_lease(record))
+            .await
+            .map(|l| self.remember(l))
+            .map_err(|e| store_error(e, &self.namespace, false))
+    }
+
+    fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>> {
+        Some(self.tx.subscribe())
+    }
+
+    fn background(self: std::sync::Arc<Self>) -> Option<futures::future::BoxFuture<'static, ()>> {
+        Some(Box::pin(async move { self.run_watch().await }))
+    }
+}
