@@ -5,6 +5,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod manager;
 pub mod metrics;
+pub mod operator;
 pub mod validation;
+pub mod webhook;
+pub mod workers;

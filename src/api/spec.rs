@@ -95,7 +95,7 @@ pub struct LeaderElectionSpec {
     #[serde(default = "default_lease_duration")]
     #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('1h')").message("spec.leaderElection.leaseDuration must be between 1s and 1h"))]
-    #[x_kube(validation = kube::core::Rule::new("duration(self) == duration(string(duration(self).getSeconds()) + 's')").message("spec.leaderElection.leaseDuration must be a whole number of seconds"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self).getMilliseconds() % 1000 == 0").message("spec.leaderElection.leaseDuration must be a whole number of seconds"))]
     pub lease_duration: String,
 
     /// How long the leader keeps trying to renew before it gives up leadership and stops its
@@ -143,7 +143,7 @@ pub struct WorkerSpec {
     /// Number of concurrent reconciles, 1 to 64 (one object is never reconciled twice at
     /// once). Default 1.
     #[serde(default = "default_concurrency")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(range(min = 1, max = 64), extend("format" = "int32"))]
     pub concurrency: u16,
 
     /// The resource the workers reconcile.

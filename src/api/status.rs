@@ -42,7 +42,9 @@ pub struct WorkerStatus {
     /// The worker's name.
     pub name: String,
     /// Configured concurrency.
+    #[schemars(extend("format" = "int32"))]
     pub concurrency: u16,
     /// Reconcile workers running now.
+    #[schemars(extend("format" = "int32"))]
     pub running: u16,
 }

@@ -27,6 +27,9 @@ pub enum Command {
     /// Validate ManagerConfig YAML offline with the webhook's rules (exit 0 valid, 1 invalid,
     /// 2 unreadable).
     Check(check::CheckArgs),
+    /// Run the operator: the ManagerConfig controller, the admission webhook, /metrics,
+    /// /healthz and /readyz.
+    Run(Box<crate::operator::RunArgs>),
 }
 
 /// Hook policy flags (SPEC §6), shared by `run` and `check`.
@@ -93,6 +96,27 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check(args) => ExitCode::from(check::run(&args)),
+        Command::Run(args) => {
+            crate::operator::init_logging(args.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(crate::operator::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "manager-operator failed to start");
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

@@ -208,14 +208,13 @@ pub struct Manager {
 fn election_failure(e: ElectionError, cfg: &ResolvedConfig) -> Failure {
     let ns = &cfg.election.lease_namespace;
     match e {
-        ElectionError::NamespaceNotFound(m) => Failure::new(
-            StartupFailure::LeaseNamespaceNotFound,
-            format!("{m}; create namespace {ns:?} or change spec.leaderElection.leaseNamespace"),
-        ),
+        ElectionError::NamespaceNotFound(m) => {
+            Failure::new(StartupFailure::LeaseNamespaceNotFound, m)
+        }
         ElectionError::Forbidden(m) => Failure::new(
             StartupFailure::LeaseForbidden,
             format!(
-                "the operator may not use Lease {ns}/{}: {m}; grant get, create and update on leases.coordination.k8s.io in {ns}",
+                "the operator may not use Lease {ns}/{}: {m}",
                 cfg.election.lease_name
             ),
         ),
@@ -273,8 +272,15 @@ impl Manager {
         me: &ManagerIdentity,
         env: &E,
     ) -> Result<Manager, Failure> {
-        let cfg = validation::resolve(mc, policy)
-            .map_err(|v| Failure::new(StartupFailure::InvalidSpec, v.to_string()))?;
+        let cfg = validation::resolve(mc, policy).map_err(|v| {
+            // A spec whose only fault is a hook URL the policy refuses gets its own reason.
+            let reason = if v.0.iter().all(|x| x.rule == validation::Rule::HookUrl) {
+                StartupFailure::HookRejected
+            } else {
+                StartupFailure::InvalidSpec
+            };
+            Failure::new(reason, v.to_string())
+        })?;
         Self::start_resolved(cfg, me, env).await
     }
 

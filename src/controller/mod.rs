@@ -1,0 +1,477 @@
+//! The ManagerConfig controller (SPEC §2.2, §2.3, §3): reconciles every ManagerConfig into a
+//! [`Manager`] in this process and keeps it in step.
+//!
+//! * a new `metadata.generation` restarts the manager with the new spec;
+//! * deletion stops it (behind a finalizer) and releases its lease;
+//! * a failed start — returned by `Manager::start` or reported later by the manager — is
+//!   surfaced as `Ready=False` with the stable reason, a Warning Event and
+//!   `startup_failures_total`, and retried with capped exponential backoff;
+//! * each config is reconciled independently (kube-runtime runs reconciles of different
+//!   objects concurrently), so one broken or slow config never delays another.
+//!
+//! Every replica runs a candidate for every config; the replica that leads a config writes its
+//! status. A failure before any lease is held is seen identically by every replica; each writes
+//! the same status with the same field manager, and only when it differs, so they converge
+//! without churn.
+
+pub mod env;
+pub mod observer;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::ManagerConfig;
+use crate::manager::runtime::{Failure, Manager, ManagerIdentity};
+use crate::metrics::Metrics;
+use crate::validation::HookPolicy;
+use env::KubeEnv;
+use status::Observed;
+
+/// Finalizer that makes deletion wait until the manager has stopped and released its lease.
+pub const FINALIZER: &str = "manager-operator.io/stop-manager";
+/// The single field manager for status writes.
+pub const FIELD_MANAGER: &str = "manager-operator";
+/// Retry backoff after a failed start: 1s, 2s, 4s ... capped here.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Errors of a reconcile (transient API errors; startup failures are not errors here).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a write.
+    #[error("API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object has no namespace or name.
+    #[error("ManagerConfig without namespace or name")]
+    MissingMetadata,
+}
+
+/// Per-config state kept by this replica.
+struct Entry {
+    generation: Option<i64>,
+    manager: Option<Manager>,
+    observer: Option<tokio::task::JoinHandle<()>>,
+    failures: u32,
+    next_retry: Option<Instant>,
+    last_failure: Option<Failure>,
+}
+
+impl Entry {
+    fn new(generation: Option<i64>) -> Self {
+        Self {
+            generation,
+            manager: None,
+            observer: None,
+            failures: 0,
+            next_retry: None,
+            last_failure: None,
+        }
+    }
+}
+
+/// Shared context of the controller.
+pub struct Ctx {
+    /// Client with the operator's own identity.
+    pub client: kube::Client,
+    /// Hook policy.
+    pub policy: HookPolicy,
+    /// This replica's identity.
+    pub me: ManagerIdentity,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// How managers reach the cluster.
+    pub env: KubeEnv,
+    registry: Mutex<HashMap<ObjectRef<ManagerConfig>, Entry>>,
+    store: std::sync::OnceLock<Store<ManagerConfig>>,
+    trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ManagerConfig>>,
+}
+
+/// Backoff after `failures` consecutive failed starts.
+pub fn backoff(failures: u32) -> Duration {
+    let secs = 1u64
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    std::cmp::min(Duration::from_secs(secs), MAX_BACKOFF)
+}
+
+impl Ctx {
+    /// Reference for Events.
+    fn reference(mc: &ManagerConfig) -> k8s_openapi::api::core::v1::ObjectReference {
+        mc.object_ref(&())
+    }
+
+    /// Publishes an Event; failures to publish are logged, never fatal.
+    pub async fn event(
+        &self,
+        mc: &ManagerConfig,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &Self::reference(mc)).await {
+            warn!(error = %e, "publishing an event failed");
+        }
+    }
+
+    /// The latest cached object for `key` (falls back to the given one).
+    fn latest(&self, key: &ObjectRef<ManagerConfig>) -> Option<Arc<ManagerConfig>> {
+        self.store.get().and_then(|s| s.get(key))
+    }
+
+    /// Applies the status computed from `obs` when it differs from the object's.
+    pub async fn write_status(
+        &self,
+        mc: &ManagerConfig,
+        obs: &Observed<'_>,
+    ) -> Result<(), kube::Error> {
+        let key = ObjectRef::from_obj(mc);
+        let current = self.latest(&key);
+        let base = current.as_deref().unwrap_or(mc);
+        let existing = base.status.as_ref();
+        let desired = status::desired_status(
+            existing,
+            base.metadata.generation,
+            obs,
+            Time(Timestamp::now()),
+        );
+        if !status::differs(existing, &desired) {
+            return Ok(());
+        }
+        let api: Api<ManagerConfig> =
+            Api::namespaced(self.client.clone(), &mc.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "manager-operator.io/v1alpha1",
+            "kind": "ManagerConfig",
+            "status": desired,
+        });
+        api.patch_status(
+            &mc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed start: metric, Event, status, gauge; returns the retry delay.
+    pub async fn record_failure(&self, mc: &ManagerConfig, f: &Failure) -> Duration {
+        let key = ObjectRef::from_obj(mc);
+        let (ns, name) = (mc.namespace().unwrap_or_default(), mc.name_any());
+        self.metrics
+            .startup_failures_total
+            .with_label_values(&[&ns, &name, f.reason.as_str()])
+            .inc();
+        self.metrics
+            .manager_ready
+            .with_label_values(&[&ns, &name])
+            .set(0);
+        let delay = {
+            let mut reg = self.registry.lock().await;
+            let entry = reg
+                .entry(key)
+                .or_insert_with(|| Entry::new(mc.metadata.generation));
+            entry.failures = entry.failures.saturating_add(1);
+            let delay = backoff(entry.failures);
+            entry.next_retry = Some(Instant::now() + delay);
+            entry.last_failure = Some(f.clone());
+            delay
+        };
+        warn!(namespace = %ns, name = %name, reason = %f.reason, message = %f.message, retry_in = ?delay, "manager failed to start");
+        self.event(
+            mc,
+            EventType::Warning,
+            f.reason.as_str(),
+            "StartManager",
+            format!(
+                "{} (to fix: {}); retrying with backoff",
+                f.message,
+                f.reason.remedy()
+            ),
+        )
+        .await;
+        if let Err(e) = self.write_status(mc, &Observed::Failed(f)).await {
+            warn!(error = %e, "writing failure status failed");
+        }
+        delay
+    }
+
+    /// Asks the controller to reconcile `key` again (used by observers).
+    pub fn retrigger(&self, key: ObjectRef<ManagerConfig>) {
+        let _ = self.trigger.unbounded_send(key);
+    }
+
+    /// Stops every manager (graceful, leases released), concurrently and bounded.
+    pub async fn stop_all(&self) {
+        let entries: Vec<Entry> = self.registry.lock().await.drain().map(|(_, e)| e).collect();
+        let stops = entries.into_iter().map(|mut e| async move {
+            if let Some(m) = e.manager.take() {
+                m.shutdown().await;
+            }
+            if let Some(o) = e.observer.take() {
+                let _ = o.await;
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+
+    /// Healthy unless some manager believes it leads but has not renewed within its lease.
+    pub async fn leaders_healthy(&self) -> bool {
+        self.registry
+            .lock()
+            .await
+            .values()
+            .all(|e| e.manager.as_ref().is_none_or(Manager::leader_healthy))
+    }
+}
+
+async fn stop_entry(mut entry: Entry) {
+    if let Some(m) = entry.manager.take() {
+        m.shutdown().await;
+    }
+    if let Some(o) = entry.observer.take() {
+        let _ = o.await;
+    }
+}
+
+async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = mc.namespace().ok_or(Error::MissingMetadata)?;
+    let name = mc.name_any();
+    let key = ObjectRef::from_obj(&*mc);
+    let api: Api<ManagerConfig> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if mc.metadata.deletion_timestamp.is_some() {
+        let entry = ctx.registry.lock().await.remove(&key);
+        if let Some(e) = entry {
+            stop_entry(e).await;
+            info!(namespace = %ns, name = %name, "manager stopped: ManagerConfig deleted");
+        }
+        ctx.metrics
+            .manager_ready
+            .remove_label_values(&[&ns, &name])
+            .ok();
+        ctx.metrics.leader.remove_label_values(&[&ns, &name]).ok();
+        if mc.finalizers().iter().any(|f| f == FINALIZER) {
+            let remaining: Vec<String> = mc
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            let patch = serde_json::json!({"metadata": {"finalizers": remaining, "resourceVersion": mc.resource_version()}});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(Action::await_change());
+    }
+
+    if !mc.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = mc.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": mc.resource_version()}});
+        match api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            // Another replica added it first (or the object changed): the watch brings us back.
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let generation = mc.metadata.generation;
+    let stale = {
+        let mut reg = ctx.registry.lock().await;
+        match reg.get_mut(&key) {
+            Some(e) if e.generation == generation => {
+                if e.manager.is_some() {
+                    // Running (or campaigning): the observer keeps status in step.
+                    return Ok(Action::requeue(Duration::from_secs(300)));
+                }
+                if let Some(at) = e.next_retry {
+                    let now = Instant::now();
+                    if at > now {
+                        return Ok(Action::requeue(at - now));
+                    }
+                }
+                None
+            }
+            Some(_) => reg.remove(&key),
+            None => None,
+        }
+    };
+    if let Some(old) = stale {
+        // A new spec gets a fresh start, not the old backoff.
+        info!(namespace = %ns, name = %name, ?generation, "spec changed: restarting the manager");
+        stop_entry(old).await;
+    }
+
+    match Manager::start(&mc, &ctx.policy, &ctx.me, &ctx.env).await {
+        Ok(manager) => {
+            let state = manager.state();
+            let view = manager.lease_view();
+            let config = manager.config().clone();
+            let observer = tokio::spawn(observer::observe(
+                ctx.clone(),
+                key.clone(),
+                (*mc).clone(),
+                config,
+                state,
+                view,
+            ));
+            let mut reg = ctx.registry.lock().await;
+            let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
+            entry.generation = generation;
+            entry.manager = Some(manager);
+            entry.observer = Some(observer);
+            entry.next_retry = None;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        Err(f) => {
+            {
+                let mut reg = ctx.registry.lock().await;
+                let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
+                entry.generation = generation;
+            }
+            let delay = ctx.record_failure(&mc, &f).await;
+            Ok(Action::requeue(delay))
+        }
+    }
+}
+
+fn error_policy(_mc: Arc<ManagerConfig>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    warn!(error = %err, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Marks a manager that ended (failed after start) so the next reconcile restarts it.
+pub(crate) async fn manager_ended(ctx: &Ctx, key: &ObjectRef<ManagerConfig>) {
+    let mut reg = ctx.registry.lock().await;
+    if let Some(e) = reg.get_mut(key) {
+        e.manager = None;
+    }
+}
+
+/// Everything [`run`] needs.
+pub struct RunParams {
+    /// Client with the operator's identity.
+    pub client: kube::Client,
+    /// Hook policy.
+    pub policy: HookPolicy,
+    /// This replica's identity.
+    pub me: ManagerIdentity,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Manager environment.
+    pub env: KubeEnv,
+    /// Cancelled to stop.
+    pub shutdown: CancellationToken,
+    /// Set to true once the ManagerConfig cache has synced.
+    pub ready: tokio::sync::watch::Sender<bool>,
+    /// Receives the context once built (health checks).
+    pub ctx_out: tokio::sync::oneshot::Sender<Arc<Ctx>>,
+}
+
+/// Builds the context and runs the controller until `shutdown`, then stops every manager.
+pub async fn run(p: RunParams) {
+    let RunParams {
+        client,
+        policy,
+        me,
+        metrics,
+        env,
+        shutdown,
+        ready: ready_tx,
+        ctx_out: ctx_tx,
+    } = p;
+    let reporter = Reporter {
+        controller: "manager-operator".into(),
+        instance: Some(me.identity.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (trigger, triggers) = futures::channel::mpsc::unbounded();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        policy,
+        me,
+        metrics,
+        recorder,
+        env,
+        registry: Mutex::new(HashMap::new()),
+        store: std::sync::OnceLock::new(),
+        trigger,
+    });
+    let _ = ctx_tx.send(ctx.clone());
+    let api: Api<ManagerConfig> = Api::all(client);
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let _ = ctx.store.set(store.clone());
+    let ready_store = store.clone();
+    let ready_task = tokio::spawn(async move {
+        // Re-poll: kube-runtime's DelayedInit keeps only the last waker of its oneshot, and the
+        // controller polls the same readiness internally, so a single long wait may never wake.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => {
+                    info!("ManagerConfig cache synced");
+                    ready_tx.send_replace(true);
+                    return;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "ManagerConfig cache never synced");
+                    return;
+                }
+                Err(_) => continue,
+            }
+        }
+    });
+    let stop = shutdown.clone();
+    controller
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+    ready_task.abort();
+    info!("controller stopped; stopping every manager and releasing leases");
+    ctx.stop_all().await;
+}

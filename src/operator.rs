@@ -1,0 +1,337 @@
+//! `manager-operator run`: one process serving the ManagerConfig controller, the admission
+//! webhook, `/metrics`, `/healthz` and `/readyz` (SPEC §5, §7). SIGTERM and SIGINT stop it
+//! gracefully: every manager stops its workers and releases its lease first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use clap::{Args, ValueEnum};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cli::HookPolicyArgs;
+use crate::controller::env::KubeEnv;
+use crate::controller::{self, Ctx};
+use crate::manager::election::system_wall_clock;
+use crate::manager::runtime::ManagerIdentity;
+use crate::metrics::Metrics;
+use crate::webhook::{self, WebhookArgs};
+use crate::workers::{self, WorkerEnv};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (default; for log pipelines).
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Flags of `run` (controller-runtime's names where they exist).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value = "0.0.0.0:8080", env = "MO_METRICS_BIND_ADDRESS")]
+    pub metrics_bind_address: SocketAddr,
+
+    /// Address of the `/healthz` and `/readyz` probes.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8081",
+        env = "MO_HEALTH_PROBE_BIND_ADDRESS"
+    )]
+    pub health_probe_bind_address: SocketAddr,
+
+    /// Lease holder identity of this replica. Default: $POD_NAME, else hostname + random suffix.
+    #[arg(long, env = "MO_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config, or in-cluster.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value = "json", env = "MO_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Do not run the admission webhook server (e.g. when another replica set serves it).
+    #[arg(long, env = "MO_DISABLE_WEBHOOK")]
+    pub disable_webhook: bool,
+
+    /// Hook policy.
+    #[command(flatten)]
+    pub policy: HookPolicyArgs,
+
+    /// Webhook.
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Why `run` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The kubeconfig could not be loaded.
+    #[error("cannot load the Kubernetes client configuration: {0}")]
+    Config(String),
+    /// The client could not be built.
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    /// Metrics registration failed.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener could not bind.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The webhook could not start.
+    #[error("cannot start the admission webhook: {0}")]
+    Webhook(#[from] webhook::WebhookError),
+    /// The hook HTTP client could not be built.
+    #[error("cannot build the hook HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Initializes `tracing` (RUST_LOG filters; default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn default_identity() -> String {
+    if let Ok(p) = std::env::var("POD_NAME")
+        && !p.is_empty()
+    {
+        return p;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "manager-operator".into());
+    let suffix: u32 = rand::random();
+    format!("{host}_{suffix:08x}")
+}
+
+async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
+    match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| RunError::Config(format!("{}: {e}", p.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| RunError::Config(e.to_string()))
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Config(e.to_string())),
+    }
+}
+
+#[derive(Clone)]
+struct Probes {
+    metrics: Metrics,
+    controller_ready: watch::Receiver<bool>,
+    webhook_ready: watch::Receiver<bool>,
+    ctx: Arc<tokio::sync::OnceCell<Arc<Ctx>>>,
+}
+
+async fn metrics_handler(State(p): State<Probes>) -> (StatusCode, String) {
+    match p.metrics.encode() {
+        Ok(text) => (StatusCode::OK, text),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}"),
+        ),
+    }
+}
+
+async fn healthz(State(p): State<Probes>) -> (StatusCode, String) {
+    match p.ctx.get() {
+        Some(ctx) if !ctx.leaders_healthy().await => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a manager believes it leads but has not renewed its lease within leaseDuration\n"
+                .into(),
+        ),
+        _ => (StatusCode::OK, "ok\n".into()),
+    }
+}
+
+async fn readyz(State(p): State<Probes>) -> (StatusCode, String) {
+    let mut missing = Vec::new();
+    if !*p.controller_ready.borrow() {
+        missing.push("ManagerConfig cache not synced");
+    }
+    if !*p.webhook_ready.borrow() {
+        missing.push("admission webhook not serving");
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", missing.join("; ")),
+        )
+    }
+}
+
+async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            address: addr,
+            source,
+        })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+        {
+            error!(error = %e, %addr, "HTTP server failed");
+        }
+    }))
+}
+
+async fn signals(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => info!("SIGTERM: shutting down gracefully"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => info!("SIGINT: shutting down gracefully"),
+            Err(e) => { warn!(error = %e, "cannot listen for SIGINT"); std::future::pending::<()>().await }
+        },
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let config = kube_config(args.kubeconfig.as_ref()).await?;
+    let client = kube::Client::try_from(config.clone())?;
+    let metrics = Metrics::new()?;
+    let policy = args.policy.policy();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    info!(%identity, "manager-operator starting");
+
+    let (controller_ready_tx, controller_ready) = watch::channel(false);
+    let (webhook_ready_tx, webhook_ready) = watch::channel(args.disable_webhook);
+    let ctx_cell = Arc::new(tokio::sync::OnceCell::new());
+    let probes = Probes {
+        metrics: metrics.clone(),
+        controller_ready,
+        webhook_ready,
+        ctx: ctx_cell.clone(),
+    };
+    let metrics_server = serve(
+        args.metrics_bind_address,
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .with_state(probes.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+    let health_server = serve(
+        args.health_probe_bind_address,
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(probes),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let webhook = if args.disable_webhook {
+        None
+    } else {
+        let wcfg = args.webhook.config()?;
+        let running = webhook::start_webhook(
+            wcfg,
+            client.clone(),
+            policy.clone(),
+            Some(metrics.clone()),
+            None,
+            shutdown.clone(),
+        )
+        .await?;
+        info!(address = %running.local_addr(), url = ?running.url().map(ToString::to_string), "admission webhook serving");
+        webhook_ready_tx.send_replace(true);
+        Some(running)
+    };
+
+    let worker_env = WorkerEnv {
+        base: config,
+        http: workers::hook::http_client()?,
+        metrics: Some(metrics.clone()),
+        identity: identity.clone(),
+    };
+    let env = KubeEnv {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        runnables: Arc::new(move |cfg| Ok(workers::runnables(&worker_env, cfg))),
+    };
+    let me = ManagerIdentity {
+        identity,
+        wall_clock: system_wall_clock(),
+    };
+    let (ctx_tx, ctx_rx) = tokio::sync::oneshot::channel();
+    let cell = ctx_cell.clone();
+    tokio::spawn(async move {
+        if let Ok(ctx) = ctx_rx.await {
+            let _ = cell.set(ctx);
+        }
+    });
+    controller::run(controller::RunParams {
+        client,
+        policy,
+        me,
+        metrics,
+        env,
+        shutdown: shutdown.clone(),
+        ready: controller_ready_tx,
+        ctx_out: ctx_tx,
+    })
+    .await;
+
+    shutdown.cancel();
+    if let Some(w) = webhook {
+        w.wait().await;
+    }
+    let _ = metrics_server.await;
+    let _ = health_server.await;
+    info!("manager-operator stopped");
+    Ok(())
+}

@@ -1,0 +1,757 @@
+//! The validating admission webhook for ManagerConfigs (SPEC §2.1, §6).
+//!
+//! The API server POSTs `admission.k8s.io/v1` AdmissionReviews to
+//! **`https://<host>:<port>/validate-managerconfig`** ([`VALIDATE_PATH`]) for every CREATE and
+//! UPDATE of a `manager-operator.io/v1alpha1` ManagerConfig. The webhook runs the shared
+//! validation ([`crate::validation::resolve`]) with the operator's hook policy, adds what the
+//! CRD's CEL rules cannot do (the hook URL policy, label selector syntax, and a SubjectAccessReview
+//! for a `leaseNamespace` outside the object's namespace), and denies with every violation by
+//! field path, or admits with warnings for risky settings.
+//!
+//! * [`handler`]: the decision, bytes in, status and JSON out — no server needed;
+//! * [`access`]: the SubjectAccessReview behind the [`access::AccessReviewer`] trait;
+//! * [`server`]: HTTPS (axum, hyper-util, tokio-rustls) with body, time and concurrency limits,
+//!   hot-swappable certificate and graceful shutdown;
+//! * [`certs`]: self-managed CA and serving certificate in a Secret (rotation, CA injection) or
+//!   external certificate files;
+//! * [`register`]: the ValidatingWebhookConfiguration, for `--webhook-register`.
+//!
+//! [`start_webhook`]/[`run_webhook`] tie them together for `manager-operator run`.
+
+pub mod access;
+pub mod certs;
+pub mod handler;
+pub mod register;
+pub mod server;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::metrics::Metrics;
+use crate::validation::{GoDuration, HookPolicy, names};
+use access::{AccessReviewer, SubjectAccessReviewer};
+use certs::{CertError, CertLifetimes, CertSubject, FileCertSource, SecretCertSource, ServingCert};
+use register::ClientTarget;
+use server::{AdmissionState, CertStore, ServerLimits};
+
+/// The path the API server POSTs AdmissionReviews to.
+pub const VALIDATE_PATH: &str = "/validate-managerconfig";
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CertMode {
+    /// The operator keeps a CA and serving certificate in a Secret, injects the CA into the
+    /// webhook configuration and rotates before expiry.
+    SelfManaged,
+    /// `tls.crt`/`tls.key` (and optional `ca.crt`) are read from `--webhook-cert-dir`
+    /// (cert-manager or any mounted Secret) and reloaded when they change.
+    External,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = GoDuration::parse(s).map_err(|e| e.to_string())?;
+    if !d.is_positive() {
+        return Err(format!("must be greater than 0, got {s}"));
+    }
+    Ok(d.to_std())
+}
+
+/// Webhook flags of `manager-operator run`.
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// Address the HTTPS admission server listens on.
+    #[arg(long, default_value = "0.0.0.0:9443", env = "MO_WEBHOOK_BIND_ADDRESS")]
+    pub webhook_bind_address: SocketAddr,
+
+    /// URL mode: the API server calls this https URL (`clientConfig.url`) instead of the
+    /// Service. Path defaults to /validate-managerconfig; port 0 means the port actually bound.
+    /// Used for local runs and tests (https://127.0.0.1:PORT).
+    #[arg(long, env = "MO_WEBHOOK_URL")]
+    pub webhook_url: Option<Url>,
+
+    /// Where the serving certificate comes from.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "self-managed",
+        env = "MO_WEBHOOK_CERT_MODE"
+    )]
+    pub webhook_cert_mode: CertMode,
+
+    /// External mode: directory with tls.crt, tls.key and optional ca.crt.
+    #[arg(
+        long,
+        default_value = "/tmp/k8s-webhook-server/serving-certs",
+        env = "MO_WEBHOOK_CERT_DIR"
+    )]
+    pub webhook_cert_dir: PathBuf,
+
+    /// Self-managed mode: Secret holding ca.crt, ca.key, tls.crt, tls.key.
+    #[arg(
+        long,
+        default_value = "manager-operator-webhook-tls",
+        env = "MO_WEBHOOK_SECRET_NAME"
+    )]
+    pub webhook_secret_name: String,
+
+    /// Namespace of that Secret and of the webhook Service (the operator's namespace).
+    #[arg(
+        long,
+        default_value = "manager-operator",
+        env = "MO_WEBHOOK_SECRET_NAMESPACE"
+    )]
+    pub webhook_secret_namespace: String,
+
+    /// Service in front of the webhook (its DNS names go into the serving certificate; used as
+    /// clientConfig.service when registering without --webhook-url).
+    #[arg(
+        long,
+        default_value = "manager-operator-webhook",
+        env = "MO_WEBHOOK_SERVICE_NAME"
+    )]
+    pub webhook_service_name: String,
+
+    /// ValidatingWebhookConfiguration to inject the CA into (and to create with
+    /// --webhook-register).
+    #[arg(
+        long,
+        default_value = "manager-operator",
+        env = "MO_WEBHOOK_CONFIGURATION_NAME"
+    )]
+    pub webhook_configuration_name: String,
+
+    /// Create/update the ValidatingWebhookConfiguration (server-side apply) instead of
+    /// expecting it from the chart.
+    #[arg(long, env = "MO_WEBHOOK_REGISTER")]
+    pub webhook_register: bool,
+
+    /// With --webhook-register: only namespaces matching this selector are validated
+    /// (comma-separated key=value, key, !key).
+    #[arg(long, env = "MO_WEBHOOK_NAMESPACE_SELECTOR")]
+    pub webhook_namespace_selector: Option<String>,
+
+    /// Extra DNS names for the self-managed serving certificate (comma-separated).
+    #[arg(long, value_delimiter = ',', env = "MO_WEBHOOK_DNS_NAMES")]
+    pub webhook_dns_names: Vec<String>,
+
+    /// Self-managed CA lifetime (Go duration; default 10 years).
+    #[arg(long, default_value = "87600h", value_parser = parse_duration, env = "MO_WEBHOOK_CA_LIFETIME")]
+    pub webhook_ca_lifetime: Duration,
+
+    /// Self-managed serving certificate lifetime (Go duration; default 1 year). Rotated when
+    /// less than a third is left.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration, env = "MO_WEBHOOK_CERT_LIFETIME")]
+    pub webhook_cert_lifetime: Duration,
+
+    /// How often certificates are re-checked (default 1m for the Secret, 5s for files).
+    #[arg(long, value_parser = parse_duration, env = "MO_WEBHOOK_CERT_CHECK_INTERVAL")]
+    pub webhook_cert_check_interval: Option<Duration>,
+
+    /// Bound on TLS handshakes, request headers and bodies.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "MO_WEBHOOK_READ_TIMEOUT")]
+    pub webhook_read_timeout: Duration,
+
+    /// Admission reviews processed at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..), env = "MO_WEBHOOK_MAX_CONCURRENT_REQUESTS")]
+    pub webhook_max_concurrent_requests: u16,
+}
+
+/// Everything the webhook needs, from [`WebhookArgs::config`] or built directly (tests).
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Listen address (port 0 picks a free port).
+    pub bind_address: SocketAddr,
+    /// URL mode: the `clientConfig.url` (port 0 = the bound port; empty path = VALIDATE_PATH).
+    pub url: Option<Url>,
+    /// Create/update the ValidatingWebhookConfiguration.
+    pub register: bool,
+    /// Namespace selector of the registered webhook.
+    pub namespace_selector: Option<LabelSelector>,
+    /// Name of the ValidatingWebhookConfiguration (CA injection, registration).
+    pub configuration_name: String,
+    /// Service name (certificate DNS names, service registration).
+    pub service_name: String,
+    /// Namespace of the Secret and Service.
+    pub namespace: String,
+    /// Self-managed Secret name.
+    pub secret_name: String,
+    /// Certificate mode.
+    pub cert_mode: CertMode,
+    /// External certificate directory.
+    pub cert_dir: PathBuf,
+    /// Self-managed lifetimes.
+    pub lifetimes: CertLifetimes,
+    /// Certificate re-check period.
+    pub check_interval: Duration,
+    /// Extra certificate DNS names.
+    pub extra_dns_names: Vec<String>,
+    /// Server limits.
+    pub limits: ServerLimits,
+}
+
+impl WebhookConfig {
+    /// Defaults for a local webhook on 127.0.0.1 with a free port in URL mode, self-managed
+    /// certificates in `namespace/secret_name`.
+    pub fn local(namespace: &str, secret_name: &str, configuration_name: &str) -> Self {
+        Self {
+            bind_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            url: Url::parse("https://127.0.0.1:0").ok(),
+            register: false,
+            namespace_selector: None,
+            configuration_name: configuration_name.into(),
+            service_name: "manager-operator-webhook".into(),
+            namespace: namespace.into(),
+            secret_name: secret_name.into(),
+            cert_mode: CertMode::SelfManaged,
+            cert_dir: PathBuf::new(),
+            lifetimes: CertLifetimes::default(),
+            check_interval: Duration::from_secs(60),
+            extra_dns_names: Vec::new(),
+            limits: ServerLimits::default(),
+        }
+    }
+
+    /// The names the self-managed serving certificate covers: the Service's DNS names,
+    /// `localhost`, the URL's host, the extra names, and 127.0.0.1.
+    pub fn subject(&self) -> CertSubject {
+        let svc = &self.service_name;
+        let ns = &self.namespace;
+        let mut dns_names = vec![
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.cluster.local"),
+            format!("{svc}.{ns}"),
+            svc.clone(),
+            "localhost".to_string(),
+        ];
+        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        if let Some(url) = &self.url {
+            match url.host() {
+                Some(url::Host::Domain(d)) => dns_names.push(d.to_ascii_lowercase()),
+                Some(url::Host::Ipv4(ip)) => ips.push(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => ips.push(IpAddr::V6(ip)),
+                None => {}
+            }
+        }
+        dns_names.extend(self.extra_dns_names.iter().map(|d| d.to_ascii_lowercase()));
+        let mut seen = std::collections::BTreeSet::new();
+        dns_names.retain(|d| seen.insert(d.clone()));
+        ips.dedup();
+        CertSubject { dns_names, ips }
+    }
+
+    /// The `clientConfig.url` for a server bound to `bound`, in URL mode.
+    pub fn client_url(&self, bound: SocketAddr) -> Option<Url> {
+        let mut url = self.url.clone()?;
+        if url.port() == Some(0) {
+            let _ = url.set_port(Some(bound.port()));
+        }
+        if url.path().is_empty() || url.path() == "/" {
+            url.set_path(VALIDATE_PATH);
+        }
+        Some(url)
+    }
+
+    fn check(&self) -> Result<(), WebhookError> {
+        let bad = |m: String| Err(WebhookError::Config(m));
+        if let Some(url) = &self.url {
+            if url.scheme() != "https" {
+                return bad(format!("--webhook-url {url} must be an https URL"));
+            }
+            if url.host().is_none() {
+                return bad(format!("--webhook-url {url} has no host"));
+            }
+            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+                return bad(format!(
+                    "--webhook-url {url} must not have a query, fragment or user (the API server refuses them)"
+                ));
+            }
+        }
+        if self.cert_mode == CertMode::SelfManaged {
+            if !names::is_dns1123_subdomain(&self.secret_name) {
+                return bad(format!(
+                    "--webhook-secret-name {:?} is not a valid Secret name",
+                    self.secret_name
+                ));
+            }
+            if !names::is_dns1123_label(&self.namespace) {
+                return bad(format!(
+                    "--webhook-secret-namespace {:?} is not a valid namespace name",
+                    self.namespace
+                ));
+            }
+            const MIN: Duration = Duration::from_secs(10);
+            const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+            for (flag, d) in [
+                ("--webhook-ca-lifetime", self.lifetimes.ca),
+                ("--webhook-cert-lifetime", self.lifetimes.serving),
+            ] {
+                if d < MIN || d > MAX {
+                    return bad(format!(
+                        "{flag} must be between 10s and 100 years, got {d:?}"
+                    ));
+                }
+            }
+            if self.lifetimes.serving > self.lifetimes.ca {
+                return bad(format!(
+                    "--webhook-cert-lifetime ({:?}) must not exceed --webhook-ca-lifetime ({:?})",
+                    self.lifetimes.serving, self.lifetimes.ca
+                ));
+            }
+        }
+        if !names::is_dns1123_label(&self.service_name) {
+            return bad(format!(
+                "--webhook-service-name {:?} is not a valid Service name",
+                self.service_name
+            ));
+        }
+        if !names::is_dns1123_subdomain(&self.configuration_name) {
+            return bad(format!(
+                "--webhook-configuration-name {:?} is not a valid object name",
+                self.configuration_name
+            ));
+        }
+        for d in &self.extra_dns_names {
+            if !names::is_dns1123_subdomain(&d.to_ascii_lowercase()) {
+                return bad(format!("--webhook-dns-names: {d:?} is not a DNS name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WebhookArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> Result<WebhookConfig, WebhookError> {
+        let namespace_selector = match &self.webhook_namespace_selector {
+            Some(s) => Some(register::parse_namespace_selector(s).map_err(|e| {
+                WebhookError::Config(format!("--webhook-namespace-selector {s:?}: {e}"))
+            })?),
+            None => None,
+        };
+        let check_interval =
+            self.webhook_cert_check_interval
+                .unwrap_or(match self.webhook_cert_mode {
+                    CertMode::SelfManaged => Duration::from_secs(60),
+                    CertMode::External => Duration::from_secs(5),
+                });
+        let config = WebhookConfig {
+            bind_address: self.webhook_bind_address,
+            url: self.webhook_url.clone(),
+            register: self.webhook_register,
+            namespace_selector,
+            configuration_name: self.webhook_configuration_name.clone(),
+            service_name: self.webhook_service_name.clone(),
+            namespace: self.webhook_secret_namespace.clone(),
+            secret_name: self.webhook_secret_name.clone(),
+            cert_mode: self.webhook_cert_mode,
+            cert_dir: self.webhook_cert_dir.clone(),
+            lifetimes: CertLifetimes {
+                ca: self.webhook_ca_lifetime,
+                serving: self.webhook_cert_lifetime,
+            },
+            check_interval,
+            extra_dns_names: self
+                .webhook_dns_names
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            limits: ServerLimits {
+                read_timeout: self.webhook_read_timeout,
+                max_concurrent_requests: usize::from(self.webhook_max_concurrent_requests),
+                ..ServerLimits::default()
+            },
+        };
+        config.check()?;
+        Ok(config)
+    }
+}
+
+/// Why the webhook could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The flags are inconsistent.
+    #[error("invalid webhook settings: {0}")]
+    Config(String),
+    /// Certificates could not be produced or read.
+    #[error("webhook certificates: {0}")]
+    Cert(#[from] CertError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address} for the webhook: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("cannot configure TLS for the webhook: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The ValidatingWebhookConfiguration could not be written.
+    #[error("cannot register ValidatingWebhookConfiguration {name}: {source}")]
+    Register {
+        /// Its name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+enum Source {
+    Secret(Box<SecretCertSource>),
+    Files(FileCertSource, certs::FileContents),
+}
+
+/// What the certificate loop shares with [`RunningWebhook`].
+struct Shared {
+    store: Arc<CertStore>,
+    current: RwLock<ServingCert>,
+}
+
+impl Shared {
+    fn current(&self) -> ServingCert {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Serves `cert` from the next handshake on; true when it differs from the current one.
+    fn install(&self, cert: ServingCert) -> Result<bool, CertError> {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if *guard == cert {
+            return Ok(false);
+        }
+        self.store.set(cert.certified_key()?);
+        *guard = cert;
+        Ok(true)
+    }
+}
+
+/// A started webhook: serving, with its certificate loop running.
+pub struct RunningWebhook {
+    local_addr: SocketAddr,
+    url: Option<Url>,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+    cert_loop: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWebhook {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The URL registered in URL mode.
+    pub fn url(&self) -> Option<&Url> {
+        self.url.as_ref()
+    }
+
+    /// The CA bundle (PEM) clients must trust, when known.
+    pub fn ca_bundle(&self) -> Option<String> {
+        self.shared.current().ca_bundle_pem
+    }
+
+    /// The serving certificate currently served.
+    pub fn serving_cert(&self) -> ServingCert {
+        self.shared.current()
+    }
+
+    /// Waits until the server and the certificate loop have stopped (after cancellation).
+    pub async fn wait(self) {
+        if let Err(e) = self.server.await {
+            tracing::error!(error = %e, "webhook server task failed");
+        }
+        if let Err(e) = self.cert_loop.await {
+            tracing::error!(error = %e, "webhook certificate task failed");
+        }
+    }
+}
+
+async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&str>) {
+    let Some(bundle) = bundle else { return };
+    match certs::inject_ca_bundle(client.clone(), &config.configuration_name, bundle).await {
+        Ok(certs::Injection::Updated(n)) => tracing::info!(
+            configuration = %config.configuration_name,
+            webhooks = n,
+            "injected the CA bundle into the ValidatingWebhookConfiguration"
+        ),
+        Ok(certs::Injection::Unchanged) => {}
+        Ok(certs::Injection::NotFound) => tracing::debug!(
+            configuration = %config.configuration_name,
+            "ValidatingWebhookConfiguration not found; CA bundle not injected"
+        ),
+        Err(e) => tracing::warn!(error = %e, "CA bundle injection failed; will retry"),
+    }
+}
+
+async fn cert_loop(
+    mut source: Source,
+    shared: Arc<Shared>,
+    client: kube::Client,
+    config: WebhookConfig,
+    metrics: Option<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(config.check_interval) => {}
+        }
+        let fresh = match &mut source {
+            Source::Secret(s) => s.ensure().await,
+            Source::Files(files, last) => match files.contents() {
+                Ok(contents) if contents == *last => Ok(shared.current()),
+                Ok(contents) => match files.parse(&contents) {
+                    Ok(cert) => {
+                        *last = contents;
+                        Ok(cert)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        let cert = match fresh {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook certificate check failed; keeping the current certificate");
+                continue;
+            }
+        };
+        // Publish the bundle before serving a certificate that may need it.
+        inject(&client, &config, cert.ca_bundle_pem.as_deref()).await;
+        let serial = cert.serial.clone();
+        match shared.install(cert) {
+            Ok(true) => {
+                if let Some(m) = &metrics {
+                    m.webhook_certificate_rotations_total.inc();
+                }
+                tracing::info!(%serial, "webhook serving certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "new webhook certificate unusable; keeping the current one")
+            }
+        }
+    }
+}
+
+/// Starts the webhook: obtains the certificate (creating the self-managed Secret if needed),
+/// binds the listener, registers or injects the CA into the ValidatingWebhookConfiguration, and
+/// spawns the server and the certificate loop. Returns once the server accepts connections.
+/// Everything stops when `shutdown` is cancelled; then [`RunningWebhook::wait`].
+///
+/// `reviewer` decides cross-namespace Lease access; `None` uses SubjectAccessReviews with
+/// `client`.
+pub async fn start_webhook(
+    config: WebhookConfig,
+    client: kube::Client,
+    policy: HookPolicy,
+    metrics: Option<Metrics>,
+    reviewer: Option<Arc<dyn AccessReviewer>>,
+    shutdown: CancellationToken,
+) -> Result<RunningWebhook, WebhookError> {
+    config.check()?;
+    let (source, cert) = match config.cert_mode {
+        CertMode::SelfManaged => {
+            let s = SecretCertSource::new(
+                client.clone(),
+                &config.namespace,
+                &config.secret_name,
+                config.subject(),
+                config.lifetimes,
+            );
+            let cert = s.ensure().await?;
+            (Source::Secret(Box::new(s)), cert)
+        }
+        CertMode::External => {
+            let files = FileCertSource::new(&config.cert_dir);
+            let (cert, contents) = files.load()?;
+            (Source::Files(files, contents), cert)
+        }
+    };
+    let store = Arc::new(CertStore::new());
+    store.set(cert.certified_key()?);
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        current: RwLock::new(cert.clone()),
+    });
+
+    let listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|source| WebhookError::Bind {
+            address: config.bind_address,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| WebhookError::Bind {
+        address: config.bind_address,
+        source,
+    })?;
+    let url = config.client_url(local_addr);
+
+    if config.register {
+        let target = match &url {
+            Some(u) => ClientTarget::Url(u.to_string()),
+            None => ClientTarget::Service {
+                namespace: config.namespace.clone(),
+                name: config.service_name.clone(),
+            },
+        };
+        let vwc = register::webhook_configuration(
+            &config.configuration_name,
+            &target,
+            cert.ca_bundle_pem.as_deref(),
+            config.namespace_selector.as_ref(),
+        );
+        register::apply(client.clone(), &vwc)
+            .await
+            .map_err(|source| WebhookError::Register {
+                name: config.configuration_name.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(configuration = %config.configuration_name, target = ?target, "registered the ValidatingWebhookConfiguration");
+    } else {
+        inject(&client, &config, cert.ca_bundle_pem.as_deref()).await;
+    }
+
+    let reviewer = reviewer.unwrap_or_else(|| Arc::new(SubjectAccessReviewer::new(client.clone())));
+    let state = AdmissionState::new(policy, reviewer, metrics.clone(), config.limits);
+    let tls = server::tls_config(store)?;
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls,
+        server::router(state),
+        config.limits,
+        shutdown.clone(),
+    ));
+    let cert_loop = tokio::spawn(cert_loop(
+        source,
+        shared.clone(),
+        client,
+        config,
+        metrics,
+        shutdown,
+    ));
+    Ok(RunningWebhook {
+        local_addr,
+        url,
+        shared,
+        server,
+        cert_loop,
+    })
+}
+
+/// [`start_webhook`] with SubjectAccessReviews, then serves until `shutdown` is cancelled.
+pub async fn run_webhook(
+    config: WebhookConfig,
+    client: kube::Client,
+    policy: HookPolicy,
+    metrics: Option<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), WebhookError> {
+    start_webhook(config, client, policy, metrics, None, shutdown)
+        .await?
+        .wait()
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        webhook: WebhookArgs,
+        #[command(flatten)]
+        hooks: crate::cli::HookPolicyArgs,
+    }
+
+    #[test]
+    fn flags_are_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["x"]).expect("parses");
+        let c = cli.webhook.config().expect("valid");
+        assert_eq!(c.bind_address, "0.0.0.0:9443".parse().expect("addr"));
+        assert_eq!(c.cert_mode, CertMode::SelfManaged);
+        assert_eq!(c.lifetimes, CertLifetimes::default());
+        assert_eq!(c.lifetimes.ca, Duration::from_secs(3650 * 86_400));
+        assert_eq!(c.lifetimes.serving, Duration::from_secs(365 * 86_400));
+        assert_eq!(c.check_interval, Duration::from_secs(60));
+        assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
+        assert!(c.url.is_none() && !c.register);
+        let s = c.subject();
+        assert!(
+            s.dns_names
+                .contains(&"manager-operator-webhook.manager-operator.svc".to_string())
+        );
+        assert!(s.ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+
+    #[test]
+    fn url_mode_flags() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--webhook-bind-address",
+            "127.0.0.1:0",
+            "--webhook-url",
+            "https://127.0.0.1:0",
+            "--webhook-register",
+            "--webhook-namespace-selector",
+            "t=1",
+            "--webhook-cert-lifetime",
+            "30s",
+            "--webhook-cert-mode",
+            "external",
+        ])
+        .expect("parses");
+        let c = cli.webhook.config().expect("valid");
+        assert_eq!(c.cert_mode, CertMode::External);
+        assert_eq!(c.check_interval, Duration::from_secs(5));
+        assert_eq!(c.lifetimes.serving, Duration::from_secs(30));
+        let url = c
+            .client_url("127.0.0.1:4321".parse().expect("addr"))
+            .expect("url mode");
+        assert_eq!(
+            url.as_str(),
+            "https://127.0.0.1:4321/validate-managerconfig"
+        );
+        assert!(c.namespace_selector.is_some());
+    }
+
+    #[test]
+    fn bad_flags_are_explained() {
+        let cli =
+            Cli::try_parse_from(["x", "--webhook-url", "http://127.0.0.1:1/"]).expect("parses");
+        let e = cli.webhook.config().expect_err("http refused").to_string();
+        assert!(e.contains("https"), "{e}");
+        let cli =
+            Cli::try_parse_from(["x", "--webhook-namespace-selector", "Bad Key"]).expect("parses");
+        assert!(cli.webhook.config().is_err());
+        assert!(Cli::try_parse_from(["x", "--webhook-cert-lifetime", "0s"]).is_err());
+        let cli = Cli::try_parse_from(["x", "--webhook-cert-lifetime", "87601h"]).expect("parses");
+        assert!(cli.webhook.config().is_err(), "longer than the CA");
+        let cli = Cli::try_parse_from(["x", "--webhook-ca-lifetime", "2000000h"]).expect("parses");
+        assert!(cli.webhook.config().is_err(), "absurd lifetime");
+        let cli = Cli::try_parse_from(["x", "--webhook-cert-lifetime", "1s"]).expect("parses");
+        assert!(cli.webhook.config().is_err(), "too short");
+    }
+}

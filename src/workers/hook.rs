@@ -1,0 +1,183 @@
+//! The hook call (SPEC §4): one JSON POST per reconcile, and what its answer means.
+//!
+//! Request body:
+//!
+//! ```json
+//! {"manager": {"namespace": "team-a", "name": "inventory-sync"}, "worker": "configmaps",
+//!  "fencingToken": 4, "holder": "manager-operator-5d8f9-x2x7q", "object": { ... }}
+//! ```
+//!
+//! A 2xx answer is success; its body may be `{"requeueAfterSeconds": N}` (N > 0) to schedule
+//! the next run. Any other status, a timeout (the whole exchange, body included, is bounded by
+//! the hook timeout) or a connection error is a failure.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Largest answer body read from a hook; the rest is ignored.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest `requeueAfterSeconds` honoured (24 h, the largest resyncPeriod).
+pub const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+/// How much of an error answer is kept for logs.
+const ERROR_SNIPPET_CHARS: usize = 200;
+
+/// Which ManagerConfig a call comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManagerRef {
+    /// ManagerConfig namespace.
+    pub namespace: String,
+    /// ManagerConfig name.
+    pub name: String,
+}
+
+/// The JSON body POSTed to the hook.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRequest {
+    /// The ManagerConfig.
+    pub manager: ManagerRef,
+    /// The worker's name (`spec.workers[].name`).
+    pub worker: String,
+    /// The Lease's `leaseTransitions` when this replica acquired it: hooks reject calls whose
+    /// token is lower than one they have already seen.
+    pub fencing_token: i64,
+    /// The Lease holder identity of the calling replica.
+    pub holder: String,
+    /// The watched object, as the API server returned it.
+    pub object: serde_json::Value,
+}
+
+/// A successful hook answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookReply {
+    /// HTTP status (2xx).
+    pub code: u16,
+    /// `requeueAfterSeconds` from the body, when present and positive.
+    pub requeue_after: Option<Duration>,
+}
+
+/// Why a hook call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HookError {
+    /// The hook answered with a non-2xx status.
+    #[error("hook answered HTTP {code}: {body:?}")]
+    Status {
+        /// HTTP status.
+        code: u16,
+        /// The start of the answer body.
+        body: String,
+    },
+    /// No complete answer within the hook timeout.
+    #[error("hook did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, reset, TLS failure, ...
+    #[error("hook request failed: {0}")]
+    Transport(String),
+}
+
+impl HookError {
+    /// The `code` label of `hook_request_duration_seconds`: the status, or `error`.
+    pub fn code_label(&self) -> String {
+        match self {
+            HookError::Status { code, .. } => code.to_string(),
+            HookError::Timeout(_) | HookError::Transport(_) => "error".to_string(),
+        }
+    }
+}
+
+/// Reads `requeueAfterSeconds` from a 2xx body. An empty body, a body that is not JSON, a
+/// missing, zero or negative value all mean "no explicit requeue"; values above
+/// [`MAX_REQUEUE`] are capped.
+pub fn parse_requeue(body: &[u8]) -> Option<Duration> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let secs = answer.as_object()?.get("requeueAfterSeconds")?.as_f64()?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs.min(MAX_REQUEUE.as_secs_f64())))
+}
+
+fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(ERROR_SNIPPET_CHARS)
+        .collect()
+}
+
+/// Describes a reqwest error with its sources (reqwest's top-level message is terse).
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    url: &Url,
+    body: &HookRequest,
+) -> Result<HookReply, HookError> {
+    let mut resp = http
+        .post(url.clone())
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| HookError::Transport(describe(&e)))?;
+    let code = resp.status().as_u16();
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < MAX_ANSWER_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            Ok(None) => break,
+            Err(e) => return Err(HookError::Transport(describe(&e))),
+        }
+    }
+    buf.truncate(MAX_ANSWER_BYTES);
+    if (200..300).contains(&code) {
+        Ok(HookReply {
+            code,
+            requeue_after: parse_requeue(&buf),
+        })
+    } else {
+        Err(HookError::Status {
+            code,
+            body: snippet(&buf),
+        })
+    }
+}
+
+/// POSTs `body` to `url`; the whole exchange (connect, send, answer body) is bounded by
+/// `timeout`.
+pub async fn call(
+    http: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+    body: &HookRequest,
+) -> Result<HookReply, HookError> {
+    match tokio::time::timeout(timeout, exchange(http, url, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(HookError::Timeout(timeout)),
+    }
+}
+
+/// The HTTP client hooks are called with: rustls on the ring provider (installed once), never
+/// a proxy (hook traffic goes straight to the URL the hook policy allowed) and no redirects (a
+/// redirect could lead past the hook policy; a 3xx answer is a failure).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // Another part of the process may have installed it already; that is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("manager-operator/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

@@ -1,0 +1,452 @@
+//! Unit tests: the hook call and its answers, and the reconcile's fence/backoff/requeue logic,
+//! against a tiny hook server on 127.0.0.1.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kube::api::{DynamicObject, ObjectMeta, TypeMeta};
+use kube::runtime::controller::Action;
+use tokio::time::Instant;
+
+use super::hook::{self, HookError, HookReply, HookRequest, ManagerRef};
+use super::*;
+use crate::manager::fence::Fence;
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    body: String,
+    delay: Duration,
+    location: Option<String>,
+}
+
+fn reply(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        body: body.into(),
+        delay: Duration::ZERO,
+        location: None,
+    }
+}
+
+#[derive(Default)]
+struct Srv {
+    replies: Mutex<VecDeque<Reply>>,
+    seen: Mutex<Vec<(serde_json::Value, HeaderMap)>>,
+}
+
+async fn handle(State(s): State<Arc<Srv>>, headers: HeaderMap, body: String) -> Response {
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    s.seen.lock().unwrap().push((v, headers));
+    let r = s
+        .replies
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| reply(200, ""));
+    tokio::time::sleep(r.delay).await;
+    let status = StatusCode::from_u16(r.status).unwrap();
+    match r.location {
+        Some(l) => (status, [(axum::http::header::LOCATION, l)], r.body).into_response(),
+        None => (status, r.body).into_response(),
+    }
+}
+
+async fn server(replies: Vec<Reply>) -> (Arc<Srv>, Url) {
+    let srv = Arc::new(Srv {
+        replies: Mutex::new(replies.into()),
+        ..Default::default()
+    });
+    let app = Router::new()
+        .route("/hook", post(handle))
+        .with_state(srv.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (srv, Url::parse(&format!("http://{addr}/hook")).unwrap())
+}
+
+fn body() -> HookRequest {
+    HookRequest {
+        manager: ManagerRef {
+            namespace: "team-a".into(),
+            name: "inv".into(),
+        },
+        worker: "cms".into(),
+        fencing_token: 4,
+        holder: "pod-1".into(),
+        object: serde_json::json!({"metadata": {"name": "x"}}),
+    }
+}
+
+fn http() -> reqwest::Client {
+    hook::http_client().unwrap()
+}
+
+#[tokio::test]
+async fn posts_the_documented_json_body() {
+    let (srv, url) = server(vec![]).await;
+    let r = hook::call(&http(), &url, Duration::from_secs(5), &body()).await;
+    assert_eq!(
+        r,
+        Ok(HookReply {
+            code: 200,
+            requeue_after: None
+        })
+    );
+    let seen = srv.seen.lock().unwrap();
+    let (v, headers) = &seen[0];
+    assert_eq!(
+        v,
+        &serde_json::json!({
+            "manager": {"namespace": "team-a", "name": "inv"},
+            "worker": "cms",
+            "fencingToken": 4,
+            "holder": "pod-1",
+            "object": {"metadata": {"name": "x"}},
+        })
+    );
+    assert_eq!(headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn answers_map_to_success_requeue_or_failure() {
+    let (_srv, url) = server(vec![
+        reply(200, r#"{"requeueAfterSeconds": 3}"#),
+        reply(204, ""),
+        reply(200, "ok, not json"),
+        reply(200, r#"{"requeueAfterSeconds": 0}"#),
+        reply(202, r#"{"requeueAfterSeconds": 1.5, "other": true}"#),
+        reply(500, "boom"),
+        reply(404, &"x".repeat(1000)),
+        Reply {
+            location: Some("http://169.254.169.254/".into()),
+            ..reply(302, "")
+        },
+    ])
+    .await;
+    let c = http();
+    let t = Duration::from_secs(5);
+    let b = body();
+    let ok = |s: Option<u64>, code| {
+        Ok(HookReply {
+            code,
+            requeue_after: s.map(Duration::from_millis),
+        })
+    };
+    assert_eq!(hook::call(&c, &url, t, &b).await, ok(Some(3000), 200));
+    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 204));
+    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 200));
+    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 200));
+    assert_eq!(hook::call(&c, &url, t, &b).await, ok(Some(1500), 202));
+    let e = hook::call(&c, &url, t, &b).await.unwrap_err();
+    assert_eq!(
+        e,
+        HookError::Status {
+            code: 500,
+            body: "boom".into()
+        }
+    );
+    assert_eq!(e.code_label(), "500");
+    match hook::call(&c, &url, t, &b).await {
+        Err(HookError::Status { code: 404, body }) => assert_eq!(body.len(), 200),
+        other => panic!("{other:?}"),
+    }
+    // Redirects are never followed (they could lead past the hook policy).
+    match hook::call(&c, &url, t, &b).await {
+        Err(e @ HookError::Status { code: 302, .. }) => assert_eq!(e.code_label(), "302"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn timeout_and_connection_errors_are_failures() {
+    let (_srv, url) = server(vec![Reply {
+        delay: Duration::from_secs(5),
+        ..reply(200, "")
+    }])
+    .await;
+    let t0 = Instant::now();
+    let e = hook::call(&http(), &url, Duration::from_millis(300), &body())
+        .await
+        .unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(e, HookError::Timeout(Duration::from_millis(300)));
+    assert_eq!(e.code_label(), "error");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+
+    // A port nobody listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let url = Url::parse(&format!("http://{addr}/hook")).unwrap();
+    match hook::call(&http(), &url, Duration::from_secs(5), &body()).await {
+        Err(e @ HookError::Transport(_)) => assert_eq!(e.code_label(), "error"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn requeue_parsing() {
+    assert_eq!(hook::parse_requeue(b""), None);
+    assert_eq!(hook::parse_requeue(b"  \n"), None);
+    assert_eq!(hook::parse_requeue(b"{}"), None);
+    assert_eq!(hook::parse_requeue(b"[1]"), None);
+    assert_eq!(
+        hook::parse_requeue(br#"{"requeueAfterSeconds": "5"}"#),
+        None
+    );
+    assert_eq!(hook::parse_requeue(br#"{"requeueAfterSeconds": -1}"#), None);
+    assert_eq!(
+        hook::parse_requeue(br#"{"requeueAfterSeconds": 10}"#),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        hook::parse_requeue(br#"{"requeueAfterSeconds": 1e12}"#),
+        Some(hook::MAX_REQUEUE)
+    );
+}
+
+fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -> Arc<Shared> {
+    let m = metrics;
+    let l3 = ["team-a", "inv", "cms"];
+    Arc::new(Shared {
+        manager: ManagerRef {
+            namespace: "team-a".into(),
+            name: "inv".into(),
+        },
+        worker: "cms".into(),
+        identity: "pod-1".into(),
+        fence,
+        http: http(),
+        url,
+        timeout: Duration::from_secs(2),
+        resync,
+        types: TypeMeta {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+        },
+        backoff: RetryBackoff::default(),
+        delivered: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashSet::new()),
+        metrics: Some(WorkerMetrics {
+            success: m
+                .reconcile_total
+                .with_label_values(&["team-a", "inv", "cms", "success"]),
+            error: m
+                .reconcile_total
+                .with_label_values(&["team-a", "inv", "cms", "error"]),
+            duration: m.reconcile_duration_seconds.with_label_values(&l3),
+            active: m.workers_active.with_label_values(&l3),
+            queue: m.queue_depth.with_label_values(&l3),
+            hook: m.hook_request_duration_seconds.clone(),
+        }),
+    })
+}
+
+fn cm(name: &str, rv: &str) -> Arc<DynamicObject> {
+    Arc::new(DynamicObject {
+        types: None,
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team-a".into()),
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        },
+        data: serde_json::json!({"data": {"k": "v"}}),
+    })
+}
+
+fn fence(token: i64) -> Fence {
+    Fence::new(token, Instant::now() + Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn reconcile_backs_off_per_object_and_resets_on_success() {
+    let (srv, url) = server(vec![
+        reply(500, "a"),
+        reply(503, "b"),
+        reply(500, "c"),
+        reply(200, ""),
+        reply(500, "d"),
+    ])
+    .await;
+    let metrics = Metrics::new().unwrap();
+    let s = shared(url, fence(9), None, &metrics);
+    let obj = cm("x", "1");
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        match reconcile(obj.clone(), s.clone()).await {
+            Err(e @ ReconcileError::Hook { .. }) => {
+                let a = error_policy(obj.clone(), &e, s.clone());
+                if let ReconcileError::Hook {
+                    attempt, retry_in, ..
+                } = e
+                {
+                    delays.push((attempt, retry_in));
+                    assert_eq!(a, Action::requeue(retry_in));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        delays,
+        vec![
+            (1, Duration::from_millis(500)),
+            (2, Duration::from_secs(1)),
+            (3, Duration::from_secs(2))
+        ]
+    );
+    // Success: no resync configured → wait for a change; the failure count is forgotten.
+    assert_eq!(
+        reconcile(obj.clone(), s.clone()).await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(s.backoff.attempts("team-a/x"), 0);
+    assert_eq!(
+        s.delivered
+            .lock()
+            .unwrap()
+            .get("team-a/x")
+            .map(String::as_str),
+        Some("1")
+    );
+    match reconcile(obj.clone(), s.clone()).await {
+        Err(ReconcileError::Hook {
+            attempt: 1,
+            retry_in,
+            ..
+        }) => assert_eq!(retry_in, Duration::from_millis(500)),
+        other => panic!("{other:?}"),
+    }
+    // Every call carried the token, the holder and the object with apiVersion/kind filled in.
+    let seen = srv.seen.lock().unwrap();
+    assert_eq!(seen.len(), 5);
+    for (v, _) in seen.iter() {
+        assert_eq!(v["fencingToken"], 9);
+        assert_eq!(v["holder"], "pod-1");
+        assert_eq!(v["worker"], "cms");
+        assert_eq!(v["object"]["kind"], "ConfigMap");
+        assert_eq!(v["object"]["apiVersion"], "v1");
+        assert_eq!(v["object"]["metadata"]["name"], "x");
+        assert_eq!(v["object"]["data"]["k"], "v");
+    }
+    let ok = metrics
+        .reconcile_total
+        .with_label_values(&["team-a", "inv", "cms", "success"])
+        .get();
+    let err = metrics
+        .reconcile_total
+        .with_label_values(&["team-a", "inv", "cms", "error"])
+        .get();
+    assert_eq!((ok, err), (1, 4));
+    let text = metrics.encode().unwrap();
+    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"500\"} 3"));
+    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"503\"} 1"));
+    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"200\"} 1"));
+    assert_eq!(
+        metrics
+            .workers_active
+            .with_label_values(&["team-a", "inv", "cms"])
+            .get(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn reconcile_requeues_as_asked_or_on_resync() {
+    let (_srv, url) = server(vec![
+        reply(200, r#"{"requeueAfterSeconds": 7}"#),
+        reply(200, ""),
+    ])
+    .await;
+    let metrics = Metrics::new().unwrap();
+    let s = shared(url, fence(1), Some(Duration::from_secs(30)), &metrics);
+    let obj = cm("x", "1");
+    assert_eq!(
+        reconcile(obj.clone(), s.clone()).await.unwrap(),
+        Action::requeue(Duration::from_secs(7))
+    );
+    assert_eq!(
+        reconcile(obj.clone(), s.clone()).await.unwrap(),
+        Action::requeue(Duration::from_secs(30))
+    );
+}
+
+#[tokio::test]
+async fn a_fenced_term_never_calls_the_hook() {
+    let (srv, url) = server(vec![]).await;
+    let metrics = Metrics::new().unwrap();
+    let f = fence(3);
+    let s = shared(url.clone(), f.clone(), None, &metrics);
+    f.revoke();
+    let obj = cm("x", "1");
+    match reconcile(obj.clone(), s.clone()).await {
+        Err(e @ ReconcileError::Fenced(_)) => {
+            assert_eq!(
+                error_policy(obj.clone(), &e, s.clone()),
+                Action::await_change()
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Expired on the monotonic clock (a paused process): same.
+    let expired = Fence::new(4, Instant::now());
+    let s2 = shared(url, expired, None, &metrics);
+    assert!(matches!(
+        reconcile(obj, s2).await,
+        Err(ReconcileError::Fenced(_))
+    ));
+    assert!(srv.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn revocation_abandons_an_in_flight_call() {
+    let (_srv, url) = server(vec![Reply {
+        delay: Duration::from_secs(10),
+        ..reply(200, "")
+    }])
+    .await;
+    let metrics = Metrics::new().unwrap();
+    let f = fence(5);
+    let s = shared(url, f.clone(), None, &metrics);
+    let t0 = Instant::now();
+    let call = tokio::spawn(reconcile(cm("x", "1"), s.clone()));
+    // Wait until the call is in flight, then lose the lease.
+    while s.in_flight.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f.revoke();
+    let r = call.await.unwrap();
+    assert!(matches!(r, Err(ReconcileError::Fenced(_))), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(s.in_flight.lock().unwrap().is_empty());
+    assert_eq!(
+        metrics
+            .workers_active
+            .with_label_values(&["team-a", "inv", "cms"])
+            .get(),
+        0
+    );
+}
+
+#[test]
+fn impersonation_sets_only_the_user() {
+    let mut base = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+    base.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
+    let c = impersonating(&base, &service_account_user("team-a", "inv"));
+    assert_eq!(
+        c.auth_info.impersonate.as_deref(),
+        Some("system:serviceaccount:team-a:inv")
+    );
+    assert_eq!(c.auth_info.impersonate_groups, None);
+    assert_eq!(c.cluster_url, base.cluster_url);
+}
