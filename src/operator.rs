@@ -60,6 +60,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "json", env = "MO_LOG_FORMAT")]
     pub log_format: LogFormat,
 
+    /// Only reconcile ManagerConfigs in this namespace (default: all namespaces).
+    #[arg(long, env = "MO_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
     /// Do not run the admission webhook server (e.g. when another replica set serves it).
     #[arg(long, env = "MO_DISABLE_WEBHOOK")]
     pub disable_webhook: bool,
@@ -323,6 +327,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         shutdown: shutdown.clone(),
         ready: controller_ready_tx,
         ctx_out: ctx_tx,
+        namespace: args.watch_namespace.clone(),
     })
     .await;
 

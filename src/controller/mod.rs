@@ -403,6 +403,8 @@ pub struct RunParams {
     pub ready: tokio::sync::watch::Sender<bool>,
     /// Receives the context once built (health checks).
     pub ctx_out: tokio::sync::oneshot::Sender<Arc<Ctx>>,
+    /// Only this namespace (None: all).
+    pub namespace: Option<String>,
 }
 
 /// Builds the context and runs the controller until `shutdown`, then stops every manager.
@@ -416,6 +418,7 @@ pub async fn run(p: RunParams) {
         shutdown,
         ready: ready_tx,
         ctx_out: ctx_tx,
+        namespace,
     } = p;
     let reporter = Reporter {
         controller: "manager-operator".into(),
@@ -435,7 +438,10 @@ pub async fn run(p: RunParams) {
         trigger,
     });
     let _ = ctx_tx.send(ctx.clone());
-    let api: Api<ManagerConfig> = Api::all(client);
+    let api: Api<ManagerConfig> = match &namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
