@@ -1,6 +1,7 @@
 //! The command line: `run`, `crd`, `check` (SPEC §7).
 
 pub mod check;
+pub mod echo_hook;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub enum Command {
     /// Run the operator: the ManagerConfig controller, the admission webhook, /metrics,
     /// /healthz and /readyz.
     Run(Box<crate::operator::RunArgs>),
+    /// Development aid: a hook endpoint that answers 200 and logs each call (used by
+    /// `make run`).
+    EchoHook(echo_hook::EchoHookArgs),
 }
 
 /// Hook policy flags (SPEC §6), shared by `run` and `check`.
@@ -96,6 +100,25 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check(args) => ExitCode::from(check::run(&args)),
+        Command::EchoHook(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(echo_hook::run(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run(args) => {
             crate::operator::init_logging(args.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()

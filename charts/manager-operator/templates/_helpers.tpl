@@ -1,0 +1,92 @@
+{{/* Chart name, truncated to 63 characters. */}}
+{{- define "manager-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: fullnameOverride, or <release>-<chart> (just <release> when it contains the chart name). */}}
+{{- define "manager-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace everything goes into. */}}
+{{- define "manager-operator.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "manager-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades. */}}
+{{- define "manager-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "manager-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "manager-operator.labels" -}}
+helm.sh/chart: {{ include "manager-operator.chart" . }}
+{{ include "manager-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: manager-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "manager-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "manager-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "manager-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Object names shared by several templates (and passed to the operator as flags). */}}
+{{- define "manager-operator.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "manager-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "manager-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "manager-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "manager-operator.webhookConfigurationName" -}}
+{{- include "manager-operator.fullname" . }}
+{{- end }}
+
+{{- define "manager-operator.webhookSecretName" -}}
+{{- default (printf "%s-webhook-tls" (include "manager-operator.fullname" .)) .Values.webhook.secretName | trunc 253 }}
+{{- end }}
+
+{{- define "manager-operator.certificateName" -}}
+{{- printf "%s-webhook" (include "manager-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Where cert-manager's Secret is mounted (and what --webhook-cert-dir says). */}}
+{{- define "manager-operator.certDir" -}}
+/tmp/k8s-webhook-server/serving-certs
+{{- end }}
+
+{{/* "true" when the operator manages its own webhook certificate. */}}
+{{- define "manager-operator.selfManagedCerts" -}}
+{{- if eq .Values.webhook.certMode "self-managed" }}true{{ end }}
+{{- end }}

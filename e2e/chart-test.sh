@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Chart, dashboard and alert checks (issue 6): static checks, `helm lint` and `helm template` for
+# every value set, server-side dry-run of every rendered manifest against a real API server,
+# values-schema negative cases, and promtool on the alert rules.
+#
+#   e2e/with-cluster.sh e2e/chart-test.sh           # fresh control plane, torn down afterwards
+#   source /tmp/some-cluster/env && e2e/chart-test.sh  # an existing one
+#
+# Environment: KUBECONFIG (required: the admin kubeconfig, as with-cluster.sh exports it),
+# MO_BIN_DIR (kubectl; default `e2e/tools.sh bindir`), MO_OBS_BIN_DIR (helm, promtool; default
+# `e2e/tools-observability.sh bindir`, which builds them on first use),
+# MO_CHART_TEST_NAMESPACE (default mo-chart-test; created, and deleted at the end).
+#
+# Value sets: defaults, and every e2e/chart/values/*.yaml (cert-manager, cert-manager-issuer,
+# url-mode, monitoring). Needs python3 with PyYAML (Debian: python3-yaml) and jq.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+CHART="$ROOT/charts/manager-operator"
+NS="${MO_CHART_TEST_NAMESPACE:-mo-chart-test}"
+RELEASE="mo-chart-test"
+
+log() { printf '[chart-test] %s\n' "$*" >&2; }
+die() {
+  printf '[chart-test] FAIL: %s\n' "$*" >&2
+  exit 1
+}
+
+MO_BIN_DIR="${MO_BIN_DIR:-$("$HERE/tools.sh" bindir)}"
+MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$HERE/tools-observability.sh" bindir)}"
+KUBECTL="$MO_BIN_DIR/kubectl"
+HELM="$MO_OBS_BIN_DIR/helm"
+PROMTOOL="$MO_OBS_BIN_DIR/promtool"
+for b in "$KUBECTL" "$HELM" "$PROMTOOL"; do
+  [[ -x "$b" ]] || die "missing $b (run e2e/tools.sh and e2e/tools-observability.sh)"
+done
+[[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] ||
+  die "KUBECONFIG must name the admin kubeconfig of a running control plane (run me under e2e/with-cluster.sh)"
+command -v jq >/dev/null || die "jq is required"
+python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is required (Debian: apt-get install python3-yaml)"
+
+# Helm keeps its caches and config out of $HOME (read-only or shared CI homes).
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mo-chart-test.XXXXXX")"
+export HELM_CACHE_HOME="$WORK/helm/cache" HELM_CONFIG_HOME="$WORK/helm/config" HELM_DATA_HOME="$WORK/helm/data"
+kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
+
+# shellcheck disable=SC2317 # invoked via trap
+cleanup() {
+  local rc=$?
+  kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+
+start=$SECONDS
+passed=()
+
+# ---------------------------------------------------------------------------------------------
+log "1/6 static checks: chart CRD, generated dashboards/schema/README table, metric names"
+"$HERE/check-chart-crd.sh"
+python3 "$HERE/chart/gen-dashboards.py" --check || die "dashboards are stale: run e2e/chart/gen-dashboards.py"
+python3 "$HERE/chart/gen-schema.py" --check || die "values.schema.json is stale: run e2e/chart/gen-schema.py"
+python3 "$HERE/chart/values-table.py" --check || die "README values table is stale: run e2e/chart/values-table.py"
+python3 "$HERE/chart/check-metric-names.py"
+for f in "$CHART"/dashboards/*.json; do
+  jq -e '.uid and .title and (.templating.list[] | select(.name == "datasource" and .type == "datasource"))
+         and ([.panels[] | select(.type != "row") | .datasource.uid == "${datasource}"] | all)' \
+    "$f" >/dev/null || die "$f: needs uid, title, a datasource variable and every panel on \${datasource}"
+done
+jq -e '[.templating.list[].name] | index("namespace") and index("name")' \
+  "$CHART/dashboards/manager-detail.json" >/dev/null || die "manager-detail.json needs namespace and name variables"
+passed+=("static checks")
+
+# ---------------------------------------------------------------------------------------------
+log "2/6 promtool: check rules, unit tests"
+"$PROMTOOL" check rules "$CHART/files/alerts.yaml"
+"$PROMTOOL" test rules "$HERE/prometheus/alerts_test.yaml"
+passed+=("promtool check rules + test rules")
+
+# ---------------------------------------------------------------------------------------------
+log "3/6 values.schema.json refuses wrong types and values"
+expect_refused() {
+  local what="$1"
+  shift
+  if "$HELM" template "$RELEASE" "$CHART" -n "$NS" "$@" >/dev/null 2>"$WORK/err"; then
+    die "values.schema.json accepted $what ($*)"
+  fi
+  grep -qiE 'schema|values don.t meet|validation' "$WORK/err" ||
+    die "$what: refused, but not by the schema: $(cat "$WORK/err")"
+  log "  refused as expected: $what"
+}
+expect_refused "a string replicaCount" --set-string replicaCount=two
+expect_refused "an unknown failurePolicy" --set webhook.failurePolicy=Sometimes
+expect_refused "timeoutSeconds above 30" --set webhook.timeoutSeconds=31
+expect_refused "a non-boolean allowLoopback" --set-string hookPolicy.allowLoopback=yes
+expect_refused "an http webhook URL" --set webhook.url=http://127.0.0.1:9443/validate
+expect_refused "an unknown certMode" --set webhook.certMode=vault
+expect_refused "a misspelt key" --set webhok.url=https://x
+expect_refused "a bad image pull policy" --set image.pullPolicy=Sometimes
+expect_refused "a string for the metrics port" --set-string metrics.port=http
+expect_refused "a bad Go duration" --set serviceMonitor.interval=30
+passed+=("schema negative cases")
+
+# ---------------------------------------------------------------------------------------------
+log "4/6 third-party CRD stand-ins (e2e/testdata/third-party-crds.yaml) and namespace $NS"
+kubectl apply --server-side --force-conflicts --field-manager=mo-chart-test -f "$HERE/testdata/third-party-crds.yaml" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s \
+  crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
+  crd/certificates.cert-manager.io crd/issuers.cert-manager.io >/dev/null
+# A namespace left terminating by an earlier run refuses new objects, dry-run included.
+kubectl wait --for=delete "namespace/$NS" --timeout=120s >/dev/null 2>&1 || true
+kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+
+# ---------------------------------------------------------------------------------------------
+log "5/6 helm lint, helm template and server-side dry-run for every value set"
+value_sets=(defaults)
+for f in "$HERE"/chart/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
+for set in "${value_sets[@]}"; do
+  args=()
+  [[ "$set" == defaults ]] || args=(-f "$HERE/chart/values/$set.yaml")
+  "$HELM" lint --strict "$CHART" "${args[@]}" >"$WORK/lint.log" 2>&1 || {
+    cat "$WORK/lint.log" >&2
+    die "helm lint ($set)"
+  }
+  out="$WORK/render-$set.yaml"
+  "$HELM" template "$RELEASE" "$CHART" -n "$NS" --include-crds "${args[@]}" >"$out" ||
+    die "helm template ($set)"
+  kinds="$(grep -E '^kind: ' "$out" | sort | uniq -c | awk '{printf "%s%s×%s", sep, $3, $1; sep=", "}')"
+  # Strict server-side field validation: unknown or mistyped fields are errors, not warnings.
+  kubectl apply --server-side --dry-run=server --validate=strict --force-conflicts \
+    --field-manager=mo-chart-test -f "$out" -o json >"$WORK/applied-$set.json" 2>"$WORK/apply.err" || {
+    cat "$WORK/apply.err" >&2
+    die "server-side dry-run rejected the $set render"
+  }
+  n="$(jq -r 'if .kind == "List" then (.items | length) else 1 end' "$WORK/applied-$set.json")"
+  log "  $set: lint ok; $n objects accepted by the API server (dry-run): $kinds"
+  passed+=("$set: lint + template + dry-run ($n objects)")
+done
+
+# ---------------------------------------------------------------------------------------------
+log "6/6 rendered content: PrometheusRule = files/alerts.yaml (promtool), render assertions"
+# The PrometheusRule as the API server accepted it, back to a rule file, through promtool.
+jq '.items[] | select(.kind == "PrometheusRule") | .spec' "$WORK/applied-monitoring.json" >"$WORK/prometheusrule.json"
+[[ -s "$WORK/prometheusrule.json" ]] || die "the monitoring value set rendered no PrometheusRule"
+"$PROMTOOL" check rules "$WORK/prometheusrule.json" >/dev/null || die "the rendered PrometheusRule fails promtool"
+jq -e '[.groups[].rules[] | select(.alert == "ManagerOperatorWebhookLatencyHigh")] | length == 0' \
+  "$WORK/prometheusrule.json" >/dev/null || die "alertOverrides.disabled did not drop the alert"
+jq -e '[.groups[].rules[] | select(.alert == "ManagerOperatorNoLeader")][0] | .for == "3m" and .labels.severity == "warning" and .labels.team == "platform"' \
+  "$WORK/prometheusrule.json" >/dev/null || die "alertOverrides / additionalAlertLabels not applied"
+# No ServiceMonitor/PrometheusRule unless enabled; cert-manager objects only in cert-manager mode.
+for set in defaults url-mode; do
+  jq -e '[.items[] | select(.kind == "ServiceMonitor" or .kind == "PrometheusRule" or .kind == "Certificate" or .kind == "Issuer")] | length == 0' \
+    "$WORK/applied-$set.json" >/dev/null || die "$set rendered monitoring or cert-manager objects"
+done
+jq -e '[.items[] | select(.kind == "ValidatingWebhookConfiguration")][0]
+       | (.metadata.annotations["cert-manager.io/inject-ca-from"] == "'"$NS/$RELEASE"'-manager-operator-webhook")' \
+  "$WORK/applied-cert-manager.json" >/dev/null || die "cert-manager mode: inject-ca-from annotation missing or wrong"
+jq -e '[.items[] | select(.kind == "ValidatingWebhookConfiguration")][0].webhooks[0].clientConfig
+       | (.url == "https://127.0.0.1:9443/validate-managerconfig") and (.service == null)' \
+  "$WORK/applied-url-mode.json" >/dev/null || die "URL mode: clientConfig.url not used"
+jq -e '[.items[] | select(.kind == "ValidatingWebhookConfiguration")][0].webhooks[0]
+       | .failurePolicy == "Fail" and .sideEffects == "None" and .timeoutSeconds == 5 and .clientConfig.service.port == 443' \
+  "$WORK/applied-defaults.json" >/dev/null || die "defaults: webhook failurePolicy/sideEffects/timeout/service"
+jq -e '[.items[] | select(.kind == "ConfigMap" and .metadata.labels.grafana_dashboard == "1")] | length == 2' \
+  "$WORK/applied-defaults.json" >/dev/null || die "defaults: expected 2 dashboard ConfigMaps labelled grafana_dashboard=1"
+passed+=("rendered PrometheusRule passes promtool; overrides, modes and dashboards as configured")
+
+log "OK in $((SECONDS - start))s:"
+for p in "${passed[@]}"; do log "  - $p"; done

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Generates the Grafana dashboards of the chart (charts/manager-operator/dashboards/*.json).
+
+    e2e/chart/gen-dashboards.py            write the JSON files
+    e2e/chart/gen-dashboards.py --check    exit 1 when the committed files differ from the generated ones
+    e2e/chart/gen-dashboards.py --queries  print every panel query as JSON lines
+                                     {"dashboard", "panel", "refId", "expr", "instant"}
+
+The dashboards are plain Grafana JSON models (schemaVersion 39): the Prometheus data source is
+the `${datasource}` variable; "Manager detail" adds `namespace` and `name`. Queries only use the
+manager_operator_* metrics of src/metrics.rs, plus the `pod` label that Prometheus Operator's
+ServiceMonitor (and the e2e scrape config) put on every target.
+"""
+import json
+import pathlib
+import sys
+
+OUT = pathlib.Path(__file__).resolve().parents[2] / "charts" / "manager-operator" / "dashboards"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+M = "manager_operator_"
+
+
+class Board:
+    def __init__(self, uid, title, description, tags):
+        self.uid, self.title, self.description, self.tags = uid, title, description, tags
+        self.panels = []
+        self.next_id = 1
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+
+    def _place(self, w, h):
+        if self.x + w > 24:
+            self.x = 0
+            self.y += self.row_h
+            self.row_h = 0
+        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        return pos
+
+    def row(self, title):
+        if self.x:
+            self.x = 0
+            self.y += self.row_h
+            self.row_h = 0
+        self.panels.append({
+            "id": self._id(), "type": "row", "title": title, "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y}, "panels": [],
+        })
+        self.y += 1
+
+    def _id(self):
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+    def panel(self, kind, title, targets, *, w=12, h=8, unit="short", description="",
+              options=None, custom=None, mappings=None, decimals=None, thresholds=None,
+              instant=False, min0=True):
+        defaults = {"unit": unit}
+        if min0 and kind in ("timeseries", "bargauge"):
+            defaults["min"] = 0
+        if decimals is not None:
+            defaults["decimals"] = decimals
+        if mappings:
+            defaults["mappings"] = mappings
+        defaults["thresholds"] = thresholds or {
+            "mode": "absolute", "steps": [{"color": "green", "value": None}]}
+        if custom is not None:
+            defaults["custom"] = custom
+        elif kind == "timeseries":
+            defaults["custom"] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10,
+                                  "showPoints": "never", "spanNulls": False}
+        tgts = []
+        for i, t in enumerate(targets):
+            expr, legend = (t, "") if isinstance(t, str) else t
+            tgt = {"datasource": DS, "refId": chr(ord("A") + i), "expr": expr,
+                   "legendFormat": legend or "__auto", "range": not instant,
+                   "instant": instant}
+            if kind == "table":
+                tgt["format"] = "table"
+            tgts.append(tgt)
+        p = {"id": self._id(), "type": kind, "title": title, "description": description,
+             "datasource": DS, "gridPos": self._place(w, h), "targets": tgts,
+             "fieldConfig": {"defaults": defaults, "overrides": []},
+             "options": options or default_options(kind)}
+        self.panels.append(p)
+        return p
+
+    def render(self, variables):
+        return {
+            "__inputs": [],
+            "annotations": {"list": [{
+                "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+                "name": "Annotations & Alerts", "type": "dashboard"}]},
+            "description": self.description,
+            "editable": True,
+            "fiscalYearStartMonth": 0,
+            "graphTooltip": 1,
+            "id": None,
+            "links": [{"title": "manager-operator dashboards", "type": "dashboards",
+                       "tags": ["manager-operator"], "asDropdown": True,
+                       "includeVars": True, "keepTime": True}],
+            "panels": self.panels,
+            "refresh": "30s",
+            "schemaVersion": 39,
+            "tags": self.tags,
+            "templating": {"list": variables},
+            "time": {"from": "now-3h", "to": "now"},
+            "timepicker": {},
+            "timezone": "",
+            "title": self.title,
+            "uid": self.uid,
+            "version": 1,
+            "weekStart": "",
+        }
+
+
+def default_options(kind):
+    legend = {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []}
+    if kind == "timeseries":
+        return {"legend": legend, "tooltip": {"mode": "multi", "sort": "desc"}}
+    if kind == "stat":
+        return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "colorMode": "value", "graphMode": "none", "justifyMode": "auto",
+                "orientation": "auto", "textMode": "auto", "wideLayout": True}
+    if kind == "bargauge":
+        return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "displayMode": "basic", "orientation": "horizontal", "showUnfilled": True,
+                "valueMode": "color", "namePlacement": "auto", "sizing": "auto"}
+    if kind == "state-timeline":
+        return {"legend": legend, "tooltip": {"mode": "single", "sort": "none"},
+                "mergeValues": True, "showValue": "auto", "alignValue": "left",
+                "rowHeight": 0.9}
+    if kind == "table":
+        return {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}}
+    return {}
+
+
+def datasource_var():
+    return {"name": "datasource", "label": "Data source", "type": "datasource",
+            "query": "prometheus", "regex": "", "hide": 0, "refresh": 1,
+            "current": {}, "options": [], "includeAll": False, "multi": False}
+
+
+def query_var(name, label, query, sort=1):
+    return {"name": name, "label": label, "type": "query", "datasource": DS,
+            "query": {"query": query, "refId": f"{name}-var", "qryType": 1},
+            "definition": query, "refresh": 2, "regex": "", "sort": sort, "hide": 0,
+            "current": {}, "options": [], "includeAll": False, "multi": False}
+
+
+RED_GREEN = {"mode": "absolute", "steps": [{"color": "red", "value": None},
+                                           {"color": "green", "value": 1}]}
+GREEN_RED = {"mode": "absolute", "steps": [{"color": "green", "value": None},
+                                           {"color": "red", "value": 1}]}
+READY_MAP = [{"type": "value", "options": {
+    "0": {"text": "Not ready", "color": "red", "index": 0},
+    "1": {"text": "Ready", "color": "green", "index": 1}}}]
+LEADER_MAP = [{"type": "value", "options": {
+    "0": {"text": "standby", "color": "transparent", "index": 0},
+    "1": {"text": "leader", "color": "blue", "index": 1}}}]
+BARS = {"drawStyle": "bars", "lineWidth": 1, "fillOpacity": 80, "showPoints": "never",
+        "stacking": {"mode": "normal", "group": "A"}}
+
+
+def overview():
+    b = Board("manager-operator-overview", "manager-operator / Overview",
+              "Every ManagerConfig at a glance: ready vs failing, why starts fail, who leads, "
+              "and the admission webhook.", ["manager-operator"])
+    ready = f"max by (namespace, name) ({M}manager_ready)"
+    b.row("Managers")
+    b.panel("stat", "Managers ready", [f"count({ready} == 1) or vector(0)"], w=6, h=4,
+            thresholds={"mode": "absolute", "steps": [{"color": "green", "value": None}]},
+            description="ManagerConfigs whose workers run on their leader.")
+    b.panel("stat", "Managers failing", [f"count({ready} == 0) or vector(0)"], w=6, h=4,
+            thresholds=GREEN_RED,
+            description="ManagerConfigs that failed to start or wait (Ready=False on the leader).")
+    b.panel("stat", "Managers without a leader",
+            [f"count(max by (namespace, name) ({M}leader) == 0) or vector(0)"], w=6, h=4,
+            thresholds=GREEN_RED,
+            description="ManagerConfigs no replica leads right now.")
+    b.panel("stat", "Operator replicas scraped", [f"count({M}tasks)"], w=6, h=4,
+            thresholds=RED_GREEN)
+    b.panel("timeseries", "Managers ready vs failing",
+            [(f"count({ready} == 1) or vector(0)", "ready"),
+             (f"count({ready} == 0) or vector(0)", "failing")],
+            description="Count of ManagerConfigs by their Ready gauge, max over replicas.")
+    b.panel("timeseries", "Managers by state, per replica",
+            [(f"sum by (pod, state) ({M}managers)", "{{pod}} {{state}}")],
+            description="candidate, leading, starting, running, stopping, failed.")
+    b.panel("timeseries", "Startup failures by reason",
+            [(f"sum by (reason) (increase({M}startup_failures_total[$__rate_interval]))",
+              "{{reason}}")], custom=BARS,
+            description="Failed starts per interval by stable reason (SPEC §2.3).")
+    b.panel("table", "Startup failures by config and reason (since replica start)",
+            [f"sum by (namespace, name, reason) ({M}startup_failures_total)"], instant=True,
+            options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False},
+                     "sortBy": [{"displayName": "Value", "desc": True}]},
+            description="Counters of every replica, summed. Ready configs can appear here "
+                        "when they failed before and recovered.")
+    b.row("Leadership")
+    b.panel("bargauge", "Managers led per replica",
+            [(f"sum by (pod) ({M}leader)", "{{pod}}")], w=8,
+            description="How many ManagerConfig Leases each replica holds.")
+    b.panel("timeseries", "Leader transitions",
+            [(f"sum by (namespace, name) (increase({M}leader_transitions_total[$__rate_interval]))",
+              "{{namespace}}/{{name}}")], w=8, custom=BARS,
+            description="Leadership gained or lost (a failover counts on both replicas).")
+    b.panel("timeseries", "Lease renew latency p99, per replica",
+            [(f"histogram_quantile(0.99, sum by (pod, le) "
+              f"(rate({M}lease_renew_duration_seconds_bucket[$__rate_interval])))", "{{pod}}")],
+            w=8, unit="s")
+    b.panel("timeseries", "Lease renew failures",
+            [(f"sum by (namespace, name) (increase({M}lease_renew_failures_total[$__rate_interval]))",
+              "{{namespace}}/{{name}}")], w=12, custom=BARS)
+    b.panel("timeseries", "Live manager tasks, per replica",
+            [(f"sum by (pod) ({M}tasks)", "{{pod}}")], w=12,
+            description="Tasks owned by managers; returns to baseline when configs go away.")
+    b.row("Admission webhook")
+    b.panel("timeseries", "Admission requests by operation and result",
+            [(f"sum by (operation, allowed) (rate({M}admission_requests_total[$__rate_interval]))",
+              "{{operation}} allowed={{allowed}}")], w=8, unit="reqps")
+    b.panel("timeseries", "Admission latency",
+            [(f"histogram_quantile(0.5, sum by (le) (rate({M}admission_duration_seconds_bucket[$__rate_interval])))", "p50"),
+             (f"histogram_quantile(0.9, sum by (le) (rate({M}admission_duration_seconds_bucket[$__rate_interval])))", "p90"),
+             (f"histogram_quantile(0.99, sum by (le) (rate({M}admission_duration_seconds_bucket[$__rate_interval])))", "p99")],
+            w=8, unit="s")
+    b.panel("timeseries", "Admission denials",
+            [(f"sum by (operation) (rate({M}admission_requests_total{{allowed=\"false\"}}[$__rate_interval]))",
+              "{{operation}}")], w=8, unit="reqps",
+            description="Denied ManagerConfigs (operation INVALID: requests the webhook could "
+                        "not decode).")
+    b.panel("stat", "Denied in the time range",
+            [f"sum(increase({M}admission_requests_total{{allowed=\"false\"}}[$__range])) or vector(0)"],
+            w=12, h=4, decimals=0)
+    b.panel("stat", "Webhook certificate rotations (since replica start)",
+            [f"sum({M}webhook_certificate_rotations_total)"], w=12, h=4, decimals=0)
+    b.row("Workers")
+    b.panel("timeseries", "Reconciles by result",
+            [(f"sum by (result) (rate({M}reconcile_total[$__rate_interval]))", "{{result}}")],
+            w=8, unit="ops")
+    b.panel("timeseries", "Hook latency p99 by status code",
+            [(f"histogram_quantile(0.99, sum by (code, le) "
+              f"(rate({M}hook_request_duration_seconds_bucket[$__rate_interval])))", "{{code}}")],
+            w=8, unit="s")
+    b.panel("timeseries", "Queue depth and reconciles in flight",
+            [(f"sum({M}queue_depth)", "queued"), (f"sum({M}workers_active)", "in flight")],
+            w=8)
+    return b.render([datasource_var()])
+
+
+def detail():
+    b = Board("manager-operator-detail", "manager-operator / Manager detail",
+              "One ManagerConfig: readiness and leadership over time, Lease renewals, startup, "
+              "and its workers' reconciles and hook calls.", ["manager-operator"])
+    sel = 'namespace="$namespace", name="$name"'
+    b.row("State")
+    b.panel("stat", "Ready", [f"max({M}manager_ready{{{sel}}})"], w=6, h=4,
+            mappings=READY_MAP, thresholds=RED_GREEN)
+    b.panel("stat", "Leader", [(f"max by (pod) ({M}leader{{{sel}}}) == 1", "{{pod}}")], w=6, h=4,
+            options={**default_options("stat"), "textMode": "name"},
+            description="The replica holding the Lease (empty: no leader).")
+    b.panel("stat", "Startup failures in the time range",
+            [f"sum(increase({M}startup_failures_total{{{sel}}}[$__range])) or vector(0)"],
+            w=6, h=4, thresholds=GREEN_RED, decimals=0)
+    b.panel("stat", "Leader transitions in the time range",
+            [f"sum(increase({M}leader_transitions_total{{{sel}}}[$__range])) or vector(0)"],
+            w=6, h=4, decimals=0)
+    b.panel("state-timeline", "Ready timeline", [(f"max({M}manager_ready{{{sel}}})", "ready")],
+            w=12, h=5, mappings=READY_MAP, custom={"fillOpacity": 80, "lineWidth": 0})
+    b.panel("state-timeline", "Leader timeline, per replica",
+            [(f"max by (pod) ({M}leader{{{sel}}})", "{{pod}}")], w=12, h=5,
+            mappings=LEADER_MAP, custom={"fillOpacity": 80, "lineWidth": 0})
+    b.row("Lease")
+    b.panel("timeseries", "Lease renew latency, per replica (all its managers)",
+            [(f"histogram_quantile(0.5, sum by (pod, le) (rate({M}lease_renew_duration_seconds_bucket[$__rate_interval])))", "{{pod}} p50"),
+             (f"histogram_quantile(0.99, sum by (pod, le) (rate({M}lease_renew_duration_seconds_bucket[$__rate_interval])))", "{{pod}} p99")],
+            w=8, unit="s",
+            description="The renew histogram has no per-config label: this is the replica's view.")
+    b.panel("timeseries", "Lease renew failures",
+            [(f"sum by (pod) (increase({M}lease_renew_failures_total{{{sel}}}[$__rate_interval]))",
+              "{{pod}}")], w=8, custom=BARS)
+    b.panel("timeseries", "Leader transitions",
+            [(f"sum by (pod) (increase({M}leader_transitions_total{{{sel}}}[$__rate_interval]))",
+              "{{pod}}")], w=8, custom=BARS)
+    b.row("Startup")
+    b.panel("timeseries", "Startup failures by reason",
+            [(f"sum by (reason) (increase({M}startup_failures_total{{{sel}}}[$__rate_interval]))",
+              "{{reason}}")], custom=BARS)
+    b.panel("timeseries", "Startup duration (all managers of each replica)",
+            [(f"histogram_quantile(0.99, sum by (pod, le) (rate({M}startup_duration_seconds_bucket[$__rate_interval])))", "{{pod}} p99"),
+             (f"sum by (pod) ({M}startup_duration_seconds_sum) / sum by (pod) ({M}startup_duration_seconds_count)", "{{pod}} mean since start")],
+            unit="s",
+            description="Leadership acquired to all workers running. No per-config label.")
+    b.row("Workers")
+    b.panel("timeseries", "Reconcile rate by worker and result",
+            [(f"sum by (worker, result) (rate({M}reconcile_total{{{sel}}}[$__rate_interval]))",
+              "{{worker}} {{result}}")], w=8, unit="ops")
+    b.panel("timeseries", "Reconcile error ratio by worker",
+            [(f"sum by (worker) (rate({M}reconcile_total{{{sel}, result=\"error\"}}[$__rate_interval]))"
+              f" / sum by (worker) (rate({M}reconcile_total{{{sel}}}[$__rate_interval]))",
+              "{{worker}}")], w=8, unit="percentunit",
+            description="Failed hook calls (non-2xx, timeout, connection error) / all calls.")
+    b.panel("timeseries", "Reconcile latency by worker",
+            [(f"histogram_quantile(0.5, sum by (worker, le) (rate({M}reconcile_duration_seconds_bucket{{{sel}}}[$__rate_interval])))", "{{worker}} p50"),
+             (f"histogram_quantile(0.99, sum by (worker, le) (rate({M}reconcile_duration_seconds_bucket{{{sel}}}[$__rate_interval])))", "{{worker}} p99")],
+            w=8, unit="s")
+    b.panel("timeseries", "Queue depth by worker",
+            [(f"sum by (worker) ({M}queue_depth{{{sel}}})", "{{worker}}")], w=6)
+    b.panel("timeseries", "Active workers by worker",
+            [(f"sum by (worker) ({M}workers_active{{{sel}}})", "{{worker}}")], w=6,
+            description="Reconciles in flight (at most the worker's concurrency).")
+    b.panel("timeseries", "Hook latency p99 by status code (all managers)",
+            [(f"histogram_quantile(0.99, sum by (code, le) (rate({M}hook_request_duration_seconds_bucket[$__rate_interval])))",
+              "{{code}}")], w=6, unit="s",
+            description="The hook histogram is labelled by status code only.")
+    b.panel("timeseries", "Hook calls by status code (all managers)",
+            [(f"sum by (code) (rate({M}hook_request_duration_seconds_count[$__rate_interval]))",
+              "{{code}}")], w=6, unit="reqps")
+    variables = [
+        datasource_var(),
+        query_var("namespace", "Namespace", f"label_values({M}leader, namespace)"),
+        query_var("name", "ManagerConfig", f'label_values({M}leader{{namespace="$namespace"}}, name)'),
+    ]
+    return b.render(variables)
+
+
+BOARDS = {"overview.json": overview, "manager-detail.json": detail}
+
+
+def main(argv):
+    rendered = {f: json.dumps(fn(), indent=2, sort_keys=False) + "\n" for f, fn in BOARDS.items()}
+    if "--queries" in argv:
+        for f, text in rendered.items():
+            for p in json.loads(text)["panels"]:
+                for t in p.get("targets", []):
+                    print(json.dumps({"dashboard": f, "panel": p["title"], "refId": t["refId"],
+                                      "expr": t["expr"], "instant": t.get("instant", False)}))
+        return 0
+    if "--check" in argv:
+        stale = [f for f, text in rendered.items()
+                 if not (OUT / f).exists() or (OUT / f).read_text() != text]
+        if stale:
+            print(f"stale dashboards (run e2e/chart/gen-dashboards.py): {', '.join(stale)}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for f, text in rendered.items():
+        (OUT / f).write_text(text)
+        print(f"wrote {OUT / f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,704 @@
+//! The Helm chart, rendered with `helm template` and checked object by object (issue 6, issue 8
+//! item 9): pod security settings, RBAC with no wildcards and no permission beyond what the
+//! operator uses, webhook configuration per mode, optional objects only when enabled, and the
+//! chart's CRD equal to `crds/managerconfig.yaml`.
+//!
+//! Needs `helm`: from `MO_OBS_BIN_DIR`, else `e2e/tools-observability.sh bindir` (which builds it
+//! on first use and is instant afterwards). No cluster needed. The e2e suite (`e2e/e2e.sh`) runs
+//! the operator under exactly this RBAC, which proves it is also enough.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+const RELEASE: &str = "mo";
+const NAMESPACE: &str = "manager-operator";
+const FULLNAME: &str = "mo-manager-operator";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/manager-operator")
+}
+
+fn helm() -> &'static Path {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let dir = match std::env::var_os("MO_OBS_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let out = Command::new(root().join("e2e/tools-observability.sh"))
+                    .arg("bindir")
+                    .output()
+                    .expect("run e2e/tools-observability.sh");
+                assert!(
+                    out.status.success(),
+                    "e2e/tools-observability.sh failed (helm is needed to render the chart):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            }
+        };
+        let helm = dir.join("helm");
+        assert!(helm.is_file(), "no helm at {}", helm.display());
+        helm
+    })
+}
+
+/// Renders the chart with the given value files (relative to e2e/chart/values) and `--set`s.
+fn render(files: &[&str], sets: &[&str]) -> Vec<Value> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", RELEASE])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE, "--include-crds"])
+        .env("HELM_CACHE_HOME", tmp.path().join("cache"))
+        .env("HELM_CONFIG_HOME", tmp.path().join("config"))
+        .env("HELM_DATA_HOME", tmp.path().join("data"));
+    for f in files {
+        cmd.arg("-f")
+            .arg(root().join("e2e/chart/values").join(format!("{f}.yaml")));
+    }
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run helm template");
+    assert!(
+        out.status.success(),
+        "helm template {files:?} {sets:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8 output");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Every value set the e2e checks use.
+fn value_sets() -> Vec<(&'static str, Vec<Value>)> {
+    vec![
+        ("defaults", render(&[], &[])),
+        ("cert-manager", render(&["cert-manager"], &[])),
+        ("cert-manager-issuer", render(&["cert-manager-issuer"], &[])),
+        ("url-mode", render(&["url-mode"], &[])),
+        ("monitoring", render(&["monitoring"], &[])),
+    ]
+}
+
+fn kind(o: &Value) -> &str {
+    o["kind"].as_str().unwrap_or_default()
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+fn of_kind<'a>(objs: &'a [Value], k: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| kind(o) == k).collect()
+}
+
+fn one<'a>(objs: &'a [Value], k: &str) -> &'a Value {
+    let found = of_kind(objs, k);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {k}, found {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|x| x.as_str().unwrap_or("<non-string>").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn pod_security_settings_are_locked_down() {
+    for (set, objs) in value_sets() {
+        let dep = one(&objs, "Deployment");
+        let pod = &dep["spec"]["template"]["spec"];
+        let psc = &pod["securityContext"];
+        assert_eq!(
+            psc["runAsNonRoot"],
+            Value::Bool(true),
+            "{set}: pod runAsNonRoot"
+        );
+        assert_eq!(
+            psc["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault"),
+            "{set}: pod seccomp"
+        );
+        for host in ["hostNetwork", "hostPID", "hostIPC"] {
+            assert_ne!(pod[host], Value::Bool(true), "{set}: {host}");
+        }
+        for vol in pod["volumes"].as_sequence().into_iter().flatten() {
+            assert!(
+                vol.get("hostPath").is_none(),
+                "{set}: hostPath volume {vol:?}"
+            );
+        }
+        let containers = pod["containers"].as_sequence().expect("containers");
+        assert_eq!(containers.len(), 1, "{set}: one container");
+        for c in containers {
+            let sc = &c["securityContext"];
+            assert_eq!(
+                sc["allowPrivilegeEscalation"],
+                Value::Bool(false),
+                "{set}: allowPrivilegeEscalation"
+            );
+            assert_eq!(
+                sc["readOnlyRootFilesystem"],
+                Value::Bool(true),
+                "{set}: readOnlyRootFilesystem"
+            );
+            assert_eq!(
+                sc["runAsNonRoot"],
+                Value::Bool(true),
+                "{set}: container runAsNonRoot"
+            );
+            assert_ne!(sc["privileged"], Value::Bool(true), "{set}: privileged");
+            assert_eq!(
+                strs(&sc["capabilities"]["drop"]),
+                vec!["ALL"],
+                "{set}: drop ALL capabilities"
+            );
+            assert!(
+                sc["capabilities"].get("add").is_none(),
+                "{set}: no added capabilities"
+            );
+            assert_eq!(
+                sc["seccompProfile"]["type"].as_str(),
+                Some("RuntimeDefault"),
+                "{set}: container seccomp"
+            );
+
+            // Probes on the health port: /healthz for startup and liveness, /readyz for readiness.
+            let health_port = c["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"].as_str() == Some("health"))
+                .unwrap_or_else(|| panic!("{set}: a port named health"));
+            assert_eq!(
+                health_port["containerPort"].as_u64(),
+                Some(8081),
+                "{set}: health port"
+            );
+            for (probe, path) in [
+                ("startupProbe", "/healthz"),
+                ("livenessProbe", "/healthz"),
+                ("readinessProbe", "/readyz"),
+            ] {
+                let get = &c[probe]["httpGet"];
+                assert_eq!(get["path"].as_str(), Some(path), "{set}: {probe} path");
+                assert_eq!(get["port"].as_str(), Some("health"), "{set}: {probe} port");
+            }
+            // Resources: requests, and a memory limit.
+            assert!(
+                c["resources"]["requests"]["cpu"].is_string(),
+                "{set}: cpu request"
+            );
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{set}: memory request"
+            );
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{set}: memory limit"
+            );
+            // Identity from the downward API.
+            let args = strs(&c["args"]);
+            assert_eq!(
+                args.first().map(String::as_str),
+                Some("run"),
+                "{set}: `run` command"
+            );
+            assert!(
+                args.contains(&"--identity=$(POD_NAME)".to_string()),
+                "{set}: --identity=$(POD_NAME) in {args:?}"
+            );
+            let pod_name = c["env"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"].as_str() == Some("POD_NAME"))
+                .unwrap_or_else(|| panic!("{set}: POD_NAME env"));
+            assert_eq!(
+                pod_name["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+                Some("metadata.name"),
+                "{set}: POD_NAME from metadata.name"
+            );
+        }
+        // Several replicas, spread over nodes.
+        let replicas = dep["spec"]["replicas"].as_u64().expect("replicas");
+        assert!(replicas >= 2, "{set}: at least 2 replicas");
+        assert!(
+            pod["affinity"]["podAntiAffinity"].is_mapping(),
+            "{set}: pod anti-affinity"
+        );
+        let pdb = one(&objs, "PodDisruptionBudget");
+        assert_eq!(
+            pdb["spec"]["selector"], dep["spec"]["selector"],
+            "{set}: PDB selects the operator pods"
+        );
+    }
+    assert_eq!(
+        render(&[], &[])
+            .iter()
+            .find(|o| kind(o) == "Deployment")
+            .unwrap()["spec"]["replicas"]
+            .as_u64(),
+        Some(2)
+    );
+    assert!(
+        of_kind(&render(&[], &["replicaCount=1"]), "PodDisruptionBudget").is_empty(),
+        "no PDB for a single replica"
+    );
+}
+
+/// One permission: (role kind, namespace, apiGroup, resource or non-resource URL, verb, resourceName).
+type Perm = (String, String, String, String, String, String);
+
+fn permissions(objs: &[Value], set: &str) -> BTreeSet<Perm> {
+    let mut perms = BTreeSet::new();
+    for role in objs
+        .iter()
+        .filter(|o| matches!(kind(o), "ClusterRole" | "Role"))
+    {
+        let ns = role["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        for rule in role["rules"].as_sequence().expect("rules") {
+            for field in [
+                "apiGroups",
+                "resources",
+                "verbs",
+                "resourceNames",
+                "nonResourceURLs",
+            ] {
+                for v in strs(&rule[field]) {
+                    assert!(
+                        !v.contains('*'),
+                        "{set}: wildcard {v:?} in {field} of {} {}",
+                        kind(role),
+                        name(role)
+                    );
+                }
+            }
+            let names = match strs(&rule["resourceNames"]) {
+                n if n.is_empty() => vec![String::new()],
+                n => n,
+            };
+            let groups = match strs(&rule["apiGroups"]) {
+                g if g.is_empty() => vec!["<non-resource>".to_string()],
+                g => g,
+            };
+            let targets: Vec<String> = strs(&rule["resources"])
+                .into_iter()
+                .chain(strs(&rule["nonResourceURLs"]))
+                .collect();
+            for g in &groups {
+                for r in &targets {
+                    for v in strs(&rule["verbs"]) {
+                        for n in &names {
+                            perms.insert((
+                                kind(role).into(),
+                                ns.clone(),
+                                g.clone(),
+                                r.clone(),
+                                v.clone(),
+                                n.clone(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    perms
+}
+
+fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
+    let mut e = BTreeSet::new();
+    let mut add = |k: &str, ns: &str, g: &str, r: &str, verbs: &[&str], n: &str| {
+        for v in verbs {
+            e.insert((
+                k.into(),
+                ns.into(),
+                g.into(),
+                r.into(),
+                (*v).into(),
+                n.into(),
+            ));
+        }
+    };
+    let cr = "ClusterRole";
+    add(
+        cr,
+        "",
+        "manager-operator.io",
+        "managerconfigs",
+        &["get", "list", "watch", "update", "patch"],
+        "",
+    );
+    add(
+        cr,
+        "",
+        "manager-operator.io",
+        "managerconfigs/status",
+        &["get", "update", "patch"],
+        "",
+    );
+    add(
+        cr,
+        "",
+        "manager-operator.io",
+        "managerconfigs/finalizers",
+        &["update"],
+        "",
+    );
+    add(
+        cr,
+        "",
+        "coordination.k8s.io",
+        "leases",
+        &[
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ],
+        "",
+    );
+    add(cr, "", "", "events", &["create", "patch"], "");
+    add(cr, "", "events.k8s.io", "events", &["create", "patch"], "");
+    add(cr, "", "", "serviceaccounts", &["impersonate"], "");
+    add(
+        cr,
+        "",
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        &["create"],
+        "",
+    );
+    add(cr, "", "<non-resource>", "/metrics", &["get"], ""); // the metrics-reader ClusterRole
+    if metrics_secure {
+        add(
+            cr,
+            "",
+            "authentication.k8s.io",
+            "tokenreviews",
+            &["create"],
+            "",
+        );
+    }
+    if self_managed {
+        add(
+            cr,
+            "",
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            &["get", "update", "patch"],
+            FULLNAME,
+        );
+        add("Role", NAMESPACE, "", "secrets", &["create"], "");
+        add(
+            "Role",
+            NAMESPACE,
+            "",
+            "secrets",
+            &["get", "update", "patch"],
+            &format!("{FULLNAME}-webhook-tls"),
+        );
+    }
+    e
+}
+
+#[test]
+fn rbac_has_no_wildcards_and_nothing_beyond_what_the_operator_uses() {
+    for (set, objs) in value_sets() {
+        let self_managed = !set.starts_with("cert-manager");
+        let secure = set == "monitoring";
+        let got = permissions(&objs, set);
+        let want = expected(self_managed, secure);
+        let extra: Vec<_> = got.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "{set}: RBAC differs from what the operator uses\n  extra: {extra:#?}\n  missing: {missing:#?}"
+        );
+        // Only impersonation of service accounts (never users, groups, or uids).
+        for p in &got {
+            if p.4 == "impersonate" {
+                assert_eq!(
+                    (p.2.as_str(), p.3.as_str()),
+                    ("", "serviceaccounts"),
+                    "{set}: impersonate only serviceaccounts"
+                );
+            }
+        }
+        // Bindings: the chart's roles, to the chart's ServiceAccount only.
+        for b in objs
+            .iter()
+            .filter(|o| matches!(kind(o), "ClusterRoleBinding" | "RoleBinding"))
+        {
+            assert_eq!(
+                b["roleRef"]["name"].as_str(),
+                Some(FULLNAME),
+                "{set}: {} roleRef",
+                kind(b)
+            );
+            let subjects = b["subjects"].as_sequence().expect("subjects");
+            assert_eq!(subjects.len(), 1, "{set}: one subject");
+            assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));
+            assert_eq!(subjects[0]["name"].as_str(), Some(FULLNAME));
+            assert_eq!(subjects[0]["namespace"].as_str(), Some(NAMESPACE));
+        }
+        let sa = one(&objs, "ServiceAccount");
+        let dep = one(&objs, "Deployment");
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["serviceAccountName"], sa["metadata"]["name"],
+            "{set}: pod runs as the chart's ServiceAccount"
+        );
+    }
+}
+
+#[test]
+fn webhook_configuration_per_mode() {
+    let vwc_of = |objs: &[Value]| one(objs, "ValidatingWebhookConfiguration").clone();
+    let defaults = render(&[], &[]);
+    let vwc = vwc_of(&defaults);
+    assert_eq!(name(&vwc), FULLNAME);
+    let wh = &vwc["webhooks"][0];
+    assert_eq!(wh["failurePolicy"].as_str(), Some("Fail"));
+    assert_eq!(wh["sideEffects"].as_str(), Some("None"));
+    assert_eq!(wh["timeoutSeconds"].as_u64(), Some(5));
+    assert!(wh["clientConfig"].get("url").is_none());
+    assert_eq!(
+        wh["clientConfig"]["service"]["name"].as_str(),
+        Some("mo-manager-operator-webhook")
+    );
+    assert_eq!(
+        wh["clientConfig"]["service"]["path"].as_str(),
+        Some("/validate-managerconfig")
+    );
+    assert!(
+        wh["clientConfig"].get("caBundle").is_none(),
+        "caBundle is injected, never rendered"
+    );
+    assert!(wh.get("namespaceSelector").is_none());
+    let svc = defaults
+        .iter()
+        .find(|o| kind(o) == "Service" && name(o) == "mo-manager-operator-webhook")
+        .expect("webhook Service");
+    assert_eq!(svc["spec"]["ports"][0]["port"].as_u64(), Some(443));
+    assert_eq!(
+        svc["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("webhook")
+    );
+    let metrics = defaults
+        .iter()
+        .find(|o| kind(o) == "Service" && name(o) == "mo-manager-operator-metrics")
+        .expect("metrics Service");
+    assert_eq!(metrics["spec"]["ports"][0]["port"].as_u64(), Some(8080));
+
+    let url = render(&["url-mode"], &[]);
+    let wh = vwc_of(&url)["webhooks"][0].clone();
+    assert_eq!(
+        wh["clientConfig"]["url"].as_str(),
+        Some("https://127.0.0.1:9443/validate-managerconfig")
+    );
+    assert!(wh["clientConfig"].get("service").is_none());
+    let args = strs(&one(&url, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--webhook-url=https://127.0.0.1:9443/validate-managerconfig".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--hook-allow-loopback".to_string()),
+        "{args:?}"
+    );
+
+    let cm = render(&["cert-manager"], &[]);
+    let vwc = vwc_of(&cm);
+    let cert = cm
+        .iter()
+        .find(|o| kind(o) == "Certificate" && name(o) == "mo-manager-operator-webhook")
+        .expect("serving Certificate");
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].as_str(),
+        Some(format!("{NAMESPACE}/{}", name(cert)).as_str())
+    );
+    assert!(
+        vwc["webhooks"][0]["namespaceSelector"].is_mapping(),
+        "namespaceSelector value rendered"
+    );
+    let pod = &one(&cm, "Deployment")["spec"]["template"]["spec"];
+    let secret = cert["spec"]["secretName"].as_str().expect("secretName");
+    assert!(
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"].as_str() == Some(secret)),
+        "the Certificate's Secret is mounted"
+    );
+    let args = strs(&pod["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--webhook-cert-mode=external".to_string()),
+        "{args:?}"
+    );
+    assert_eq!(of_kind(&cm, "Issuer").len(), 2, "self-signed + CA Issuer");
+    assert!(
+        of_kind(&render(&["cert-manager-issuer"], &[]), "Issuer").is_empty(),
+        "issuerRef: no Issuer rendered"
+    );
+    assert!(of_kind(&defaults, "Certificate").is_empty());
+}
+
+#[test]
+fn monitoring_objects_only_when_enabled_and_dashboards_labelled() {
+    let defaults = render(&[], &[]);
+    for k in ["ServiceMonitor", "PrometheusRule"] {
+        assert!(
+            of_kind(&defaults, k).is_empty(),
+            "{k} rendered although disabled"
+        );
+    }
+    let dashboards: Vec<_> = of_kind(&defaults, "ConfigMap")
+        .into_iter()
+        .filter(|c| c["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+        .collect();
+    assert_eq!(dashboards.len(), 2, "two dashboard ConfigMaps");
+    for d in dashboards {
+        let data = d["data"].as_mapping().expect("data");
+        for (_, json) in data {
+            let board: serde_json::Value =
+                serde_json::from_str(json.as_str().expect("json string"))
+                    .expect("dashboard JSON parses");
+            assert!(board["uid"].is_string() && board["panels"].is_array());
+        }
+    }
+    let on = render(&["monitoring"], &[]);
+    let sm = one(&on, "ServiceMonitor");
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["scheme"].as_str(),
+        Some("https"),
+        "metrics.secure: https scrape"
+    );
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["honorLabels"],
+        Value::Bool(true),
+        "the metrics' own namespace label must win over the target's"
+    );
+    let rule = one(&on, "PrometheusRule");
+    let alerts: Vec<&str> = rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("files/alerts.yaml")).unwrap())
+            .unwrap();
+    let all: Vec<&str> = file["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    let kept: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|a| *a != "ManagerOperatorWebhookLatencyHigh")
+        .collect();
+    assert_eq!(
+        alerts, kept,
+        "PrometheusRule = files/alerts.yaml minus the disabled alert"
+    );
+    for r in rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+    {
+        if r.get("alert").is_some() {
+            for a in ["summary", "description", "runbook_url"] {
+                assert!(
+                    r["annotations"][a].is_string(),
+                    "{:?} lacks {a}",
+                    r["alert"]
+                );
+            }
+            let anchor = r["alert"].as_str().unwrap().to_lowercase();
+            assert!(
+                r["annotations"]["runbook_url"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("docs/runbook.md#{anchor}"))
+            );
+        }
+    }
+}
+
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).expect("docs/runbook.md");
+    let file: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("files/alerts.yaml")).unwrap())
+            .unwrap();
+    for r in file["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+    {
+        if let Some(alert) = r["alert"].as_str() {
+            assert!(
+                runbook.lines().any(|l| l == format!("## {alert}")),
+                "docs/runbook.md lacks a `## {alert}` section"
+            );
+        }
+    }
+}
+
+#[test]
+fn chart_crd_is_the_committed_crd() {
+    let committed = std::fs::read_to_string(root().join("crds/managerconfig.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("crds/managerconfig.yaml")).unwrap();
+    assert!(
+        committed == in_chart,
+        "charts/manager-operator/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run e2e/check-chart-crd.sh --fix"
+    );
+}
+
+/// The Deployment's arguments, for every value set, are accepted by the operator's own command
+/// line parser (flag names, enum values, addresses, URLs): the chart and `run` agree.
+#[test]
+fn chart_args_parse_as_a_run_command_line() {
+    use clap::Parser;
+    for (set, objs) in value_sets() {
+        let dep = one(&objs, "Deployment");
+        let args = strs(&dep["spec"]["template"]["spec"]["containers"][0]["args"]);
+        let argv = std::iter::once("manager-operator".to_string()).chain(args.iter().cloned());
+        if let Err(e) = manager_operator::cli::Cli::try_parse_from(argv) {
+            panic!(
+                "{set}: `manager-operator {}` is refused by the CLI:\n{e}",
+                args.join(" ")
+            );
+        }
+    }
+}
