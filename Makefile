@@ -13,7 +13,7 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools crds fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools crds chart chart-test e2e fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,13 +29,27 @@ test: tools ## Unit + integration tests against a fresh local control plane (sta
 	e2e/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
 	$(CARGO) test --doc
 
-tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl from Go modules (cached)
+tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool from Go modules (cached)
 	e2e/tools.sh
+	e2e/tools-observability.sh
+
+chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
+	e2e/check-chart-crd.sh --fix
+	python3 e2e/chart/gen-dashboards.py
+	python3 e2e/chart/gen-schema.py
+	python3 e2e/chart/values-table.py
+
+chart-test: tools ## Chart lint/template/server dry-run per value set, schema checks, promtool check+test
+	e2e/with-cluster.sh e2e/chart-test.sh
+
+e2e: tools build ## E2E: chart installed, 2 replicas under its RBAC, Prometheus, failover, every dashboard query
+	e2e/with-cluster.sh e2e/e2e.sh
 
 crds: ## Regenerate crds/managerconfig.yaml from the code
 	@mkdir -p crds
 	$(CARGO) run -q -- crd > crds/managerconfig.yaml.tmp
 	mv crds/managerconfig.yaml.tmp crds/managerconfig.yaml
+	e2e/check-chart-crd.sh --fix
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -47,27 +61,10 @@ lint: ## Clippy with warnings as errors (and shellcheck when installed)
 	$(CARGO) clippy --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then shellcheck e2e/*.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
-run: tools ## Start a persistent local control plane, install the CRD, apply the valid samples
-	e2e/cluster.sh up $(RUN_DIR)
-	@set -euo pipefail; \
-	source $(RUN_DIR)/env; \
-	kubectl="$$MO_BIN_DIR/kubectl --kubeconfig $$KUBECONFIG"; \
-	echo "==> installing the CRD (crds/managerconfig.yaml)"; \
-	$$kubectl apply --server-side --force-conflicts -f crds/managerconfig.yaml; \
-	$$kubectl wait --for=condition=Established --timeout=60s crd/managerconfigs.manager-operator.io; \
-	echo "==> namespace $(RUN_NAMESPACE)"; \
-	$$kubectl create namespace $(RUN_NAMESPACE) --dry-run=client -o yaml | $$kubectl apply --server-side -f -; \
-	for f in $(VALID_SAMPLES); do \
-	  echo "==> applying $$f"; \
-	  $$kubectl apply --server-side --force-conflicts -n $(RUN_NAMESPACE) -f "$$f"; \
-	done; \
-	echo; $$kubectl get mc -n $(RUN_NAMESPACE); echo; \
-	echo "The control plane keeps running ($$APISERVER_URL). Use it with:"; \
-	echo "  source $(RUN_DIR)/env     # sets KUBECONFIG and puts kubectl on PATH"; \
-	echo "  kubectl get mc -n $(RUN_NAMESPACE)"; \
-	echo "Stop it with: make run-down"
+run: tools build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
+	e2e/run-local.sh up $(RUN_DIR)
 
-run-down: ## Stop the control plane started by `make run`
-	e2e/cluster.sh down $(RUN_DIR)
+run-down: ## Stop the operator and the control plane started by `make run`
+	e2e/run-local.sh down $(RUN_DIR)
 
 clean-cluster: run-down ## Alias of run-down
