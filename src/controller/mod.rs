@@ -144,21 +144,19 @@ impl Ctx {
     }
 
     /// Applies the status computed from `obs` when it differs from the object's.
+    /// `generation` is the one the observation is about (the manager's), so a manager for an
+    /// older spec never claims to have observed a newer one.
     pub async fn write_status(
         &self,
         mc: &ManagerConfig,
+        generation: Option<i64>,
         obs: &Observed<'_>,
     ) -> Result<(), kube::Error> {
         let key = ObjectRef::from_obj(mc);
         let current = self.latest(&key);
         let base = current.as_deref().unwrap_or(mc);
         let existing = base.status.as_ref();
-        let desired = status::desired_status(
-            existing,
-            base.metadata.generation,
-            obs,
-            Time(Timestamp::now()),
-        );
+        let desired = status::desired_status(existing, generation, obs, Time(Timestamp::now()));
         if !status::differs(existing, &desired) {
             return Ok(());
         }
@@ -214,7 +212,10 @@ impl Ctx {
             ),
         )
         .await;
-        if let Err(e) = self.write_status(mc, &Observed::Failed(f)).await {
+        if let Err(e) = self
+            .write_status(mc, mc.metadata.generation, &Observed::Failed(f))
+            .await
+        {
             warn!(error = %e, "writing failure status failed");
         }
         delay

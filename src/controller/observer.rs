@@ -110,6 +110,7 @@ pub async fn observe(
     let ns = initial.namespace().unwrap_or_default();
     let name = initial.name_any();
     let m = ctx.metrics.clone();
+    m.init_manager(&ns, &name);
     let mut prev: Option<ManagerState> = None;
     let mut tick = tokio::time::interval(DEGRADED_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -214,7 +215,10 @@ pub async fn observe(
                 m.managers.with_label_values(&[state_label(&s)]).dec();
                 m.leader.with_label_values(&[&ns, &name]).set(0);
                 super::manager_ended(&ctx, &key).await;
-                ctx.record_failure(&mc, f).await;
+                // Report against the generation this manager ran (the latest status is kept).
+                let mut failed = mc.clone();
+                failed.metadata.generation = initial.metadata.generation;
+                ctx.record_failure(&failed, f).await;
                 ctx.retrigger(key);
                 return;
             }
@@ -233,7 +237,10 @@ pub async fn observe(
                 config: &config,
                 degraded: degraded.clone(),
             };
-            if let Err(e) = ctx.write_status(&mc, &obs).await {
+            if let Err(e) = ctx
+                .write_status(&mc, initial.metadata.generation, &obs)
+                .await
+            {
                 warn!(namespace = %ns, name = %name, error = %e, "writing status failed");
             }
         }
