@@ -8,6 +8,7 @@ pub mod cli;
 pub mod controller;
 pub mod manager;
 pub mod metrics;
+pub mod metrics_auth;
 pub mod operator;
 pub mod validation;
 pub mod webhook;

@@ -40,6 +40,16 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080", env = "MO_METRICS_BIND_ADDRESS")]
     pub metrics_bind_address: SocketAddr,
 
+    /// Serve `/metrics` over HTTPS and only to bearer tokens allowed to `get` the non-resource
+    /// URL `/metrics` (TokenReview + SubjectAccessReview).
+    #[arg(long, env = "MO_METRICS_SECURE")]
+    pub metrics_secure: bool,
+
+    /// Directory with `tls.crt` and `tls.key` for `--metrics-secure` (reloaded when they
+    /// change). Default: a self-signed certificate generated at startup.
+    #[arg(long, requires = "metrics_secure", env = "MO_METRICS_CERT_DIR")]
+    pub metrics_cert_dir: Option<PathBuf>,
+
     /// Address of the `/healthz` and `/readyz` probes.
     #[arg(
         long,
@@ -103,6 +113,9 @@ pub enum RunError {
     /// The hook HTTP client could not be built.
     #[error("cannot build the hook HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The secure metrics server could not start.
+    #[error("cannot start the secure metrics server: {0}")]
+    SecureMetrics(#[from] crate::metrics_auth::SecureMetricsError),
 }
 
 /// Initializes `tracing` (RUST_LOG filters; default info).
@@ -260,14 +273,20 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         webhook_ready,
         ctx: ctx_cell.clone(),
     };
-    let metrics_server = serve(
-        args.metrics_bind_address,
-        Router::new()
-            .route("/metrics", get(metrics_handler))
-            .with_state(probes.clone()),
-        shutdown.clone(),
-    )
-    .await?;
+    let metrics_router = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .with_state(probes.clone());
+    let metrics_server = if args.metrics_secure {
+        use crate::metrics_auth::{self, KubeReviewer, SecureMetricsConfig};
+        let config =
+            SecureMetricsConfig::new(args.metrics_bind_address, args.metrics_cert_dir.clone());
+        let reviewer = Arc::new(KubeReviewer::new(client.clone()));
+        metrics_auth::start(config, metrics_router, reviewer, shutdown.clone())
+            .await?
+            .task
+    } else {
+        serve(args.metrics_bind_address, metrics_router, shutdown.clone()).await?
+    };
     let health_server = serve(
         args.health_probe_bind_address,
         Router::new()

@@ -253,6 +253,18 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) {
+    serve_tls(listener, tls, router, limits, shutdown, "admission webhook").await;
+}
+
+/// [`serve`] for any router (the secure metrics server reuses it); `name` labels the logs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    router: Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+    name: &'static str,
+) {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -268,7 +280,7 @@ pub async fn serve(
         .max_concurrent_streams(u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(limits.read_timeout);
-    tracing::info!(address = ?local, path = VALIDATE_PATH, "admission webhook serving");
+    tracing::info!(address = ?local, server = name, "TLS server serving");
     loop {
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -283,7 +295,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a webhook connection failed");
+                    tracing::warn!(error = %e, server = name, "accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -299,11 +311,11 @@ pub async fn serve(
             {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(%peer, server = name, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
+                    tracing::debug!(%peer, server = name, "TLS handshake timed out");
                     return;
                 }
             };
@@ -313,13 +325,13 @@ pub async fn serve(
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
+                        tracing::debug!(%peer, server = name, error = %e, "connection ended with an error");
                     }
                 }
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     if tokio::time::timeout(limits.shutdown_grace, conn.as_mut()).await.is_err() {
-                        tracing::debug!(%peer, "connection did not finish within the shutdown grace period");
+                        tracing::debug!(%peer, server = name, "connection did not finish within the shutdown grace period");
                     }
                 }
             }
@@ -334,9 +346,12 @@ pub async fn serve(
     .await
     .is_err()
     {
-        tracing::warn!("webhook connections still open after the shutdown grace period");
+        tracing::warn!(
+            server = name,
+            "connections still open after the shutdown grace period"
+        );
     }
-    tracing::info!(address = ?local, "admission webhook stopped");
+    tracing::info!(address = ?local, server = name, "TLS server stopped");
 }
 
 #[cfg(test)]
