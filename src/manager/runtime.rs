@@ -559,7 +559,7 @@ impl Supervisor {
             }
             _ = sleep(startup) => Err(TermEnd::Failed(Failure::new(
                 StartupFailure::StartupTimeout,
-                format!("workers did not all start within startupTimeout ({startup:?}); check that the watched resource lists promptly"),
+                format!("workers did not all start within startupTimeout ({startup:?})"),
             ))),
             _ = fence.revoked() => Err(TermEnd::Lost),
             _ = self.shutdown.cancelled() => Err(TermEnd::Shutdown),

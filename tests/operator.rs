@@ -1,0 +1,1675 @@
+//! The operator binary (`manager-operator run`) on the real control plane.
+//!
+//! Every test runs real operator processes (`CARGO_BIN_EXE_manager-operator`) against the local
+//! kube-apiserver, each restricted to the test's own namespace (`--watch-namespace`) so tests
+//! running in parallel never reconcile each other's configs, with the webhook off
+//! (`--disable-webhook`: configs the webhook never saw) and loopback hooks allowed. The tests
+//! drive it with kubectl and the kube client and watch what a user would watch: status
+//! conditions, Events, `/metrics`, `/healthz`, the Lease, and the calls a hook server on
+//! 127.0.0.1 receives.
+//!
+//! Each test prints `[timing] ...` lines (time for a failure to surface, to heal, to take
+//! over) for the notes.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use manager_operator::api::ManagerConfig;
+use manager_operator::controller::FINALIZER;
+use support::{TIMEOUT, kubectl_ok, wait_for};
+
+/// The service account the workers of the valid configs act as (may watch ConfigMaps).
+const SA: &str = "worker";
+/// How long a startup failure may take to show up (status, Event, metric).
+const SURFACE: Duration = Duration::from_secs(10);
+/// Lease settings of every config here: leaseDuration 3s, renewDeadline 2s, retryPeriod 500ms.
+const LEASE_DURATION: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------------------------
+// Operator processes.
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+fn http() -> &'static reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("building the HTTP client")
+    })
+}
+
+async fn http_get(url: &str) -> Result<(u16, String), String> {
+    let r = http().get(url).send().await.map_err(|e| e.to_string())?;
+    let code = r.status().as_u16();
+    let body = r.text().await.map_err(|e| e.to_string())?;
+    Ok((code, body))
+}
+
+/// One `manager-operator run` process. SIGKILLed on drop; its log (stderr and stdout) goes to a
+/// file whose tail is printed when the test fails.
+struct Operator {
+    identity: String,
+    child: Option<Child>,
+    metrics: SocketAddr,
+    health: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    exited: Option<ExitStatus>,
+}
+
+impl Operator {
+    /// Starts an operator for namespace `ns` with the admin kubeconfig and waits until ready.
+    async fn start(identity: &str, ns: &str) -> Operator {
+        Self::start_with(identity, ns, &support::kubeconfig_path()).await
+    }
+
+    /// Starts an operator as the user of `kubeconfig` and waits until `/readyz` answers 200.
+    async fn start_with(identity: &str, ns: &str, kubeconfig: &Path) -> Operator {
+        // The ports are picked free and released before the operator binds them; another
+        // process may grab one in between, so a failed bind is retried with new ports.
+        for attempt in 0.. {
+            let mut op = Self::spawn(identity, ns, kubeconfig);
+            match op.wait_ready().await {
+                Ok(took) => {
+                    eprintln!(
+                        "[operator {identity}] ready in {took:?} (log {})",
+                        op.log.display()
+                    );
+                    return op;
+                }
+                Err(e) if attempt < 3 && op.log_tail(50).contains("cannot listen") => {
+                    eprintln!("[operator {identity}] port taken, retrying: {e}");
+                }
+                Err(e) => panic!(
+                    "operator {identity} did not become ready: {e}\n--- log tail ---\n{}",
+                    op.log_tail(80)
+                ),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn(identity: &str, ns: &str, kubeconfig: &Path) -> Operator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{identity}.log"));
+        let file = File::create(&log).expect("log file");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
+            .arg("run")
+            .args(["--identity", identity])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--metrics-bind-address", &metrics.to_string()])
+            .args(["--health-probe-bind-address", &health.to_string()])
+            .args(["--watch-namespace", ns])
+            .arg("--disable-webhook")
+            .arg("--hook-allow-loopback")
+            .args(["--log-format", "text"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawning manager-operator run");
+        Operator {
+            identity: identity.to_string(),
+            child: Some(child),
+            metrics,
+            health,
+            log,
+            _dir: dir,
+            exited: None,
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<Duration, String> {
+        let t = Instant::now();
+        let url = format!("http://{}/readyz", self.health);
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Err(format!("exited with {status}"));
+            }
+            if let Ok((200, _)) = http_get(&url).await {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > TIMEOUT {
+                return Err(format!("/readyz not 200 after {TIMEOUT:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The exit status if the process has exited.
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none()
+            && let Some(c) = self.child.as_mut()
+            && let Ok(Some(s)) = c.try_wait()
+        {
+            self.exited = Some(s);
+        }
+        self.exited
+    }
+
+    async fn metrics_text(&self) -> String {
+        let (code, body) = http_get(&format!("http://{}/metrics", self.metrics))
+            .await
+            .unwrap_or_else(|e| panic!("GET /metrics of {}: {e}", self.identity));
+        assert_eq!(code, 200, "/metrics of {}: {body}", self.identity);
+        body
+    }
+
+    async fn healthz(&self) -> u16 {
+        http_get(&format!("http://{}/healthz", self.health))
+            .await
+            .map(|(c, _)| c)
+            .unwrap_or(0)
+    }
+
+    /// `kill -9`, then reaps the process.
+    fn kill9(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            if let Ok(s) = c.wait() {
+                self.exited = Some(s);
+            }
+        }
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {}", self.pid());
+    }
+
+    /// Waits (polling) until the process exits.
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.try_exit() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "operator {} still running {timeout:?} after being asked to stop\n{}",
+                self.identity,
+                self.log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+            let _ = f.read_to_string(&mut text);
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- log tail of operator {} ({}) ---\n{}\n--- end of log tail ---",
+                self.identity,
+                self.log.display(),
+                self.log_tail(60)
+            );
+        }
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hook server: records every call (manager, holder, fencing token, start and end times).
+
+#[derive(Clone, Debug)]
+struct Call {
+    manager: String,
+    object: String,
+    holder: String,
+    token: i64,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    /// How long each call takes.
+    delay: Mutex<Duration>,
+    /// Calls in flight and the peak, per manager name.
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+struct Hook {
+    rec: Arc<Recorder>,
+    url: String,
+}
+
+/// Marks a call finished when the handler completes or is dropped (the client went away,
+/// e.g. the calling operator was killed mid-call).
+struct InFlight {
+    rec: Arc<Recorder>,
+    manager: String,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(e) = self.rec.in_flight.lock().unwrap().get_mut(&self.manager) {
+            e.0 -= 1;
+        }
+        self.rec.calls.lock().unwrap()[self.index].end = Some(Instant::now());
+    }
+}
+
+async fn handle(State(rec): State<Arc<Recorder>>, body: String) -> StatusCode {
+    let start = Instant::now();
+    let v: serde_json::Value = serde_json::from_str(&body).expect("hook body is JSON");
+    let manager = v["manager"]["name"].as_str().unwrap_or("").to_string();
+    let index = {
+        let mut calls = rec.calls.lock().unwrap();
+        calls.push(Call {
+            manager: manager.clone(),
+            object: v["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            holder: v["holder"].as_str().unwrap_or("").to_string(),
+            token: v["fencingToken"].as_i64().unwrap_or(-1),
+            start,
+            end: None,
+        });
+        calls.len() - 1
+    };
+    {
+        let mut f = rec.in_flight.lock().unwrap();
+        let e = f.entry(manager.clone()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+    }
+    let _guard = InFlight {
+        rec: rec.clone(),
+        manager,
+        index,
+    };
+    let delay = *rec.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    StatusCode::OK
+}
+
+impl Hook {
+    async fn start() -> Hook {
+        let rec = Arc::new(Recorder::default());
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(rec.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hook {
+            rec,
+            url: format!("http://{addr}/hook"),
+        }
+    }
+
+    fn calls_of(&self, manager: &str) -> Vec<Call> {
+        self.rec
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.manager == manager)
+            .cloned()
+            .collect()
+    }
+
+    fn peak(&self, manager: &str) -> usize {
+        self.rec
+            .in_flight
+            .lock()
+            .unwrap()
+            .get(manager)
+            .map_or(0, |e| e.1)
+    }
+
+    fn reset_peak(&self, manager: &str) {
+        if let Some(e) = self.rec.in_flight.lock().unwrap().get_mut(manager) {
+            e.1 = e.0;
+        }
+    }
+
+    /// Waits for a call of `manager` that started after `after` and satisfies `pred`.
+    async fn wait_call(
+        &self,
+        what: &str,
+        manager: &str,
+        after: Instant,
+        pred: impl Fn(&Call) -> bool,
+    ) -> Call {
+        wait_for(what, TIMEOUT, || async {
+            self.calls_of(manager)
+                .into_iter()
+                .find(|c| c.start > after && pred(c))
+                .ok_or_else(|| {
+                    format!("{} calls of {manager} so far", self.calls_of(manager).len())
+                })
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Each holder's calls form one block in time: calls of different holders never overlap, the
+/// fencing token never goes backwards, and one token belongs to one holder.
+fn assert_one_holder_at_a_time(calls: &[Call]) {
+    let mut sorted = calls.to_vec();
+    sorted.sort_by_key(|c| c.start);
+    for w in sorted.windows(2) {
+        assert!(
+            w[1].token >= w[0].token,
+            "fencing token went backwards: {:?} then {:?}",
+            (&w[0].holder, w[0].token),
+            (&w[1].holder, w[1].token)
+        );
+    }
+    let mut token_holder: HashMap<i64, &str> = HashMap::new();
+    for c in &sorted {
+        let h = token_holder.entry(c.token).or_insert(&c.holder);
+        assert_eq!(
+            *h, c.holder,
+            "fencing token {} used by two holders",
+            c.token
+        );
+    }
+    let far = Instant::now() + Duration::from_secs(3600);
+    for (i, a) in sorted.iter().enumerate() {
+        for b in &sorted[i + 1..] {
+            if a.holder != b.holder {
+                let (a_end, b_end) = (a.end.unwrap_or(far), b.end.unwrap_or(far));
+                assert!(
+                    a_end <= b.start || b_end <= a.start,
+                    "calls of two holders overlap in time: {a:?} and {b:?}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster helpers.
+
+fn apply_yaml(yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("obj.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// One `workers[]` entry named `cms`; each of `extra` is one more field line.
+fn worker(api_version: &str, kind: &str, selector: &str, extra: &[&str], hook_url: &str) -> String {
+    let extra: String = extra.iter().map(|l| format!("      {l}\n")).collect();
+    let selector = if selector.is_empty() {
+        String::new()
+    } else {
+        format!(", labelSelector: '{selector}'")
+    };
+    format!(
+        "    - name: cms\n      watch: {{apiVersion: '{api_version}', kind: {kind}{selector}}}\n\
+         {extra}      hook: {{url: '{hook_url}', timeout: 2s}}\n"
+    )
+}
+
+/// A ManagerConfig with fast leader election; `lease_ns` overrides the lease namespace.
+fn config(ns: &str, name: &str, sa: &str, lease_ns: Option<&str>, workers: &str) -> String {
+    let lease_ns = lease_ns
+        .map(|l| format!(", leaseNamespace: {l}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {sa}\n  \
+         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms{lease_ns}}}\n  \
+         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n{workers}"
+    )
+}
+
+/// Lets service account `sa` get, list and watch `resource` (`plural` or `plural.group`) in
+/// `ns`. Written as YAML, not `kubectl create role`, which refuses resources not served yet.
+fn grant_watch(ns: &str, sa: &str, resource: &str) {
+    let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+    let role = format!("{sa}-watch-{}", resource.replace('.', "-"));
+    apply_yaml(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: {role}, namespace: {ns}}}\nrules:\n\
+         - apiGroups: ['{group}']\n  resources: [{plural}]\n  verbs: [get, list, watch]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: {role}, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}\n\
+         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
+    ));
+}
+
+async fn create_cm(client: &kube::Client, ns: &str, name: &str, app: &str) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("app".to_string(), app.to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+}
+
+fn condition<'a>(mc: &'a ManagerConfig, ty: &str) -> Option<&'a Condition> {
+    mc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ty))
+}
+
+fn describe(mc: &ManagerConfig) -> String {
+    match condition(mc, "Ready") {
+        Some(c) => format!("Ready={} {}: {}", c.status, c.reason, c.message),
+        None => "no Ready condition".into(),
+    }
+}
+
+/// Waits until `Ready` has `status` and `reason`; returns the object and the time it took.
+async fn wait_ready_cond(
+    api: &Api<ManagerConfig>,
+    name: &str,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+) -> (ManagerConfig, Duration) {
+    let t = Instant::now();
+    let mc = wait_for(
+        &format!("{name}: Ready={status} reason {reason}"),
+        timeout,
+        || async {
+            let mc = api.get(name).await.map_err(|e| e.to_string())?;
+            match condition(&mc, "Ready") {
+                Some(c) if c.status == status && c.reason == reason => Ok(mc),
+                _ => Err(describe(&mc)),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    (mc, t.elapsed())
+}
+
+/// Waits for an Event of `type_` and `reason` regarding ManagerConfig `name`; returns its note.
+async fn wait_event(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    timeout: Duration,
+) -> (String, Duration) {
+    let t = Instant::now();
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let note = wait_for(
+        &format!("{type_} Event {reason} regarding {name}"),
+        timeout,
+        || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mine = list.items.iter().filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.name.as_deref() == Some(name) && r.kind.as_deref() == Some("ManagerConfig")
+                })
+            });
+            let seen: Vec<String> = mine
+                .clone()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e.type_.as_deref().unwrap_or(""),
+                        e.reason.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            mine.into_iter()
+                .find(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+                .map(|e| e.note.clone().unwrap_or_default())
+                .ok_or_else(|| format!("events so far: {seen:?}"))
+        },
+    )
+    .await
+    .unwrap();
+    (note, t.elapsed())
+}
+
+/// The value of the series `name` whose labels include every pair of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find_map(|(series, value)| {
+            let (n, lbls) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let all = labels.iter().all(|(k, v)| {
+                let pair = format!("{k}=\"{v}\"");
+                lbls.split(',').any(|kv| kv == pair)
+            });
+            (n == name && all).then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// Waits until `/metrics` has the series with a value satisfying `ok`.
+async fn wait_metric(
+    op: &Operator,
+    name: &str,
+    labels: &[(&str, &str)],
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    wait_for(&format!("{name}{labels:?}"), SURFACE, || async {
+        let text = op.metrics_text().await;
+        match metric(&text, name, labels) {
+            Some(v) if ok(v) => Ok(v),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn lease_holder(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+/// Waits until `status.leader` and the Lease's holder agree on one of `candidates`.
+async fn wait_agreed_leader(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    candidates: &[&str],
+) -> String {
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), ns);
+    wait_for("status.leader == Lease holder", TIMEOUT, || async {
+        let mc = api.get(name).await.map_err(|e| e.to_string())?;
+        let status_leader = mc.status.as_ref().and_then(|s| s.leader.clone());
+        let holder = lease_holder(client, ns, name).await;
+        match (&status_leader, &holder) {
+            (Some(s), Some(h)) if s == h && candidates.contains(&h.as_str()) => Ok(h.clone()),
+            _ => Err(format!(
+                "status.leader {status_leader:?}, Lease holder {holder:?}"
+            )),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Startup failures: one operator per namespace, one broken config next to a valid one.
+
+/// A test namespace with the `worker` service account (may watch ConfigMaps), a hook server,
+/// an operator, and a valid config `good` that must keep running whatever happens to the other.
+struct Fixture {
+    client: kube::Client,
+    ns: String,
+    api: Api<ManagerConfig>,
+    hook: Hook,
+    op: Operator,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Fixture {
+        support::ensure_crd();
+        let client = support::admin_client().await;
+        let ns = support::fresh_namespace(&client, prefix).await;
+        kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+        grant_watch(&ns, SA, "configmaps");
+        create_cm(&client, &ns, "good-0", "good").await;
+        let hook = Hook::start().await;
+        let op = Operator::start(&format!("{ns}-op"), &ns).await;
+        apply_yaml(&config(
+            &ns,
+            "good",
+            SA,
+            None,
+            &worker("v1", "ConfigMap", "app=good", &[], &hook.url),
+        ));
+        let api = Api::namespaced(client.clone(), &ns);
+        Fixture {
+            client,
+            ns,
+            api,
+            hook,
+            op,
+        }
+    }
+
+    /// Applies the broken config `bad` and checks everything a failure must produce. Returns
+    /// the time from apply to `Ready=False`.
+    async fn expect_failure(&self, yaml: &str, reason: &str) -> Duration {
+        let t = Instant::now();
+        apply_yaml(yaml);
+        self.check_failure("bad", reason, t).await
+    }
+
+    async fn check_failure(&self, name: &str, reason: &str, since: Instant) -> Duration {
+        let (mc, _) = wait_ready_cond(&self.api, name, "False", reason, SURFACE).await;
+        let surfaced = since.elapsed();
+        let ready = condition(&mc, "Ready").unwrap();
+        eprintln!(
+            "[timing] {reason}: Ready=False after {surfaced:?}; message: {}",
+            ready.message
+        );
+        assert!(ready.message.contains("to fix"), "{}", ready.message);
+        let accepted = condition(&mc, "Accepted").expect("Accepted condition");
+        if reason == "InvalidSpec" {
+            assert_eq!(accepted.status, "False", "{accepted:?}");
+            assert_eq!(accepted.reason, "InvalidSpec");
+        } else {
+            assert_eq!(accepted.status, "True", "{accepted:?}");
+        }
+        assert_eq!(
+            mc.status.as_ref().unwrap().observed_generation,
+            mc.metadata.generation
+        );
+        let (note, _) = wait_event(&self.client, &self.ns, name, "Warning", reason, SURFACE).await;
+        eprintln!(
+            "[timing] {reason}: Warning Event after {:?}: {note}",
+            since.elapsed()
+        );
+        let failures = wait_metric(
+            &self.op,
+            "manager_operator_startup_failures_total",
+            &[("namespace", &self.ns), ("name", name), ("reason", reason)],
+            |v| v >= 1.0,
+        )
+        .await;
+        wait_metric(
+            &self.op,
+            "manager_operator_manager_ready",
+            &[("namespace", &self.ns), ("name", name)],
+            |v| v == 0.0,
+        )
+        .await;
+        eprintln!(
+            "[timing] {reason}: startup_failures_total={failures}, manager_ready=0 after {:?}",
+            since.elapsed()
+        );
+        assert!(surfaced < SURFACE);
+        self.assert_healthy_and_good_running().await;
+        surfaced
+    }
+
+    /// The process is healthy and `good` runs: Ready=True, manager_ready 1, hook calls.
+    async fn assert_healthy_and_good_running(&self) {
+        assert_eq!(self.op.healthz().await, 200, "/healthz");
+        wait_ready_cond(&self.api, "good", "True", "Running", TIMEOUT).await;
+        wait_metric(
+            &self.op,
+            "manager_operator_manager_ready",
+            &[("namespace", &self.ns), ("name", "good")],
+            |v| v == 1.0,
+        )
+        .await;
+        wait_for("hook calls of good", TIMEOUT, || async {
+            if self.hook.calls_of("good").is_empty() {
+                Err("none yet".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// After the cause was fixed at `fixed`: Ready=True, a Normal Recovered Event, gauge 1.
+    async fn expect_heal(&self, reason: &str, fixed: Instant) -> Duration {
+        let (mc, _) = wait_ready_cond(&self.api, "bad", "True", "Running", TIMEOUT).await;
+        let healed = fixed.elapsed();
+        eprintln!("[timing] {reason}: healed to Ready=True {healed:?} after the fix");
+        assert_eq!(condition(&mc, "Accepted").unwrap().status, "True");
+        let (note, _) = wait_event(
+            &self.client,
+            &self.ns,
+            "bad",
+            "Normal",
+            "Recovered",
+            SURFACE,
+        )
+        .await;
+        assert!(
+            note.contains(reason),
+            "Recovered note names {reason}: {note}"
+        );
+        wait_metric(
+            &self.op,
+            "manager_operator_manager_ready",
+            &[("namespace", &self.ns), ("name", "bad")],
+            |v| v == 1.0,
+        )
+        .await;
+        self.assert_healthy_and_good_running().await;
+        healed
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_spec_the_webhook_never_saw() {
+    let fx = Fixture::new("op-invalid").await;
+    // The CRD's CEL rules cannot parse label selectors; the runtime validation can.
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker("v1", "ConfigMap", "app in (", &[], &fx.hook.url),
+    );
+    fx.expect_failure(&bad, "InvalidSpec").await;
+    let mc = fx.api.get("bad").await.unwrap();
+    let accepted = condition(&mc, "Accepted").unwrap();
+    assert!(
+        accepted.message.contains("labelSelector"),
+        "names the field: {}",
+        accepted.message
+    );
+
+    // A second rule CEL does not check: a leaseDuration that is not whole seconds at µs
+    // precision. Updating the spec re-validates at once.
+    let t = Instant::now();
+    let bad2 = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker("v1", "ConfigMap", "app=bad", &[], &fx.hook.url),
+    )
+    .replace("leaseDuration: 3s", "leaseDuration: 3000500us");
+    apply_yaml(&bad2);
+    let mc = wait_for("Accepted message about leaseDuration", SURFACE, || async {
+        let mc = fx.api.get("bad").await.map_err(|e| e.to_string())?;
+        match condition(&mc, "Accepted") {
+            Some(c) if c.message.contains("leaseDuration") && c.status == "False" => Ok(mc),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "[timing] InvalidSpec (leaseDuration 3000500us) after a spec update: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(condition(&mc, "Ready").unwrap().reason, "InvalidSpec");
+    assert_eq!(
+        mc.status.as_ref().unwrap().observed_generation,
+        mc.metadata.generation
+    );
+    assert!(
+        fx.hook.calls_of("bad").is_empty(),
+        "an invalid config never runs"
+    );
+    fx.assert_healthy_and_good_running().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_namespace_not_found_heals_when_the_namespace_is_created() {
+    let fx = Fixture::new("op-leasens").await;
+    let lease_ns = format!("{}-leases", fx.ns);
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        Some(&lease_ns),
+        &worker("v1", "ConfigMap", "app=good", &[], &fx.hook.url),
+    );
+    fx.expect_failure(&bad, "LeaseNamespaceNotFound").await;
+
+    let fixed = Instant::now();
+    kubectl_ok(&["create", "namespace", &lease_ns]);
+    fx.expect_heal("LeaseNamespaceNotFound", fixed).await;
+    let holder = lease_holder(&fx.client, &lease_ns, "bad").await;
+    assert_eq!(holder.as_deref(), Some(fx.op.identity.as_str()));
+    fx.hook
+        .wait_call("hook calls of bad", "bad", fixed, |_| true)
+        .await;
+    drop(fx.op);
+    let _ = support::kubectl(&["delete", "namespace", &lease_ns, "--wait=false"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_rejected_at_runtime_when_the_webhook_is_off() {
+    let fx = Fixture::new("op-hook").await;
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker(
+            "v1",
+            "ConfigMap",
+            "app=good",
+            &[],
+            "http://169.254.169.254/latest/meta-data",
+        ),
+    );
+    fx.expect_failure(&bad, "HookRejected").await;
+    let mc = fx.api.get("bad").await.unwrap();
+    assert!(
+        condition(&mc, "Ready")
+            .unwrap()
+            .message
+            .contains("169.254.169.254"),
+        "{}",
+        describe(&mc)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_target_not_found_heals_when_the_crd_is_installed() {
+    let fx = Fixture::new("op-nocrd").await;
+    let group = format!("{}.example.com", fx.ns);
+    let crd = format!("widgets.{group}");
+    // RBAC first, so only the missing CRD stands in the way.
+    grant_watch(&fx.ns, SA, &crd);
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker(&format!("{group}/v1"), "Widget", "", &[], &fx.hook.url),
+    );
+    fx.expect_failure(&bad, "WatchTargetNotFound").await;
+
+    let fixed = Instant::now();
+    apply_yaml(&format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+         metadata: {{name: {crd}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  \
+         names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}\n  \
+         versions:\n    - name: v1\n      served: true\n      storage: true\n      \
+         schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+    ));
+    fx.expect_heal("WatchTargetNotFound", fixed).await;
+    apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w1, namespace: {}}}\n",
+        fx.ns
+    ));
+    let c = fx
+        .hook
+        .wait_call("hook call for widget w1", "bad", fixed, |c| {
+            c.object == "w1"
+        })
+        .await;
+    assert_eq!(c.holder, fx.op.identity);
+    drop(fx.op);
+    let _ = support::kubectl(&["delete", "crd", &crd, "--wait=false"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_forbidden_heals_when_the_service_account_is_granted() {
+    let fx = Fixture::new("op-forbid").await;
+    kubectl_ok(&["-n", &fx.ns, "create", "serviceaccount", "noperm"]);
+    create_cm(&fx.client, &fx.ns, "bad-0", "bad").await;
+    let bad = config(
+        &fx.ns,
+        "bad",
+        "noperm",
+        None,
+        &worker("v1", "ConfigMap", "app=bad", &[], &fx.hook.url),
+    );
+    fx.expect_failure(&bad, "WatchForbidden").await;
+    let mc = fx.api.get("bad").await.unwrap();
+    assert!(
+        condition(&mc, "Ready")
+            .unwrap()
+            .message
+            .contains(&format!("system:serviceaccount:{}:noperm", fx.ns)),
+        "{}",
+        describe(&mc)
+    );
+
+    let fixed = Instant::now();
+    grant_watch(&fx.ns, "noperm", "configmaps");
+    fx.expect_heal("WatchForbidden", fixed).await;
+    fx.hook
+        .wait_call("hook call for bad-0", "bad", fixed, |c| c.object == "bad-0")
+        .await;
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections and never answers.
+async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_timeout_heals_when_the_initial_list_can_finish() {
+    let fx = Fixture::new("op-slow").await;
+    // A CRD served at v1 (storage) and v2, converted by a webhook on 127.0.0.1 that never
+    // answers: listing at v2 hangs, so the workers' initial list never finishes.
+    let group = format!("{}.example.com", fx.ns);
+    let crd = format!("slows.{group}");
+    let (port, hole) = black_hole().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(cert.cert.pem().into_bytes()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let version = |name: &str, storage: bool| {
+        format!(
+            "    - name: {name}\n      served: true\n      storage: {storage}\n      \
+             schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}\n"
+        )
+    };
+    apply_yaml(&format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+         metadata: {{name: {crd}}}\nspec:\n  group: {group}\n  scope: Namespaced\n  \
+         names: {{plural: slows, singular: slow, kind: Slow, listKind: SlowList}}\n  \
+         versions:\n{}{}  conversion:\n    strategy: Webhook\n    webhook:\n      \
+         conversionReviewVersions: [v1]\n      clientConfig:\n        \
+         url: https://127.0.0.1:{port}/convert\n        caBundle: {ca_bundle}\n",
+        version("v1", true),
+        version("v2", false),
+    ));
+    kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        &format!("crd/{crd}"),
+    ]);
+    // Stored at v1: creating it needs no conversion; listing it at v2 does.
+    apply_yaml(&format!(
+        "apiVersion: {group}/v1\nkind: Slow\nmetadata: {{name: s1, namespace: {}}}\n",
+        fx.ns
+    ));
+    grant_watch(&fx.ns, SA, &crd);
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker(&format!("{group}/v2"), "Slow", "", &[], &fx.hook.url),
+    )
+    .replace("startupTimeout: 20s", "startupTimeout: 3s");
+    // Discovery may lag the CRD for a moment: WatchTargetNotFound first is fine.
+    let t = Instant::now();
+    apply_yaml(&bad);
+    fx.check_failure("bad", "StartupTimeout", t).await;
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "not before startupTimeout"
+    );
+
+    // Conversion no longer needs the webhook: the next retry lists at once.
+    let fixed = Instant::now();
+    kubectl_ok(&[
+        "patch",
+        "crd",
+        &crd,
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"conversion": {"strategy": "None", "webhook": null}}}"#,
+    ]);
+    fx.expect_heal("StartupTimeout", fixed).await;
+    let c = fx
+        .hook
+        .wait_call("hook call for s1", "bad", fixed, |c| c.object == "s1")
+        .await;
+    assert_eq!(c.holder, fx.op.identity);
+    drop(fx.op);
+    hole.abort();
+    let _ = support::kubectl(&["delete", "crd", &crd, "--wait=false"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. The operator's own RBAC: LeaseForbidden, then ImpersonationForbidden, then Ready.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "op-rbac").await;
+    let unpriv = support::unprivileged_kubeconfig_path();
+    let who = support::kubectl_as(
+        &unpriv,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert!(who.status.success(), "kubectl auth whoami: {who:?}");
+    let user = String::from_utf8_lossy(&who.stdout).trim().to_string();
+    assert!(!user.is_empty());
+    eprintln!("the operator runs as {user}");
+
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    grant_watch(&ns, SA, "configmaps");
+    create_cm(&client, &ns, "c1", "rbac").await;
+    // What the operator needs for ManagerConfigs and Events, but no Leases, no impersonation.
+    apply_yaml(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: operator, namespace: {ns}}}\nrules:\n\
+         - apiGroups: [manager-operator.io]\n  \
+           resources: [managerconfigs, managerconfigs/status, managerconfigs/finalizers]\n  \
+           verbs: [get, list, watch, patch, update]\n\
+         - apiGroups: ['', events.k8s.io]\n  resources: [events]\n  verbs: [create, patch]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: operator, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    ));
+    let hook = Hook::start().await;
+    let op = Operator::start_with(&format!("{ns}-op"), &ns, &unpriv).await;
+    let fx = Fixture {
+        api: Api::namespaced(client.clone(), &ns),
+        client: client.clone(),
+        ns: ns.clone(),
+        hook,
+        op,
+    };
+    let t = Instant::now();
+    apply_yaml(&config(
+        &ns,
+        "mgr",
+        SA,
+        None,
+        &worker("v1", "ConfigMap", "app=rbac", &[], &fx.hook.url),
+    ));
+    check_rbac_failure(&fx, "LeaseForbidden", t).await;
+
+    let fixed = Instant::now();
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "leases",
+        "--verb=get,list,watch,create,update,patch",
+        "--resource=leases.coordination.k8s.io",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "leases",
+        "--role=leases",
+        &format!("--user={user}"),
+    ]);
+    check_rbac_failure(&fx, "ImpersonationForbidden", fixed).await;
+    eprintln!(
+        "[timing] LeaseForbidden -> ImpersonationForbidden {:?} after the Lease grant",
+        fixed.elapsed()
+    );
+
+    let fixed = Instant::now();
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "impersonate-worker",
+        "--verb=impersonate",
+        "--resource=serviceaccounts",
+        &format!("--resource-name={SA}"),
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "impersonate-worker",
+        "--role=impersonate-worker",
+        &format!("--user={user}"),
+    ]);
+    let (mc, _) = wait_ready_cond(&fx.api, "mgr", "True", "Running", TIMEOUT).await;
+    eprintln!(
+        "[timing] ImpersonationForbidden: healed to Ready=True {:?} after the impersonate grant",
+        fixed.elapsed()
+    );
+    assert_eq!(
+        mc.status.as_ref().unwrap().leader.as_deref(),
+        Some(fx.op.identity.as_str())
+    );
+    let (note, _) = wait_event(&client, &ns, "mgr", "Normal", "Recovered", SURFACE).await;
+    assert!(note.contains("ImpersonationForbidden"), "{note}");
+    wait_metric(
+        &fx.op,
+        "manager_operator_manager_ready",
+        &[("namespace", &ns), ("name", "mgr")],
+        |v| v == 1.0,
+    )
+    .await;
+    let c = fx
+        .hook
+        .wait_call("hook call for c1", "mgr", fixed, |c| c.object == "c1")
+        .await;
+    assert_eq!(c.holder, fx.op.identity);
+}
+
+async fn check_rbac_failure(fx: &Fixture, reason: &str, since: Instant) {
+    let (mc, _) = wait_ready_cond(&fx.api, "mgr", "False", reason, TIMEOUT).await;
+    eprintln!(
+        "[timing] {reason}: Ready=False after {:?}: {}",
+        since.elapsed(),
+        describe(&mc)
+    );
+    let (note, _) = wait_event(&fx.client, &fx.ns, "mgr", "Warning", reason, SURFACE).await;
+    eprintln!("{reason} Event: {note}");
+    wait_metric(
+        &fx.op,
+        "manager_operator_startup_failures_total",
+        &[("namespace", &fx.ns), ("name", "mgr"), ("reason", reason)],
+        |v| v >= 1.0,
+    )
+    .await;
+    wait_metric(
+        &fx.op,
+        "manager_operator_manager_ready",
+        &[("namespace", &fx.ns), ("name", "mgr")],
+        |v| v == 0.0,
+    )
+    .await;
+    assert_eq!(fx.op.healthz().await, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Several replicas: one holder at a time, kill -9 of the leader, takeover.
+
+async fn replicas_take_over_after_kill_9(replicas: usize) {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, &format!("op-ha{replicas}")).await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    grant_watch(&ns, SA, "configmaps");
+    create_cm(&client, &ns, "tick", "ha").await;
+    let hook = Hook::start().await;
+    *hook.rec.delay.lock().unwrap() = Duration::from_millis(50);
+    let mut ops = Vec::new();
+    for i in 0..replicas {
+        ops.push(Operator::start(&format!("{ns}-op-{i}"), &ns).await);
+    }
+    apply_yaml(&config(
+        &ns,
+        "ha",
+        SA,
+        None,
+        &worker(
+            "v1",
+            "ConfigMap",
+            "app=ha",
+            &["resyncPeriod: 1s"],
+            &hook.url,
+        ),
+    ));
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    wait_ready_cond(&api, "ha", "True", "Running", TIMEOUT).await;
+
+    let mut alive: Vec<String> = ops.iter().map(|o| o.identity.clone()).collect();
+    for round in 1..replicas {
+        let ids: Vec<&str> = alive.iter().map(String::as_str).collect();
+        let leader = wait_agreed_leader(&client, &ns, "ha", &ids).await;
+        // Let the leader work for a while (resync every second).
+        let since = Instant::now();
+        let before = wait_for("3 calls from the leader", TIMEOUT, || async {
+            let calls: Vec<Call> = hook
+                .calls_of("ha")
+                .into_iter()
+                .filter(|c| c.start > since && c.holder == leader)
+                .collect();
+            if calls.len() >= 3 {
+                Ok(calls)
+            } else {
+                Err(format!(
+                    "{} calls; all holders {:?}",
+                    calls.len(),
+                    holders(&hook)
+                ))
+            }
+        })
+        .await
+        .unwrap();
+        let old_token = before.last().unwrap().token;
+        let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+            .get("ha")
+            .await
+            .unwrap();
+        assert_eq!(
+            i64::from(lease.spec.unwrap().lease_transitions.unwrap_or(0)),
+            old_token,
+            "fencing token == Lease leaseTransitions"
+        );
+        let others: Vec<&str> = ids.iter().copied().filter(|i| *i != leader).collect();
+        assert!(
+            hook.calls_of("ha")
+                .iter()
+                .filter(|c| c.start > since)
+                .all(|c| c.holder == leader),
+            "only the leader calls the hook: {:?}",
+            holders(&hook)
+        );
+
+        let op = ops.iter_mut().find(|o| o.identity == leader).unwrap();
+        let killed = Instant::now();
+        op.kill9();
+        let first = hook
+            .wait_call("a call from a new holder", "ha", killed, |c| {
+                c.holder != leader
+            })
+            .await;
+        let takeover = first.start - killed;
+        eprintln!(
+            "[timing] {replicas} replicas, round {round}: kill -9 of {leader} -> first hook call \
+             from {} after {takeover:?} (leaseDuration 3s; bound 5s); fencing token {old_token} -> {}",
+            first.holder, first.token
+        );
+        assert!(
+            takeover <= LEASE_DURATION + Duration::from_secs(2),
+            "takeover took {takeover:?}"
+        );
+        assert!(others.contains(&first.holder.as_str()), "{first:?}");
+        assert!(first.token > old_token, "fencing token grows: {first:?}");
+        let new_leader = wait_agreed_leader(&client, &ns, "ha", &others).await;
+        assert_eq!(new_leader, first.holder);
+        let (mc, _) = wait_ready_cond(&api, "ha", "True", "Running", TIMEOUT).await;
+        assert_eq!(
+            mc.status.as_ref().unwrap().lease_transitions.map(i64::from),
+            Some(first.token)
+        );
+        // The new leader's metrics say so; the standby's do not.
+        let new_op = ops.iter().find(|o| o.identity == new_leader).unwrap();
+        wait_metric(
+            new_op,
+            "manager_operator_leader",
+            &[("namespace", &ns), ("name", "ha")],
+            |v| v == 1.0,
+        )
+        .await;
+        for o in ops
+            .iter()
+            .filter(|o| o.identity != new_leader && o.exited.is_none())
+        {
+            let text = o.metrics_text().await;
+            let v = metric(
+                &text,
+                "manager_operator_leader",
+                &[("namespace", &ns), ("name", "ha")],
+            );
+            assert!(
+                v.is_none_or(|v| v == 0.0),
+                "standby {} leader={v:?}",
+                o.identity
+            );
+        }
+        alive.retain(|a| *a != leader);
+    }
+    // The last leader works on.
+    let last = alive[0].clone();
+    let since = Instant::now();
+    hook.wait_call("a call from the last leader", "ha", since, |c| {
+        c.holder == last
+    })
+    .await;
+    let calls = hook.calls_of("ha");
+    eprintln!(
+        "{} hook calls from holders {:?}",
+        calls.len(),
+        holders(&hook)
+    );
+    assert_one_holder_at_a_time(&calls);
+}
+
+fn holders(hook: &Hook) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = Vec::new();
+    let mut calls = hook.calls_of("ha");
+    calls.sort_by_key(|c| c.start);
+    for c in calls {
+        if out
+            .last()
+            .is_none_or(|(h, t)| *h != c.holder || *t != c.token)
+        {
+            out.push((c.holder, c.token));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_holder_at_a_time_and_takeover_after_kill_9() {
+    replicas_take_over_after_kill_9(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_one_holder_at_a_time_and_takeover_after_kill_9() {
+    replicas_take_over_after_kill_9(3).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Spec update and deletion.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_update_restarts_workers_and_deletion_stops_everything() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "op-update").await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    grant_watch(&ns, SA, "configmaps");
+    for i in 0..5 {
+        create_cm(&client, &ns, &format!("upd-{i}"), "upd").await;
+    }
+    let hook = Hook::start().await;
+    *hook.rec.delay.lock().unwrap() = Duration::from_millis(300);
+    let op = Operator::start(&format!("{ns}-op"), &ns).await;
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    apply_yaml(&config(
+        &ns,
+        "mgr",
+        SA,
+        None,
+        &worker(
+            "v1",
+            "ConfigMap",
+            "app=upd",
+            &["concurrency: 1", "resyncPeriod: 1s"],
+            &hook.url,
+        ),
+    ));
+    let (mc, _) = wait_ready_cond(&api, "mgr", "True", "Running", TIMEOUT).await;
+    let status = mc.status.clone().unwrap();
+    assert_eq!(status.observed_generation, mc.metadata.generation);
+    assert_eq!(
+        (status.workers[0].concurrency, status.workers[0].running),
+        (1, 1)
+    );
+    assert!(
+        mc.finalizers().iter().any(|f| f == FINALIZER),
+        "finalizer added"
+    );
+    let since = Instant::now();
+    wait_for("6 calls at concurrency 1", TIMEOUT, || async {
+        let n = hook
+            .calls_of("mgr")
+            .iter()
+            .filter(|c| c.start > since)
+            .count();
+        if n >= 6 { Ok(()) } else { Err(format!("{n}")) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(hook.peak("mgr"), 1, "concurrency 1: one call at a time");
+
+    // concurrency 1 -> 4.
+    let updated = Instant::now();
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "patch",
+        "mc",
+        "mgr",
+        "--type=json",
+        "-p",
+        r#"[{"op": "replace", "path": "/spec/workers/0/concurrency", "value": 4}]"#,
+    ]);
+    hook.reset_peak("mgr");
+    let generation = api.get("mgr").await.unwrap().metadata.generation.unwrap();
+    assert_eq!(Some(generation), mc.metadata.generation.map(|g| g + 1));
+    let mc = wait_for("status follows generation 2", TIMEOUT, || async {
+        let mc = api.get("mgr").await.map_err(|e| e.to_string())?;
+        let s = mc.status.clone().unwrap_or_default();
+        let ready = condition(&mc, "Ready");
+        let ok = s.observed_generation == Some(generation)
+            && s.workers.first().map(|w| (w.concurrency, w.running)) == Some((4, 4))
+            && ready
+                .is_some_and(|c| c.status == "True" && c.observed_generation == Some(generation));
+        if ok { Ok(mc) } else { Err(format!("{s:?}")) }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "[timing] concurrency 1 -> 4: status at generation {generation} with 4/4 workers after {:?}",
+        updated.elapsed()
+    );
+    assert_eq!(
+        mc.status.as_ref().unwrap().workers_summary.as_deref(),
+        Some("4/4")
+    );
+    wait_for("4 hook calls in flight at once", TIMEOUT, || async {
+        let p = hook.peak("mgr");
+        if p >= 4 {
+            Ok(())
+        } else {
+            Err(format!("peak {p}"))
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "[timing] 4 concurrent hook calls {:?} after the update",
+        updated.elapsed()
+    );
+    assert_eq!(hook.peak("mgr"), 4, "never more than concurrency");
+
+    // Delete: finalizer removed, object gone, Lease released, no more calls.
+    let deleted = Instant::now();
+    kubectl_ok(&["-n", &ns, "delete", "mc", "mgr", "--wait=false"]);
+    wait_for("ManagerConfig gone", TIMEOUT, || async {
+        match api.get_opt("mgr").await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(mc) => Err(format!(
+                "deletionTimestamp {:?}, finalizers {:?}",
+                mc.metadata.deletion_timestamp,
+                mc.finalizers()
+            )),
+        }
+    })
+    .await
+    .unwrap();
+    let gone = Instant::now();
+    eprintln!(
+        "[timing] delete -> finalizer removed and object gone in {:?}",
+        deleted.elapsed()
+    );
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get_opt("mgr")
+        .await
+        .expect("reading the Lease");
+    let holder = lease.and_then(|l| l.spec).and_then(|s| s.holder_identity);
+    assert!(
+        holder.as_deref().is_none_or(str::is_empty),
+        "Lease released before the finalizer was removed; holder {holder:?}"
+    );
+    // Negative check, bounded: no call starts after the object is gone (+1 s of slack).
+    let watch_until = gone + Duration::from_secs(4);
+    while Instant::now() < watch_until {
+        let late: Vec<Call> = hook
+            .calls_of("mgr")
+            .into_iter()
+            .filter(|c| c.start > gone + Duration::from_secs(1))
+            .collect();
+        assert!(late.is_empty(), "hook calls after deletion: {late:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let last = hook.calls_of("mgr").iter().map(|c| c.start).max().unwrap();
+    eprintln!(
+        "last hook call started {:?} before the object was gone",
+        gone.saturating_duration_since(last)
+    );
+    assert!(
+        hook.calls_of("mgr").iter().all(|c| c.end.is_some()),
+        "in-flight calls finished"
+    );
+    // Nothing left running: no live manager task, no manager in any state, no reconcile.
+    wait_metric(&op, "manager_operator_tasks", &[], |v| v == 0.0).await;
+    let text = op.metrics_text().await;
+    let managers: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("manager_operator_managers{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(managers.is_empty(), "managers left: {managers:?}");
+    let active = metric(
+        &text,
+        "manager_operator_workers_active",
+        &[("namespace", &ns), ("name", "mgr")],
+    );
+    assert!(active.is_none_or(|v| v == 0.0), "workers_active {active:?}");
+    for name in ["manager_operator_manager_ready", "manager_operator_leader"] {
+        assert_eq!(
+            metric(&text, name, &[("namespace", &ns), ("name", "mgr")]),
+            None,
+            "{name} series removed after deletion"
+        );
+    }
+    assert_eq!(op.healthz().await, 200);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. SIGTERM: the leader stops gracefully, releases the lease and exits 0.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_and_exits_zero() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "op-term").await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    grant_watch(&ns, SA, "configmaps");
+    create_cm(&client, &ns, "tick", "term").await;
+    let hook = Hook::start().await;
+    let mut ops = [
+        Operator::start(&format!("{ns}-op-0"), &ns).await,
+        Operator::start(&format!("{ns}-op-1"), &ns).await,
+    ];
+    apply_yaml(&config(
+        &ns,
+        "term",
+        SA,
+        None,
+        &worker(
+            "v1",
+            "ConfigMap",
+            "app=term",
+            &["resyncPeriod: 1s"],
+            &hook.url,
+        ),
+    ));
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    wait_ready_cond(&api, "term", "True", "Running", TIMEOUT).await;
+    let ids: Vec<String> = ops.iter().map(|o| o.identity.clone()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let leader = wait_agreed_leader(&client, &ns, "term", &id_refs).await;
+    let other = ids.iter().find(|i| **i != leader).unwrap().clone();
+    hook.wait_call("a call from the leader", "term", Instant::now(), |c| {
+        c.holder == leader
+    })
+    .await;
+
+    let idx = ops.iter().position(|o| o.identity == leader).unwrap();
+    let sent = Instant::now();
+    ops[idx].sigterm();
+    let released = wait_for("Lease released by the leader", TIMEOUT, || async {
+        match lease_holder(&client, &ns, "term").await {
+            Some(h) if h == leader => Err(format!("still held by {h}")),
+            h => Ok(h),
+        }
+    })
+    .await
+    .unwrap();
+    let release_time = sent.elapsed();
+    let status = ops[idx].wait_exit(TIMEOUT).await;
+    let exit_time = sent.elapsed();
+    eprintln!(
+        "[timing] SIGTERM -> Lease no longer held by the leader after {release_time:?} \
+         (holder now {released:?}); process exited {status} after {exit_time:?}"
+    );
+    assert!(status.success(), "graceful exit code 0: {status}");
+    assert!(
+        released.as_deref().is_none_or(|h| h == other),
+        "released, or taken by the other replica: {released:?}"
+    );
+    assert!(
+        release_time <= Duration::from_secs(1),
+        "the lease is released at once, not left to expire: {release_time:?}"
+    );
+    let log = ops[idx].log_text();
+    assert!(log.contains("SIGTERM"), "logs the signal");
+    let first = hook
+        .wait_call("a call from the other replica", "term", sent, |c| {
+            c.holder == other
+        })
+        .await;
+    eprintln!(
+        "[timing] SIGTERM -> first hook call from {other} after {:?} (no lease expiry wait)",
+        first.start - sent
+    );
+    assert!(
+        first.start - sent < LEASE_DURATION,
+        "a released lease is taken over before it could have expired"
+    );
+    wait_agreed_leader(&client, &ns, "term", &[other.as_str()]).await;
+    assert_one_holder_at_a_time(&hook.calls_of("term"));
+}
