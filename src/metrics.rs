@@ -198,7 +198,28 @@ impl Metrics {
         m.registry.register(Box::new(m.tasks.clone()))?;
         m.registry
             .register(Box::new(m.webhook_certificate_rotations_total.clone()))?;
+        // Counters whose label values are known up front start at 0, so `increase()`/`rate()`
+        // see their first event (a series that appears at 1 shows no increase).
+        for (operation, allowed) in [
+            ("CREATE", "true"),
+            ("CREATE", "false"),
+            ("UPDATE", "true"),
+            ("UPDATE", "false"),
+            ("INVALID", "false"),
+        ] {
+            m.admission_requests_total
+                .with_label_values(&[operation, allowed]);
+        }
         Ok(m)
+    }
+
+    /// Creates the per-ManagerConfig counters at 0 (idempotent), so the first leader transition
+    /// or renew failure of a config shows up in `increase()`. Called when a manager starts.
+    pub fn init_manager(&self, namespace: &str, name: &str) {
+        self.leader_transitions_total
+            .with_label_values(&[namespace, name]);
+        self.lease_renew_failures_total
+            .with_label_values(&[namespace, name]);
     }
 
     /// The text exposition of every metric.
@@ -227,5 +248,20 @@ mod tests {
             "manager_operator_admission_requests_total{allowed=\"true\",operation=\"CREATE\"} 1"
         ));
         assert!(text.contains("manager_operator_startup_failures_total{name=\"n\",namespace=\"ns\",reason=\"InvalidSpec\"} 1"));
+    }
+
+    #[test]
+    fn known_series_start_at_zero() {
+        let m = Metrics::new().expect("metrics register");
+        m.init_manager("ns", "n");
+        let text = m.encode().expect("encodes");
+        for line in [
+            "manager_operator_admission_requests_total{allowed=\"false\",operation=\"CREATE\"} 0",
+            "manager_operator_admission_requests_total{allowed=\"false\",operation=\"INVALID\"} 0",
+            "manager_operator_leader_transitions_total{name=\"n\",namespace=\"ns\"} 0",
+            "manager_operator_lease_renew_failures_total{name=\"n\",namespace=\"ns\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -2,16 +2,21 @@
 """Runs every dashboard panel query against a Prometheus that scraped a real run, and names
 every panel whose query returns nothing.
 
-    check-dashboards.py PROM_URL NAMESPACE NAME WINDOW [--allow-empty]
+    check-dashboards.py PROM_URL NAMESPACE NAME WINDOW [--allow-empty] [--expect "BOARD/TITLE>=N"]...
 
 Grafana variables are substituted: $datasource (not in queries), $namespace=NAMESPACE,
 $name=NAME, $__rate_interval/$__interval/$__range=WINDOW (e.g. "300s", long enough to cover the
-scenario). Each query runs as an instant query now. Also checks that Prometheus loaded the alert
-rules without errors (/api/v1/rules). Exit 1 when a query errors, returns no sample (unless
---allow-empty), or a rule is unhealthy. Stdlib only.
+scenario). Each query runs as an instant query now; a result whose samples are all NaN (e.g. a
+quantile over a window with no observations) counts as empty. `--expect "overview/Denied in the
+time range>=1"` (or `>0`) also requires the largest sample of that panel's queries to reach a
+value, so what the scenario did must show up, not only some series. Also checks that Prometheus
+loaded the alert rules without errors (/api/v1/rules). Exit 1 when a query errors, returns no
+sample (unless --allow-empty), misses an expectation, or a rule is unhealthy. Stdlib only.
 """
 import json
+import math
 import pathlib
+import re
 import sys
 import urllib.parse
 import urllib.request
@@ -27,6 +32,14 @@ def get(url):
 def main(argv):
     prom, ns, name, window = argv[:4]
     allow_empty = "--allow-empty" in argv
+    expect = {}  # "board/title" -> (op, value)
+    for i, a in enumerate(argv):
+        if a == "--expect":
+            m = re.fullmatch(r"(.+?)\s*(>=|>)\s*([0-9.]+)", argv[i + 1])
+            if not m:
+                raise SystemExit(f"bad --expect {argv[i + 1]!r}: want BOARD/TITLE>=N or >N")
+            expect[m.group(1)] = (m.group(2), float(m.group(3)))
+    best = {}  # "board/title" -> largest finite sample over its queries
     subst = {"$__rate_interval": window, "$__interval": window, "$__range": window,
              "$namespace": ns, "$name": name}
     rows, empty, errors = [], [], []
@@ -45,18 +58,27 @@ def main(argv):
                     continue
                 data = res.get("data", {})
                 result = data.get("result", [])
-                n = len(result) if data.get("resultType") in ("vector", "matrix") else 1
+                if data.get("resultType") == "vector":
+                    values = [float(r["value"][1]) for r in result]
+                elif data.get("resultType") == "scalar":
+                    values = [float(result[1])]
+                else:
+                    values = []
+                finite = [v for v in values if not math.isnan(v)]
+                n = len(finite)
                 label = f"{path.stem} / {panel['title']} [{t['refId']}]"
-                sample = ""
-                if result and data.get("resultType") == "vector":
-                    sample = result[0]["value"][1]
+                sample = f"{max(finite):.4g}" if finite else ("NaN" if values else "")
                 rows.append((label, n, sample))
+                key = f"{path.stem}/{panel['title']}"
+                if finite:
+                    best[key] = max(best.get(key, -math.inf), max(finite))
                 if n == 0:
-                    empty.append(label + "\n      " + expr)
+                    what = "only NaN" if values else "no series"
+                    empty.append(f"{label} ({what})\n      {expr}")
     width = max(len(r[0]) for r in rows) if rows else 10
     for label, n, sample in rows:
         status = "ok   " if n else "EMPTY"
-        print(f"  {status} {label:<{width}}  series={n:<3} first={sample}")
+        print(f"  {status} {label:<{width}}  series={n:<3} max={sample}")
     rules = get(f"{prom}/api/v1/rules")["data"]["groups"]
     bad_rules = [(g["name"], r.get("name"), r.get("lastError"))
                  for g in rules for r in g["rules"] if r.get("health") not in ("ok", "unknown")]
@@ -71,12 +93,24 @@ def main(argv):
               f"{lbl.get('namespace', '')}/{lbl.get('name', '')} {lbl.get('reason', '')}")
     for e in errors:
         print(f"  ERROR {e[0]} / {e[1]} [{e[2]}]: {e[3]}")
+    unmet = []
+    for key, (op, want) in expect.items():
+        got = best.get(key)
+        ok = got is not None and (got >= want if op == ">=" else got > want)
+        print(f"  expect {'ok   ' if ok else 'UNMET'} {key} {op} {want:g}: got {got}")
+        if not ok:
+            unmet.append(key)
+    if any(key not in best and not any(r[0].startswith(key.replace("/", " / ", 1) + " [") for r in rows)
+           for key in expect):
+        print("  (an --expect names no panel: check BOARD/TITLE)")
     if empty:
         print(f"\n{len(empty)} panel queries returned nothing:")
         for e in empty:
             print(f"    - {e}")
     print(f"\n{len(rows) - len(empty)}/{len(rows)} panel queries returned data")
-    if errors or bad_rules or n_rules == 0 or (empty and not allow_empty):
+    if unmet:
+        print(f"{len(unmet)} expectations unmet: {', '.join(unmet)}")
+    if errors or bad_rules or n_rules == 0 or unmet or (empty and not allow_empty):
         return 1
     return 0
 
