@@ -24,10 +24,12 @@ build: ## Build the operator (debug)
 unit: ## Unit tests only (no control plane needed)
 	$(CARGO) test --lib --bins
 
-test: tools ## Unit + integration tests against a fresh local control plane (started and stopped here)
+test: tools build ## Unit + integration + chart + e2e tests, each against a fresh local control plane
 	$(CARGO) test --all-targets --no-run
 	e2e/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
 	$(CARGO) test --doc
+	e2e/with-cluster.sh e2e/chart-test.sh
+	e2e/with-cluster.sh e2e/e2e.sh
 
 tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool from Go modules (cached)
 	e2e/tools.sh
