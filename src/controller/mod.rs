@@ -206,9 +206,10 @@ impl Ctx {
             f.reason.as_str(),
             "StartManager",
             format!(
-                "{} (to fix: {}); retrying with backoff",
+                "{} (to fix: {}); retrying with backoff [seen by {}]",
                 f.message,
-                f.reason.remedy()
+                f.reason.remedy(),
+                self.me.identity
             ),
         )
         .await;
