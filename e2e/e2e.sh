@@ -62,7 +62,7 @@ MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$HERE/tools-observability.sh" bindir)}"
 KUBECTL="$MO_BIN_DIR/kubectl"
 HELM="$MO_OBS_BIN_DIR/helm"
 PROMETHEUS="$MO_OBS_BIN_DIR/prometheus"
-OPERATOR="${MO_OPERATOR_BIN:-$ROOT/target/debug/manager-operator}"
+OPERATOR="${MO_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/manager-operator}"
 [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] || die "KUBECONFIG must name the admin kubeconfig (run me under e2e/with-cluster.sh)"
 ADMIN_KUBECONFIG="$KUBECONFIG"
 for b in "$KUBECTL" "$HELM" "$PROMETHEUS"; do [[ -x "$b" ]] || die "missing $b"; done

@@ -12,7 +12,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 NS="${RUN_NAMESPACE:-mo-demo}"
-BIN="${MO_OPERATOR_BIN:-$ROOT/target/debug/manager-operator}"
+BIN="${MO_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/manager-operator}"
 METRICS_ADDR="${MO_RUN_METRICS:-127.0.0.1:8080}"
 HEALTH_ADDR="${MO_RUN_HEALTH:-127.0.0.1:8081}"
 HOOK_ADDR="127.0.0.1:18099"
