@@ -6,6 +6,15 @@
 #   e2e/cluster.sh down DIR   stop exactly the processes recorded in DIR, then remove DIR
 #   e2e/cluster.sh status DIR exit 0 when the cluster in DIR is up and ready
 #
+# Fault injection on a cluster that is up (for tests/reliability.rs; NAME is etcd,
+# kube-apiserver or kube-controller-manager; same ports, flags and data as at `up`):
+#   e2e/cluster.sh stop-component DIR NAME [SIGNAL]   send SIGNAL (default KILL) to NAME and wait
+#                                                     until it has exited
+#   e2e/cluster.sh start-component DIR NAME           start NAME again; return once it serves
+#                                                     (etcd: port open; kube-apiserver: /readyz ok)
+#   e2e/cluster.sh restart-component DIR NAME [DOWN]  stop-component, sleep DOWN seconds (default
+#                                                     0; fractions allowed), start-component
+#
 # Every port is picked free on 127.0.0.1, so several clusters can run side by side. Authorization
 # is Node,RBAC. Users are client certificates signed by a CA made with openssl in DIR:
 #   admin               (group system:masters)   -> DIR/kubeconfig
@@ -37,7 +46,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -149,15 +158,19 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-# start NAME BINARY ARGS...: runs detached (own session), logs to DIR/NAME.log, pid in DIR/NAME.pid
+# start NAME BINARY ARGS...: runs detached (own session), logs to DIR/NAME.log (appended to when
+# APPEND_LOG=1, as on a restart), pid in DIR/NAME.pid
 start() {
   local name="$1"
   shift
+  if [[ "${APPEND_LOG:-0}" != 1 ]]; then
+    : >"$DIR/$name.log"
+  fi
   if command -v setsid >/dev/null 2>&1; then
     # Not a process-group leader here, so setsid execs in place and $! is the binary's pid.
-    setsid "$@" >"$DIR/$name.log" 2>&1 </dev/null &
+    setsid "$@" >>"$DIR/$name.log" 2>&1 </dev/null &
   else
-    "$@" >"$DIR/$name.log" 2>&1 </dev/null &
+    "$@" >>"$DIR/$name.log" 2>&1 </dev/null &
   fi
   echo "$!" >"$DIR/$name.pid"
 }
@@ -209,23 +222,9 @@ default_sa_exists() { kubectl_admin get serviceaccount default -n default -o nam
 
 addr_in_use() { grep -qi 'address already in use' "$DIR"/*.log 2>/dev/null; }
 
-# One attempt at starting all three components. Returns 1 on failure (processes may be left
-# running; the caller stops them).
-start_components() {
-  local ports
-  read -r -a ports <<<"$(free_ports 4)"
-  ETCD_PORT="${ports[0]}"
-  ETCD_PEER_PORT="${ports[1]}"
-  APISERVER_PORT="${ports[2]}"
-  KCM_PORT="${ports[3]}"
-  APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
-  local pki="$DIR/pki"
-
-  write_kubeconfig "$DIR/kubeconfig" admin admin
-  write_kubeconfig "$DIR/kubeconfig-unprivileged" mo-unprivileged unprivileged
-  write_kubeconfig "$DIR/kcm.kubeconfig" system:kube-controller-manager kcm
-
-  rm -rf "$DIR/etcd-data"
+# The three components, each started with the globals set by start_components (or read back
+# from DIR/env by load_env): ports, APISERVER_URL, DIR, BIN.
+start_etcd() {
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
   start etcd "$BIN/etcd" \
     --name=default \
@@ -237,8 +236,11 @@ start_components() {
     --initial-cluster="default=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync \
     --log-level=warn
-  wait_until etcd "etcd to listen on $ETCD_PORT" port_open "$ETCD_PORT" || return 1
+  wait_until etcd "etcd to listen on $ETCD_PORT" port_open "$ETCD_PORT"
+}
 
+start_apiserver() {
+  local pki="$DIR/pki"
   log "starting kube-apiserver on $APISERVER_URL"
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -264,8 +266,11 @@ start_components() {
     --proxy-client-key-file="$pki/front-proxy-client.key" \
     --profiling=false \
     --v=0
-  wait_until kube-apiserver "kube-apiserver /readyz" readyz_ok || return 1
+  wait_until kube-apiserver "kube-apiserver /readyz" readyz_ok
+}
 
+start_kcm() {
+  local pki="$DIR/pki"
   log "starting kube-controller-manager on 127.0.0.1:$KCM_PORT"
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$DIR/kcm.kubeconfig" \
@@ -285,6 +290,27 @@ start_components() {
     --kube-api-burst=200 \
     --profiling=false \
     --v=0
+}
+
+# One attempt at starting all three components. Returns 1 on failure (processes may be left
+# running; the caller stops them).
+start_components() {
+  local ports
+  read -r -a ports <<<"$(free_ports 4)"
+  ETCD_PORT="${ports[0]}"
+  ETCD_PEER_PORT="${ports[1]}"
+  APISERVER_PORT="${ports[2]}"
+  KCM_PORT="${ports[3]}"
+  APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+
+  write_kubeconfig "$DIR/kubeconfig" admin admin
+  write_kubeconfig "$DIR/kubeconfig-unprivileged" mo-unprivileged unprivileged
+  write_kubeconfig "$DIR/kcm.kubeconfig" system:kube-controller-manager kcm
+
+  rm -rf "$DIR/etcd-data"
+  start_etcd || return 1
+  start_apiserver || return 1
+  start_kcm
   wait_until kube-controller-manager "the default ServiceAccount (created by kube-controller-manager)" \
     default_sa_exists || return 1
 }
@@ -409,15 +435,91 @@ cmd_status() {
   fi
 }
 
+# Reads ports, URL and bin dir of the cluster in DIR back from DIR/env.
+load_env() {
+  [[ -f "$DIR/$MARKER" && -f "$DIR/env" ]] || die "$DIR holds no cluster made by this script"
+  DIR="$(cd "$DIR" && pwd)"
+  local var val
+  for var in APISERVER_URL APISERVER_PORT ETCD_PORT ETCD_PEER_PORT KCM_PORT MO_BIN_DIR; do
+    val="$(sed -n "s/^export $var=//p" "$DIR/env" | tail -n 1)"
+    [[ -n "$val" ]] || die "$DIR/env has no $var"
+    printf -v "$var" '%s' "$val"
+  done
+  BIN="$MO_BIN_DIR"
+}
+
+check_component() {
+  case "$1" in
+  etcd | kube-apiserver | kube-controller-manager) ;;
+  *) die "unknown component ${1@Q} (etcd, kube-apiserver or kube-controller-manager)" ;;
+  esac
+}
+
+cmd_stop_component() {
+  local name="$1" sig="${2:-KILL}" pid i
+  check_component "$name"
+  load_env
+  if ! alive "$name"; then
+    log "$name is not running"
+    return 0
+  fi
+  pid="$(<"$DIR/$name.pid")"
+  kill -s "$sig" "$pid" || die "cannot send SIG$sig to $name (pid $pid)"
+  for ((i = 0; i < 300; i++)); do # 30 s
+    alive "$name" || break
+    sleep 0.05
+  done
+  alive "$name" && die "$name (pid $pid) still runs 15 s after SIG$sig"
+  log "$name (pid $pid) stopped with SIG$sig"
+}
+
+cmd_start_component() {
+  local name="$1"
+  check_component "$name"
+  load_env
+  if alive "$name"; then
+    log "$name is already running"
+    return 0
+  fi
+  DEADLINE=$((SECONDS + TIMEOUT))
+  printf '\n[cluster] ---- restarted at %s ----\n' "$(date -u +%FT%TZ)" >>"$DIR/$name.log"
+  APPEND_LOG=1
+  case "$name" in
+  etcd) start_etcd ;;
+  kube-apiserver) start_apiserver ;;
+  kube-controller-manager)
+    start_kcm
+    wait_until kube-controller-manager "kube-controller-manager to listen on $KCM_PORT" \
+      port_open "$KCM_PORT"
+    ;;
+  esac || die "$name did not come back (log: $DIR/$name.log)"
+  write_env
+  log "$name (pid $(<"$DIR/$name.pid")) is back"
+}
+
 main() {
-  (($# == 2)) || usage
+  (($# >= 2)) || usage
+  local cmd="$1"
   DIR="$2"
   [[ -n "$DIR" ]] || usage
-  case "$1" in
+  case "$cmd" in
+  up | down | status) (($# == 2)) || usage ;;
+  stop-component) (($# == 3 || $# == 4)) || usage ;;
+  start-component) (($# == 3)) || usage ;;
+  restart-component) (($# == 3 || $# == 4)) || usage ;;
+  *) usage ;;
+  esac
+  case "$cmd" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) usage ;;
+  stop-component) cmd_stop_component "$3" "${4:-KILL}" ;;
+  start-component) cmd_start_component "$3" ;;
+  restart-component)
+    cmd_stop_component "$3" KILL
+    sleep "${4:-0}"
+    cmd_start_component "$3"
+    ;;
   esac
 }
 

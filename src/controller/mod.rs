@@ -260,6 +260,54 @@ async fn stop_entry(mut entry: Entry) {
     }
 }
 
+/// How often managers of ManagerConfigs that vanished from the cache are looked for.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Stops managers whose ManagerConfig is no longer in the cache. The finalizer is shared by
+/// the replicas: the first one to handle a deletion removes it and the object is gone. A
+/// replica whose reconcile of that object was still queued (behind a slow start of the same
+/// object) or whose watch re-listed meanwhile never sees the deletion — kube-runtime does not
+/// reconcile deleted objects — and its manager would run forever.
+async fn sweep_vanished(
+    ctx: Arc<Ctx>,
+    store: Store<ManagerConfig>,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        r = synced.wait_for(|s| *s) => if r.is_err() { return },
+        _ = shutdown.cancelled() => return,
+    }
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let gone: Vec<(ObjectRef<ManagerConfig>, Entry)> = {
+            let mut reg = ctx.registry.lock().await;
+            let keys: Vec<_> = reg
+                .keys()
+                .filter(|k| store.get(k).is_none())
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| reg.remove(&k).map(|e| (k, e)))
+                .collect()
+        };
+        for (key, entry) in gone {
+            let running = entry.manager.is_some();
+            stop_entry(entry).await;
+            let ns = key.namespace.clone().unwrap_or_default();
+            ctx.metrics.forget_manager(&ns, &key.name);
+            if running {
+                info!(namespace = %ns, name = %key.name, "manager stopped: ManagerConfig no longer exists");
+            }
+        }
+    }
+}
+
 async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = mc.namespace().ok_or(Error::MissingMetadata)?;
     let name = mc.name_any();
@@ -272,11 +320,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             stop_entry(e).await;
             info!(namespace = %ns, name = %name, "manager stopped: ManagerConfig deleted");
         }
-        ctx.metrics
-            .manager_ready
-            .remove_label_values(&[&ns, &name])
-            .ok();
-        ctx.metrics.leader.remove_label_values(&[&ns, &name]).ok();
+        ctx.metrics.forget_manager(&ns, &name);
         if mc.finalizers().iter().any(|f| f == FINALIZER) {
             let remaining: Vec<String> = mc
                 .finalizers()
@@ -447,6 +491,12 @@ pub async fn run(p: RunParams) {
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
+    let sweeper = tokio::spawn(sweep_vanished(
+        ctx.clone(),
+        store.clone(),
+        ready_tx.subscribe(),
+        shutdown.clone(),
+    ));
     let ready_store = store.clone();
     let ready_task = tokio::spawn(async move {
         // Re-poll: kube-runtime's DelayedInit keeps only the last waker of its oneshot, and the
@@ -480,6 +530,8 @@ pub async fn run(p: RunParams) {
         })
         .await;
     ready_task.abort();
+    // The sweeper ends at its next tick; a stop it is in the middle of completes first.
+    let _ = sweeper.await;
     info!("controller stopped; stopping every manager and releasing leases");
     ctx.stop_all().await;
 }

@@ -149,6 +149,10 @@ pub struct Elector<S: LeaseStore> {
     /// Set before stopping to release the lease even when `release_on_cancel` is off (a failed
     /// start releases what it acquired).
     force_release: Arc<std::sync::atomic::AtomicBool>,
+    /// A write of ours to the Lease may have been applied without our seeing the answer (it
+    /// timed out or the connection broke): we may hold the lease without knowing it. Cleared
+    /// by the next successful read.
+    unsure: bool,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -165,6 +169,7 @@ impl<S: LeaseStore> Elector<S> {
             role,
             leading: false,
             force_release: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            unsure: false,
         }
     }
 
@@ -194,6 +199,20 @@ impl<S: LeaseStore> Elector<S> {
             Some((_, at)) if !changed => *at,
             _ => now,
         };
+        if changed
+            && let Some(holder) = rec.holder()
+            && holder != self.cfg.identity
+            && let Some(secs) = rec.lease_duration_seconds
+            && (secs <= 0 || u64::try_from(secs).is_ok_and(|s| s > MAX_ADVERTISED_LEASE.as_secs()))
+        {
+            warn!(
+                lease_holder = holder,
+                lease_duration_seconds = secs,
+                honoured_seconds = Self::advertised(&rec).as_secs(),
+                "the lease advertises an out-of-range leaseDurationSeconds; honouring it clamped to 0..={}s",
+                MAX_ADVERTISED_LEASE.as_secs()
+            );
+        }
         if changed {
             self.view.send_replace(LeaseView {
                 holder: rec.holder().map(str::to_string),
@@ -206,6 +225,13 @@ impl<S: LeaseStore> Elector<S> {
     fn advertised(rec: &LeaseRecord) -> Duration {
         let secs = rec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
         std::cmp::min(Duration::from_secs(secs), MAX_ADVERTISED_LEASE)
+    }
+
+    /// When the lease of the last holder we observed (not us) expires on our clock.
+    fn foreign_expiry(&self) -> Option<Instant> {
+        let (rec, at) = self.observed.as_ref()?;
+        let holder = rec.holder()?;
+        (holder != self.cfg.identity).then(|| *at + Self::advertised(rec))
     }
 
     fn jittered_retry(&self) -> Duration {
@@ -223,6 +249,13 @@ impl<S: LeaseStore> Elector<S> {
             lease_transitions: Some(0),
             resource_version: None,
         };
+        if old.is_none()
+            && let Some((seen, _)) = &self.observed
+        {
+            // Re-creating a Lease that was deleted: the fencing token must still move forward,
+            // or a fencing-aware hook would reject the new leader (and accept the old one).
+            rec.lease_transitions = Some(seen.lease_transitions.unwrap_or(0).saturating_add(1));
+        }
         if let Some(old) = old {
             rec.resource_version = old.resource_version.clone();
             let old_transitions = old.lease_transitions.unwrap_or(0);
@@ -260,6 +293,13 @@ impl<S: LeaseStore> Elector<S> {
         let current = match self.call(self.store.get()).await {
             Ok(rec) => rec,
             Err(StoreError::NotFound) => {
+                // A deleted Lease is not a released one: the holder we last saw may still act
+                // until its lease expires on our clock, so wait for that before creating it.
+                if let Some(expires) = self.foreign_expiry()
+                    && Instant::now() < expires
+                {
+                    return Ok(Attempt::Held(expires));
+                }
                 let sent = Instant::now();
                 let rec = self.next_record(None, (self.cfg.wall_clock)());
                 return match self.call(self.store.create(&rec)).await {
@@ -269,6 +309,7 @@ impl<S: LeaseStore> Elector<S> {
                         Some(fatal) => Err(fatal),
                         None => {
                             debug!(error = %e, "creating the lease failed");
+                            self.unsure = true;
                             Ok(Attempt::Failed)
                         }
                     },
@@ -284,6 +325,7 @@ impl<S: LeaseStore> Elector<S> {
                 };
             }
         };
+        self.unsure = false;
         self.observe(current.clone());
         let me = self.cfg.identity.as_str();
         if let Some(holder) = current.holder()
@@ -311,6 +353,7 @@ impl<S: LeaseStore> Elector<S> {
                 Some(fatal) => Err(fatal),
                 None => {
                     debug!(error = %e, "acquiring the lease failed");
+                    self.unsure = true;
                     Ok(Attempt::Failed)
                 }
             },
@@ -470,41 +513,48 @@ impl<S: LeaseStore> Elector<S> {
 
     /// Clears the Lease like client-go (holder "", leaseDurationSeconds 1, times now,
     /// transitions kept), but only after re-reading it and seeing ourselves still the holder.
+    /// Transient failures (an overloaded or restarting API server) are retried until
+    /// renewDeadline; giving up is logged, and the lease then merely expires.
     async fn release(&mut self) {
         let me = self.cfg.identity.clone();
         let give_up = Instant::now() + self.cfg.renew_deadline;
-        while Instant::now() < give_up {
-            let current = match self.call(self.store.get()).await {
-                Ok(rec) => rec,
-                Err(e) => {
-                    debug!(error = %e, "release: reading the lease failed");
-                    return;
+        loop {
+            let failure = match self.call(self.store.get()).await {
+                Ok(current) => {
+                    if current.holder() != Some(me.as_str()) {
+                        debug!("release: lease no longer ours; nothing to clear");
+                        return;
+                    }
+                    let now = (self.cfg.wall_clock)();
+                    let rec = LeaseRecord {
+                        holder: Some(String::new()),
+                        lease_duration_seconds: Some(1),
+                        acquire_time: Some(now),
+                        renew_time: Some(now),
+                        lease_transitions: current.lease_transitions,
+                        resource_version: current.resource_version.clone(),
+                    };
+                    match self.call(self.store.update(&rec)).await {
+                        Ok(updated) => {
+                            info!("lease released");
+                            self.observe(updated);
+                            return;
+                        }
+                        Err(StoreError::NotFound) => return,
+                        Err(e) => e,
+                    }
                 }
+                Err(StoreError::NotFound) => return,
+                Err(e) => e,
             };
-            if current.holder() != Some(me.as_str()) {
-                debug!("release: lease no longer ours; nothing to clear");
+            let now = Instant::now();
+            if now >= give_up {
+                warn!(error = %failure, "could not release the lease within renewDeadline; it stays held until it expires");
                 return;
             }
-            let now = (self.cfg.wall_clock)();
-            let rec = LeaseRecord {
-                holder: Some(String::new()),
-                lease_duration_seconds: Some(1),
-                acquire_time: Some(now),
-                renew_time: Some(now),
-                lease_transitions: current.lease_transitions,
-                resource_version: current.resource_version.clone(),
-            };
-            match self.call(self.store.update(&rec)).await {
-                Ok(updated) => {
-                    info!("lease released");
-                    self.observe(updated);
-                    return;
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => {
-                    warn!(error = %e, "release: clearing the lease failed");
-                    return;
-                }
+            if failure != StoreError::Conflict {
+                debug!(error = %failure, "releasing the lease failed; retrying");
+                sleep(std::cmp::min(self.cfg.retry_period, give_up - now)).await;
             }
         }
     }
@@ -515,7 +565,10 @@ impl<S: LeaseStore> Elector<S> {
         loop {
             let fence = match self.acquire(&stop).await {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    self.release_if_maybe_ours().await;
+                    return Ok(());
+                }
                 Err(e) => {
                     self.role.send_replace(Role::Candidate);
                     return Err(e);
@@ -544,9 +597,32 @@ impl<S: LeaseStore> Elector<S> {
             }
             // Do not hammer the store right after losing.
             tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => {
+                    self.release_if_maybe_ours().await;
+                    return Ok(());
+                }
                 _ = sleep(self.cfg.retry_period) => {}
             }
+        }
+    }
+
+    /// Stopping while not leading: release anyway (when configured) if the Lease may be ours
+    /// after all — our last acquisition attempt got no answer but may have been applied, or
+    /// the last record we saw names us. Otherwise a stopped manager (its config deleted) could
+    /// leave a Lease held that nobody will ever clear. `release` re-reads first, so this costs
+    /// one read and clears nothing that is not ours.
+    async fn release_if_maybe_ours(&mut self) {
+        let configured = self.cfg.release_on_cancel
+            || self
+                .force_release
+                .load(std::sync::atomic::Ordering::Acquire);
+        let named = self
+            .observed
+            .as_ref()
+            .and_then(|(r, _)| r.holder())
+            .is_some_and(|h| h == self.cfg.identity);
+        if configured && (self.unsure || named) {
+            self.release().await;
         }
     }
 

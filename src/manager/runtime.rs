@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::election::{
     ElectionError, ElectionTelemetry, Elector, ElectorConfig, LeaseView, Role, WallClock,
@@ -339,7 +339,9 @@ impl Manager {
             telemetry: telemetry.clone(),
         };
         let background = store.background();
-        let fut = supervisor.run(elector, background);
+        // Every log line of the elector and the supervisor names the config.
+        let span = tracing::info_span!("manager", namespace = %cfg.namespace, name = %cfg.name);
+        let fut = supervisor.run(elector, background).instrument(span);
         let task = tokio::spawn(counted(&live, &telemetry.tasks, fut));
         info!(namespace = %cfg.namespace, name = %cfg.name, identity = %me.identity, "manager started; campaigning");
         Ok(Manager {
@@ -455,11 +457,15 @@ impl Supervisor {
         let release = elector.release_switch();
         let elector_stop = CancellationToken::new();
         let mut elector_fut = pin!(elector.run(elector_stop.clone()));
+        // The Lease watch: it must run alongside the elector (that is what makes a candidate
+        // take a released lease at once and judge expiry from the renewals it sees), so it is a
+        // branch of the select below. It never completes: if the watch ever ended, polling
+        // would carry on without it.
         let background = async move {
-            match background {
-                Some(b) => b.await,
-                None => std::future::pending().await,
+            if let Some(b) = background {
+                b.await;
             }
+            std::future::pending::<()>().await
         };
         let mut background = pin!(background);
         let terms_stop = CancellationToken::new();
@@ -485,6 +491,7 @@ impl Supervisor {
                 let _ = tokio::select! { r = &mut elector_fut => r, _ = &mut background => Ok(()) };
                 f
             }
+            () = &mut background => None,
         };
         // `background` (the Lease watch) is dropped here with this future.
         match failure {

@@ -255,6 +255,86 @@ async fn deleted_or_stolen_lease_ends_the_term_and_campaigns_again() {
     assert!(!f2.is_valid());
 }
 
+/// A deleted Lease is not a released one: a candidate that saw another holder waits for that
+/// holder's lease to expire before re-creating it (the holder may still act until its fence
+/// expires), and the re-created Lease carries a higher fencing token than any before.
+#[tokio::test(start_paused = true)]
+async fn deleted_lease_is_recreated_with_a_higher_token_never_beside_a_live_holder() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 14);
+    let (sb, _) = FaultyStore::new(&lease, 15);
+    let mut a = spawn(sa, cfg("a"));
+    let fa = until_leading(&mut a).await;
+    let b = spawn(sb, cfg("b"));
+    sleep(Duration::from_secs(5)).await;
+    lease.delete();
+    // Sample every 10 ms: never two valid fences; b does not lead while a's lease could live.
+    let mut tokens = vec![fa.token()];
+    for _ in 0..2_000 {
+        sleep(Duration::from_millis(10)).await;
+        let fences: Vec<Fence> = [&a, &b]
+            .iter()
+            .filter_map(|r| r.roles.borrow().fence().cloned())
+            .filter(Fence::is_valid)
+            .collect();
+        assert!(fences.len() <= 1, "two leaders after the Lease was deleted");
+        if let Some(f) = fences.first()
+            && tokens.last() != Some(&f.token())
+        {
+            tokens.push(f.token());
+        }
+    }
+    assert!(
+        tokens.windows(2).all(|w| w[1] > w[0]),
+        "fencing tokens went back after the deletion: {tokens:?}"
+    );
+    assert!(tokens.len() >= 2, "nobody re-acquired the deleted lease");
+    // The old holder (whose term the deletion ended) re-creates it after its retry period.
+    assert!(a.roles.borrow().fence().is_some_and(Fence::is_valid));
+    assert_eq!(
+        lease.current().and_then(|r| r.lease_transitions),
+        Some(i32::try_from(fa.token()).unwrap() + 1)
+    );
+}
+
+/// Release survives a transient API failure (an overloaded API server): it retries until
+/// renewDeadline instead of leaving the lease held on the first failed call.
+#[tokio::test(start_paused = true)]
+async fn release_retries_transient_failures() {
+    let lease = MemLease::new();
+    let (sa, faults) = FaultyStore::new(&lease, 16);
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    faults.lock().unwrap().hang = true;
+    a.stop.cancel();
+    // The first release calls hang (and time out); then the API server recovers.
+    sleep(Duration::from_secs(6)).await;
+    faults.lock().unwrap().hang = false;
+    a.handle.await.unwrap().unwrap();
+    assert_eq!(lease.current().and_then(|r| r.holder), Some(String::new()));
+}
+
+/// An acquisition that was applied but never answered (timeout under load) leaves a lease
+/// that names us although we never led; stopping must still clear it, or a deleted config
+/// would leave its Lease held forever.
+#[tokio::test(start_paused = true)]
+async fn stopping_after_an_unanswered_acquisition_releases_the_lease() {
+    let lease = MemLease::new();
+    lease.put(LeaseRecord {
+        holder: Some(String::new()),
+        ..LeaseRecord::default()
+    });
+    let (sa, faults) = FaultyStore::new(&lease, 17);
+    faults.lock().unwrap().lost_answer = 1.0;
+    let a = spawn(sa, cfg("a"));
+    sleep(Duration::from_secs(7)).await;
+    assert_eq!(lease.current().and_then(|r| r.holder), Some("a".into()));
+    assert!(a.roles.borrow().fence().is_none(), "a never saw an answer");
+    a.stop.cancel();
+    a.handle.await.unwrap().unwrap();
+    assert_eq!(lease.current().and_then(|r| r.holder), Some(String::new()));
+}
+
 #[tokio::test(start_paused = true)]
 async fn absurd_advertised_duration_is_capped() {
     let lease = MemLease::new();

@@ -637,7 +637,11 @@ fn check_answer(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases in CI; `PROPTEST_CASES=N` for a longer run (docs/reliability.md).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn arbitrary_bytes_get_an_answer(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
