@@ -13,7 +13,7 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools crds chart chart-test e2e fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools crds chart chart-test e2e bench fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ crds: ## Regenerate crds/managerconfig.yaml from the code
 	$(CARGO) run -q -- crd > crds/managerconfig.yaml.tmp
 	mv crds/managerconfig.yaml.tmp crds/managerconfig.yaml
 	e2e/check-chart-crd.sh --fix
+
+bench: tools ## Benchmarks (issue 7): rewrites docs/benchmarks.md and bench/results/*.csv; BENCH_QUICK=1 for a few minutes
+	bench/run.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

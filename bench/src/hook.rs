@@ -1,0 +1,187 @@
+//! The hook the workers call: an HTTP/1.1 server on 127.0.0.1 that answers `200 {}` at once and
+//! records what it saw, in the harness's own process (so its timestamps share a clock with the
+//! kills and writes the harness makes).
+//!
+//! * every call: holder, fencing token, object name and `data.gen` (a counter the harness puts
+//!   in the watched ConfigMaps);
+//! * `gen` accounting: for each generation, how many distinct objects were delivered at that
+//!   generation, and when the first and the last of them arrived;
+//! * optionally the full call log (failover scenarios: few calls).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Deserialize;
+
+use crate::util::Result;
+
+/// One recorded call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// When the request body had been read.
+    pub at: Instant,
+    /// `holder` of the body.
+    pub holder: String,
+    /// `fencingToken` of the body.
+    pub token: i64,
+}
+
+/// First and last arrival, and count, of the distinct objects delivered at one generation.
+#[derive(Clone, Copy, Debug)]
+pub struct GenProgress {
+    /// Distinct objects delivered at this generation.
+    pub objects: usize,
+    /// First delivery at this generation.
+    pub first: Instant,
+    /// Latest first-delivery of an object at this generation.
+    pub last: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: u64,
+    log: Vec<Call>,
+    /// object → highest generation delivered.
+    best: HashMap<String, u64>,
+    gens: HashMap<u64, GenProgress>,
+}
+
+#[derive(Default)]
+struct Shared {
+    record_calls: bool,
+    inner: Mutex<Inner>,
+}
+
+/// A running hook.
+#[derive(Clone)]
+pub struct Hook {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    shared: Arc<Shared>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    holder: String,
+    #[serde(default, rename = "fencingToken")]
+    token: i64,
+    object: Obj,
+}
+
+#[derive(Deserialize)]
+struct Obj {
+    metadata: Meta,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(default)]
+    #[serde(rename = "gen")]
+    generation: Option<String>,
+}
+
+async fn handle(State(s): State<Arc<Shared>>, body: Bytes) -> (StatusCode, &'static str) {
+    let at = Instant::now();
+    let b: Body = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::BAD_REQUEST, "not a hook request"),
+    };
+    let gen_: u64 = b
+        .object
+        .data
+        .and_then(|d| d.generation)
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0);
+    let mut g = s.inner.lock().unwrap_or_else(|e| e.into_inner());
+    g.calls += 1;
+    let prev = g.best.get(&b.object.metadata.name).copied();
+    if prev.is_none_or(|p| p < gen_) {
+        g.best.insert(b.object.metadata.name.clone(), gen_);
+        let e = g.gens.entry(gen_).or_insert(GenProgress {
+            objects: 0,
+            first: at,
+            last: at,
+        });
+        e.objects += 1;
+        e.last = at;
+    }
+    if s.record_calls {
+        g.log.push(Call {
+            at,
+            holder: b.holder,
+            token: b.token,
+        });
+    }
+    (StatusCode::OK, "{}")
+}
+
+impl Hook {
+    /// Starts the hook on 127.0.0.1 (a free port); `record_calls` keeps every call.
+    pub async fn start(record_calls: bool) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            record_calls,
+            inner: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("[bench] hook server failed: {e}");
+            }
+        });
+        Ok(Self {
+            url: format!("http://{addr}/hook"),
+            shared,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls so far.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
+    /// The call log from index `from` on.
+    pub fn log_since(&self, from: usize) -> Vec<Call> {
+        let g = self.lock();
+        g.log.get(from..).map(<[Call]>::to_vec).unwrap_or_default()
+    }
+
+    /// Length of the call log.
+    pub fn log_len(&self) -> usize {
+        self.lock().log.len()
+    }
+
+    /// Progress of generation `gen_`.
+    pub fn progress(&self, gen_: u64) -> Option<GenProgress> {
+        self.lock().gens.get(&gen_).copied()
+    }
+
+    /// Forgets everything (between runs).
+    pub fn reset(&self) {
+        let mut g = self.lock();
+        *g = Inner::default();
+    }
+}

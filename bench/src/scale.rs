@@ -1,0 +1,336 @@
+//! Scenario 5: scale. N ManagerConfigs on one replica, each with one small worker (watches the
+//! one ConfigMap labelled `bench=scale`, concurrency 1, a loopback hook), default lease timings
+//! (15s/10s/2s: N/2 lease renewals per second).
+//!
+//! Measured: time from the first create to every config `Ready=True` (watch), per-config
+//! create→Ready; then, after a settle period, over a steady-state window: operator CPU seconds
+//! per minute and RSS (from /proc), the same CPU figures for kube-apiserver and etcd, the API
+//! server's request rate (`apiserver_request_total`), and the operator's
+//! `lease_renew_duration_seconds` histogram (window delta, p50/p99 interpolated in buckets) and
+//! `lease_renew_failures_total`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use crate::hook::Hook;
+use crate::util::{self, Csv, Operator, OperatorOpts, Result, f};
+
+/// Settings.
+pub struct Settings {
+    /// Number of ManagerConfigs.
+    pub configs: usize,
+    /// Seconds between "all Ready" and the steady-state window.
+    pub settle: f64,
+    /// Steady-state window in seconds.
+    pub window: f64,
+    /// kube-apiserver pid (for its CPU).
+    pub apiserver_pid: Option<u32>,
+    /// etcd pid.
+    pub etcd_pid: Option<u32>,
+}
+
+#[derive(Default)]
+struct ReadyLog {
+    ready_at: HashMap<String, Instant>,
+    lost: usize,
+    synced: bool,
+}
+
+fn apiserver_requests(m: &[util::Sample]) -> f64 {
+    util::sum_of(m, "apiserver_request_total", &[])
+}
+
+/// Runs one size; appends to `scale.csv` and `scale-ready.csv` in `out_dir`.
+pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::Path) -> Result<()> {
+    let client = util::client(&o.kubeconfig).await?;
+    let hook = Hook::start(false).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "scale-target", "labels": {"bench": "scale"}},
+        "data": {"gen": "1"}
+    }))?;
+    let _ = cms.create(&PostParams::default(), &cm).await;
+
+    let extra = vec![
+        "--disable-webhook".to_string(),
+        "--watch-namespace".into(),
+        ns.into(),
+    ];
+    let mut op = Operator::spawn(o, "bench-scale", &extra)?;
+    op.wait_ready(Duration::from_secs(60)).await?;
+    let rss_idle = util::rss_mib(op.pid).unwrap_or(f64::NAN);
+
+    let api = util::mc_api(&client, ns);
+    let log = Arc::new(Mutex::new(ReadyLog::default()));
+    let l2 = log.clone();
+    let w = watcher(api.clone(), watcher::Config::default());
+    let watch_task = tokio::spawn(async move {
+        let mut w = std::pin::pin!(w);
+        loop {
+            match w.try_next().await {
+                Ok(Some(ev)) => {
+                    let now = Instant::now();
+                    let mut g = l2.lock().unwrap_or_else(|e| e.into_inner());
+                    match ev {
+                        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
+                            let name = obj.metadata.name.clone().unwrap_or_default();
+                            let ready = util::condition_reason(&obj, "Ready", "True").is_some();
+                            if ready {
+                                g.ready_at.entry(name).or_insert(now);
+                            } else if g.ready_at.contains_key(&name)
+                                && util::condition_reason(&obj, "Ready", "False").is_some()
+                            {
+                                g.lost += 1;
+                            }
+                        }
+                        watcher::Event::InitDone => g.synced = true,
+                        _ => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("[bench] watch error (retrying): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    util::within(Duration::from_secs(30), "the watch to sync", async {
+        while !log.lock().unwrap_or_else(|e| e.into_inner()).synced {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })
+    .await?;
+
+    util::warm_up_mc(&api, ns).await?;
+    let n = s.configs;
+    let load1_start = util::loadavg().0;
+    let t0 = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let url = hook.url.clone();
+            async move {
+                let name = format!("scale-{i:05}");
+                let obj = util::dynamic(json!({
+                    "apiVersion": "manager-operator.io/v1alpha1",
+                    "kind": "ManagerConfig",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {
+                        "workers": [{
+                            "name": "w",
+                            "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": "bench=scale"},
+                            "hook": {"url": url}
+                        }]
+                    }
+                }))?;
+                let sent = Instant::now();
+                api.create(&PostParams::default(), &obj).await?;
+                Ok::<_, util::Error>((name, sent))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    let create_s = t0.elapsed().as_secs_f64();
+    let budget = Duration::from_secs(120 + n as u64 / 2);
+    let deadline = Instant::now() + budget;
+    loop {
+        let ready = log.lock().unwrap_or_else(|e| e.into_inner()).ready_at.len();
+        if ready >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("[bench] only {ready}/{n} Ready after {budget:?}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (all_ready_s, per_config, ready_count) = {
+        let g = log.lock().unwrap_or_else(|e| e.into_inner());
+        let last = g.ready_at.values().max().copied();
+        let per: Vec<(String, f64)> = created
+            .iter()
+            .map(|(name, sent)| {
+                let v = g
+                    .ready_at
+                    .get(name)
+                    .map_or(f64::NAN, |at| at.saturating_duration_since(*sent).as_secs_f64());
+                (name.clone(), v)
+            })
+            .collect();
+        let all = if g.ready_at.len() >= n {
+            last.map_or(f64::NAN, |l| l.saturating_duration_since(t0).as_secs_f64())
+        } else {
+            f64::NAN
+        };
+        (all, per, g.ready_at.len())
+    };
+    eprintln!(
+        "[bench] scale {n}: {ready_count} Ready, all after {all_ready_s:.1} s; settling {} s",
+        s.settle
+    );
+    let rss_ready = util::rss_mib(op.pid).unwrap_or(f64::NAN);
+    tokio::time::sleep(Duration::from_secs_f64(s.settle)).await;
+
+    // Steady-state window.
+    let lost_before = log.lock().unwrap_or_else(|e| e.into_inner()).lost;
+    let m0 = op.metrics().await?;
+    let a0 = util::apiserver_metrics(&client).await?;
+    let cpu0 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
+    let api0 = s.apiserver_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let etcd0 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let w0 = Instant::now();
+    let load1_window = util::loadavg().0;
+    tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
+    let cpu1 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
+    let api1 = s.apiserver_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let etcd1 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let secs = w0.elapsed().as_secs_f64();
+    let m1 = op.metrics().await?;
+    let a1 = util::apiserver_metrics(&client).await?;
+    let rss = util::rss_mib(op.pid).unwrap_or(f64::NAN);
+    let hwm = util::status_mib(op.pid, "VmHWM:").unwrap_or(f64::NAN);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", op.pid)).map_or(0, |d| d.count());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", op.pid)).map_or(0, |d| d.count());
+    let lost = log.lock().unwrap_or_else(|e| e.into_inner()).lost - lost_before;
+
+    let renew = util::delta(
+        &util::histogram(&m1, "manager_operator_lease_renew_duration_seconds", &[]),
+        &util::histogram(&m0, "manager_operator_lease_renew_duration_seconds", &[]),
+    );
+    let renew_failures = util::sum_of(&m1, "manager_operator_lease_renew_failures_total", &[])
+        - util::sum_of(&m0, "manager_operator_lease_renew_failures_total", &[]);
+    let api_rps = (apiserver_requests(&a1) - apiserver_requests(&a0)) / secs;
+    let per_min = |a: f64, b: f64| (b - a) / secs * 60.0;
+    let ready_secs: Vec<f64> = per_config.iter().map(|x| x.1).collect();
+
+    let path = out_dir.join("scale.csv");
+    let header = [
+        "configs",
+        "ready",
+        "create_s",
+        "all_ready_s",
+        "ready_p50_s",
+        "ready_p99_s",
+        "rss_idle_mib",
+        "rss_ready_mib",
+        "rss_mib",
+        "rss_hwm_mib",
+        "cpu_s_per_min",
+        "apiserver_cpu_s_per_min",
+        "etcd_cpu_s_per_min",
+        "apiserver_rps",
+        "renews_per_s",
+        "renew_p50_ms",
+        "renew_p99_ms",
+        "renew_failures",
+        "ready_lost_in_window",
+        "threads",
+        "fds",
+        "hook_calls",
+        "window_s",
+        "load1_start",
+        "load1_window",
+    ];
+    // One row per size; sizes run in separate clusters and processes, so keep earlier rows.
+    let mut csv = Csv::new(&path, &header);
+    if let Ok(rows) = util::read_csv(&path) {
+        for r in rows {
+            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
+                csv.row(&header.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+            }
+        }
+    }
+    csv.row(&[
+        n.to_string(),
+        ready_count.to_string(),
+        f(create_s),
+        f(all_ready_s),
+        f(util::median(&ready_secs)),
+        f(util::percentile(&ready_secs, 99.0)),
+        f(rss_idle),
+        f(rss_ready),
+        f(rss),
+        f(hwm),
+        f(per_min(cpu0, cpu1)),
+        f(per_min(api0, api1)),
+        f(per_min(etcd0, etcd1)),
+        f(api_rps),
+        f(util::hist_count(&renew) / secs),
+        f(util::hist_quantile(0.5, &renew) * 1000.0),
+        f(util::hist_quantile(0.99, &renew) * 1000.0),
+        f(renew_failures),
+        lost.to_string(),
+        threads.to_string(),
+        fds.to_string(),
+        hook.calls().to_string(),
+        f(secs),
+        f(load1_start),
+        f(load1_window),
+    ]);
+    csv.save()?;
+
+    // What the API server spent its requests on during the window, by resource and verb.
+    let bpath = out_dir.join("scale-apiserver-requests.csv");
+    let bheader = ["configs", "resource", "verb", "per_s"];
+    let mut bcsv = Csv::new(&bpath, &bheader);
+    if let Ok(rows) = util::read_csv(&bpath) {
+        for r in rows {
+            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
+                bcsv.row(&bheader.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+            }
+        }
+    }
+    let mut by: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    for (sign, samples) in [(1.0, &a1), (-1.0, &a0)] {
+        for x in samples.iter().filter(|x| x.name == "apiserver_request_total") {
+            let key = (
+                x.labels.get("resource").cloned().unwrap_or_default(),
+                x.labels.get("verb").cloned().unwrap_or_default(),
+            );
+            *by.entry(key).or_default() += sign * x.value;
+        }
+    }
+    let mut by: Vec<_> = by.into_iter().filter(|(_, v)| *v > 0.0).collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for ((resource, verb), v) in by.iter().take(12) {
+        let resource = if resource.is_empty() { "(non-resource)" } else { resource.as_str() };
+        bcsv.row(&[n.to_string(), resource.to_string(), verb.clone(), f(v / secs)]);
+    }
+    bcsv.save()?;
+
+    let rpath = out_dir.join("scale-ready.csv");
+    let rheader = ["configs", "name", "create_to_ready_s"];
+    let mut rcsv = Csv::new(&rpath, &rheader);
+    if let Ok(rows) = util::read_csv(&rpath) {
+        for r in rows {
+            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
+                rcsv.row(&rheader.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+            }
+        }
+    }
+    for (name, v) in &per_config {
+        rcsv.row(&[n.to_string(), name.clone(), f(*v)]);
+    }
+    rcsv.save()?;
+    eprintln!(
+        "[bench] scale {n}: RSS {rss:.1} MiB, CPU {:.2} s/min, API server {:.2} s/min at {api_rps:.0} req/s, renew p99 {:.1} ms",
+        per_min(cpu0, cpu1),
+        per_min(api0, api1),
+        util::hist_quantile(0.99, &renew) * 1000.0
+    );
+    watch_task.abort();
+    // No cleanup of the configs: the cluster is thrown away; SIGKILL spares a long graceful stop.
+    let _ = op.signal(libc::SIGKILL);
+    op.wait_exit(Duration::from_secs(10)).await;
+    Ok(())
+}

@@ -1,0 +1,610 @@
+//! Shared helpers: errors, statistics, CSV, /proc sampling, Prometheus text parsing, the
+//! Kubernetes client, and operator processes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DynamicObject};
+use tokio::process::{Child, Command};
+
+/// The harness's error type: a message is all a benchmark run needs.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// Result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Returns an error with this message.
+pub fn fail<T>(msg: impl Into<String>) -> Result<T> {
+    Err(msg.into().into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/// Nearest-rank percentile (p in 0..=100) of unsorted samples; NaN when empty.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Median (nearest rank).
+pub fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 50.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// A CSV file written row by row (values never contain commas or quotes here).
+pub struct Csv {
+    text: String,
+    path: PathBuf,
+}
+
+impl Csv {
+    /// A new file with this header.
+    pub fn new(path: impl Into<PathBuf>, header: &[&str]) -> Self {
+        Self {
+            text: format!("{}\n", header.join(",")),
+            path: path.into(),
+        }
+    }
+
+    /// Appends one row.
+    pub fn row(&mut self, values: &[String]) {
+        let _ = writeln!(self.text, "{}", values.join(","));
+    }
+
+    /// Writes the file (atomically: tmp + rename).
+    pub fn save(&self) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("csv.tmp");
+        std::fs::write(&tmp, &self.text)?;
+        std::fs::rename(&tmp, &self.path)?;
+        eprintln!("[bench] wrote {}", self.path.display());
+        Ok(())
+    }
+}
+
+/// Formats a float for CSV (NaN stays NaN).
+pub fn f(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.3}")
+    } else {
+        "NaN".into()
+    }
+}
+
+/// Milliseconds of a duration, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Reads a CSV file into rows of column → value.
+pub fn read_csv(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<String> = match lines.next() {
+        Some(h) => h.split(',').map(str::to_string).collect(),
+        None => return Ok(Vec::new()),
+    };
+    Ok(lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(str::to_string))
+                .collect()
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/// Clock ticks per second of /proc/PID/stat.
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// User + system CPU seconds consumed by `pid` so far (children not included).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15 (1-based).
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clk_tck())
+}
+
+/// A `kB` field of /proc/PID/status (VmRSS, VmHWM), in MiB.
+pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resident set size of `pid` in MiB.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn loadavg() -> (f64, f64, f64) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (
+        v.first().copied().unwrap_or(f64::NAN),
+        v.get(1).copied().unwrap_or(f64::NAN),
+        v.get(2).copied().unwrap_or(f64::NAN),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus text
+
+/// One sample line: name, labels, value.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses the samples of a Prometheus text exposition (comments skipped).
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = match line.rfind('}') {
+            Some(i) => (&line[..=i], line[i + 1..].trim()),
+            None => match line.split_once(' ') {
+                Some((h, v)) => (h, v.trim()),
+                None => continue,
+            },
+        };
+        let value = value.split_whitespace().next().unwrap_or("");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => match v.parse() {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+            None => (head.to_string(), BTreeMap::new()),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        let after = &rest[eq + 1..];
+        if !after.starts_with('"') {
+            break;
+        }
+        let mut val = String::new();
+        let mut chars = after[1..].char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        val.push(match n {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = i + 2;
+                    break;
+                }
+                c => val.push(c),
+            }
+        }
+        out.insert(key, val);
+        rest = &after[end.min(after.len())..];
+    }
+    out
+}
+
+/// Sum of the samples named `name` whose labels include every pair of `filter`.
+pub fn sum_of(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && matches(s, filter))
+        .map(|s| s.value)
+        .sum()
+}
+
+fn matches(s: &Sample, filter: &[(&str, &str)]) -> bool {
+    filter
+        .iter()
+        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+}
+
+/// A cumulative histogram: (upper bound, cumulative count), sorted, summed over series.
+pub type Buckets = Vec<(f64, f64)>;
+
+/// The `NAME_bucket` series of a histogram, summed over all series matching `filter`.
+pub fn histogram(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Buckets {
+    let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    let bucket = format!("{name}_bucket");
+    for s in samples
+        .iter()
+        .filter(|s| s.name == bucket && matches(s, filter))
+    {
+        let le: f64 = match s.labels.get("le").map(String::as_str) {
+            Some("+Inf") => f64::INFINITY,
+            Some(v) => match v.parse() {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            None => continue,
+        };
+        let e = by_le.entry(le.to_bits()).or_insert((le, 0.0));
+        e.1 += s.value;
+    }
+    let mut v: Vec<(f64, f64)> = by_le.into_values().collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// `after - before`, bucket by bucket (same bucket layout assumed; missing = 0).
+pub fn delta(after: &Buckets, before: &Buckets) -> Buckets {
+    after
+        .iter()
+        .map(|(le, c)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l.to_bits() == le.to_bits())
+                .map_or(0.0, |x| x.1);
+            (*le, c - b)
+        })
+        .collect()
+}
+
+/// Total count of a cumulative histogram.
+pub fn hist_count(b: &Buckets) -> f64 {
+    b.last().map_or(0.0, |x| x.1)
+}
+
+/// Prometheus' `histogram_quantile`: linear interpolation inside the bucket holding the rank
+/// (the lowest bucket starts at 0; a rank in +Inf returns the highest finite bound).
+pub fn hist_quantile(q: f64, b: &Buckets) -> f64 {
+    let total = hist_count(b);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut prev_le = 0.0;
+    let mut prev_c = 0.0;
+    for (le, c) in b {
+        if *c >= rank {
+            if le.is_infinite() {
+                return prev_le;
+            }
+            let in_bucket = c - prev_c;
+            if in_bucket <= 0.0 {
+                return *le;
+            }
+            return prev_le + (le - prev_le) * (rank - prev_c) / in_bucket;
+        }
+        prev_le = *le;
+        prev_c = *c;
+    }
+    prev_le
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes
+
+/// A client for the kubeconfig at `path`.
+pub async fn client(path: &Path) -> Result<kube::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = kube::config::Kubeconfig::read_from(path)?;
+    let cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// The ManagerConfig resource (used as a dynamic object: the harness does not link the
+/// operator's crate).
+pub fn mc_resource() -> ApiResource {
+    ApiResource {
+        group: "manager-operator.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "manager-operator.io/v1alpha1".into(),
+        kind: "ManagerConfig".into(),
+        plural: "managerconfigs".into(),
+    }
+}
+
+/// ManagerConfigs of `ns`.
+pub fn mc_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &mc_resource())
+}
+
+/// A DynamicObject from JSON.
+pub fn dynamic(v: serde_json::Value) -> Result<DynamicObject> {
+    Ok(serde_json::from_value(v)?)
+}
+
+/// The `reason` of condition `type_` when its status is `status`.
+pub fn condition_reason(obj: &DynamicObject, type_: &str, status: &str) -> Option<String> {
+    let conds = obj.data.get("status")?.get("conditions")?.as_array()?;
+    conds.iter().find_map(|c| {
+        (c.get("type")?.as_str()? == type_ && c.get("status")?.as_str()? == status)
+            .then(|| c.get("reason").and_then(|r| r.as_str()).unwrap_or("").to_string())
+    })
+}
+
+/// Deletes a ManagerConfig and waits until it is gone (the operator removes its finalizer).
+pub async fn delete_mc_and_wait(api: &Api<DynamicObject>, name: &str, within: Duration) -> Result<()> {
+    let _ = api.delete(name, &Default::default()).await;
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if api.get_opt(name).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fail(format!("ManagerConfig {name} still exists after {within:?}"))
+}
+
+/// The first writes of a new custom resource are slow (the API server builds its handler, CEL
+/// programs and storage on first use, ~2 s here): warm that path up with dry-run creates, which
+/// reach the same code without storing anything.
+pub async fn warm_up_mc(api: &Api<DynamicObject>, ns: &str) -> Result<()> {
+    for i in 0..3 {
+        let warm = dynamic(serde_json::json!({
+            "apiVersion": "manager-operator.io/v1alpha1",
+            "kind": "ManagerConfig",
+            "metadata": {"name": format!("warmup-{i}"), "namespace": ns},
+            "spec": {"workers": [{
+                "name": "w",
+                "watch": {"apiVersion": "v1", "kind": "ConfigMap"},
+                "hook": {"url": "http://127.0.0.1:9/hook"}
+            }]}
+        }))?;
+        let pp = kube::api::PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        api.create(&pp, &warm).await?;
+        eprintln!("[bench] warm-up dry-run create {i}: {:.0} ms", ms(t.elapsed()));
+    }
+    Ok(())
+}
+
+/// The API server's /metrics.
+pub async fn apiserver_metrics(client: &kube::Client) -> Result<Vec<Sample>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    Ok(parse_prometheus(&text))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A free TCP port on 127.0.0.1 (bound and released; a tiny race, retried by callers' checks).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    // SAFETY: kill(2) on a pid we spawned.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        fail(format!(
+            "kill({pid}, {sig}): {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+/// Makes the child die with the harness (SIGKILL when the parent goes away).
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Plain HTTP client for probes and metrics.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// What every operator process gets.
+#[derive(Clone, Debug)]
+pub struct OperatorOpts {
+    /// The operator binary.
+    pub bin: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Directory for logs.
+    pub log_dir: PathBuf,
+}
+
+/// A running `manager-operator run` process.
+pub struct Operator {
+    child: Child,
+    /// Its pid.
+    pub pid: u32,
+    /// Its Lease identity.
+    pub identity: String,
+    /// `/metrics` address.
+    pub metrics: SocketAddr,
+    /// `/readyz` address.
+    pub health: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Operator {
+    /// Starts `manager-operator run --identity IDENTITY ...EXTRA` (loopback hooks allowed,
+    /// JSON logs appended to LOG_DIR/operator-IDENTITY.log).
+    pub fn spawn(o: &OperatorOpts, identity: &str, extra: &[String]) -> Result<Self> {
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let health: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        std::fs::create_dir_all(&o.log_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(o.log_dir.join(format!("operator-{identity}.log")))?;
+        let mut cmd = Command::new(&o.bin);
+        cmd.arg("run")
+            .arg("--identity")
+            .arg(identity)
+            .arg("--kubeconfig")
+            .arg(&o.kubeconfig)
+            .arg("--metrics-bind-address")
+            .arg(metrics.to_string())
+            .arg("--health-probe-bind-address")
+            .arg(health.to_string())
+            .arg("--hook-allow-loopback")
+            .arg("--log-format")
+            .arg("json")
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn()?;
+        let pid = child.id().ok_or("operator exited at once")?;
+        Ok(Self {
+            child,
+            pid,
+            identity: identity.to_string(),
+            metrics,
+            health,
+            http: http(),
+        })
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let until = Instant::now() + within;
+        let url = format!("http://{}/readyz", self.health);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return fail(format!(
+                    "operator {} exited while starting: {status}",
+                    self.identity
+                ));
+            }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fail(format!(
+            "operator {} not ready within {within:?}",
+            self.identity
+        ))
+    }
+
+    /// Its `/metrics`, parsed.
+    pub async fn metrics(&self) -> Result<Vec<Sample>> {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(parse_prometheus(&text))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        signal(self.pid, sig)
+    }
+
+    /// Waits for the process to exit; SIGKILL after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Duration {
+        let t = Instant::now();
+        if tokio::time::timeout(within, self.child.wait()).await.is_err() {
+            eprintln!(
+                "[bench] operator {} did not exit within {within:?}; killing it",
+                self.identity
+            );
+            let _ = self.child.kill().await;
+        }
+        t.elapsed()
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 30 s).
+    pub async fn stop(mut self) {
+        let _ = self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(30)).await;
+    }
+}
+
+/// Runs a future with a deadline, turning a timeout into an error naming `what`.
+pub async fn within<T>(
+    d: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(d, fut).await {
+        Ok(r) => r,
+        Err(_) => fail(format!("timed out after {d:?}: {what}")),
+    }
+}
