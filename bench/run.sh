@@ -9,12 +9,14 @@
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
 #                    scale dispatch); the report is rendered from every CSV present
 #   BENCH_PROFILE    1 (default) records perf profiles of the operator (admission at 64
-#                    concurrent, dispatch at concurrency 8) when `perf` is installed
+#                    concurrent, scale's steady state at the largest size, dispatch at
+#                    concurrency 8) when `perf` is installed
 #   BENCH_SCALE_SIZES  override the scale sizes (e.g. "1000")
 #   BENCH_NOTE       free text recorded with the machine description (e.g. "shared machine")
 #   BENCH_RESULTS    CSV directory (default bench/results); BENCH_REPORT report path
 #                    (default docs/benchmarks.md); BENCH_KEEP_WORK=1 keeps logs and perf data;
-#                    BENCH_SKIP_BUILD=1 uses the release binaries already in the target directory
+#                    BENCH_SKIP_BUILD=1 uses the release binaries already in the target directory;
+#                    BENCH_OPERATOR_BIN another operator binary (A/B comparisons)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -60,7 +62,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   "$CARGO" build --release --manifest-path "$ROOT/Cargo.toml" --bin manager-operator
   "$CARGO" build --release --manifest-path "$HERE/Cargo.toml"
 fi
-OPERATOR="$CARGO_TARGET_DIR/release/manager-operator"
+OPERATOR="${BENCH_OPERATOR_BIN:-$CARGO_TARGET_DIR/release/manager-operator}"
 BENCH="$CARGO_TARGET_DIR/release/mo-bench"
 
 MO_BIN_DIR="$("$ROOT/e2e/tools.sh" bindir)"
@@ -130,7 +132,7 @@ outputs() {
   handoff) echo failover-graceful.csv ;;
   surfacing) echo surfacing.csv ;;
   admission) echo admission-direct.csv admission-apiserver.csv profile-admission.csv profile-admission-groups.csv ;;
-  scale) echo scale.csv scale-ready.csv scale-apiserver-requests.csv ;;
+  scale) echo scale.csv scale-ready.csv scale-apiserver-requests.csv profile-scale.csv profile-scale-groups.csv ;;
   dispatch) echo dispatch.csv profile-dispatch.csv profile-dispatch-groups.csv ;;
   *) return 1 ;;
   esac
@@ -195,14 +197,20 @@ run_admission() {
 }
 
 run_scale() {
-  local n
+  local n largest="" perf_args=()
+  for n in $SCALE_SIZES; do largest="$n"; done
   for n in $SCALE_SIZES; do
     cluster_up "scale-$n"
     mapfile -t args < <(common "scale-$n")
+    perf_args=()
+    if [[ "$n" == "$largest" ]] && want_perf; then perf_args=(--perf-out "$WORK/perf-scale.data"); fi
     "$BENCH" scale "${args[@]}" --configs "$n" --settle "$SCALE_SETTLE" --window "$SCALE_WINDOW" \
-      --apiserver-pid "$(pid_of APISERVER_PID)" --etcd-pid "$(pid_of ETCD_PID)"
+      --apiserver-pid "$(pid_of APISERVER_PID)" --etcd-pid "$(pid_of ETCD_PID)" "${perf_args[@]}"
     cluster_down
   done
+  if [[ -s "$WORK/perf-scale.data" ]]; then
+    perf_to_csv "$WORK/perf-scale.data" scale
+  fi
 }
 
 want_perf() { [[ "$PROFILE" == 1 ]] && command -v perf >/dev/null 2>&1; }
@@ -213,7 +221,7 @@ perf_to_csv() {
   local data="$1" out="$RESULTS/profile-$2.csv" groups="$RESULTS/profile-$2-groups.csv"
   local samples
   samples="$(perf report -i "$data" --stdio --no-children --sort dso 2>/dev/null |
-    sed -n 's/^# Samples: \([^ ]*\) of event.*/\1/p' | head -n 1)"
+    sed -n 's/^# Samples: *\([^ ]*\) *of event.*/\1/p' | head -n 1)"
   perf report -i "$data" --stdio --no-children --sort dso,sym --percent-limit 0.05 2>/dev/null |
     awk 'BEGIN { print "percent,dso,symbol" }
       /^ *[0-9.]+%/ {
@@ -224,15 +232,15 @@ perf_to_csv() {
         print p "," dso "," sym
       }' >"$out"
   awk -F, 'NR > 1 {
-      s = $3; d = $2; g = "other (operator code, std)"
-      if (d ~ /kernel/) g = "kernel (syscalls: network, futex, scheduling)"
-      else if (s ~ /ring|rustls|aws_lc|sha|aes|chacha|gcm|x25519|p256|bn_mul|fiat/) g = "TLS and crypto (rustls, ring)"
+      s = $3; d = $2; g = "other (operator code; std)"
+      if (d ~ /kernel/) g = "kernel (syscalls; network; futex; scheduling)"
+      else if (s ~ /ring|rustls|aws_lc|sha|aes|chacha|gcm|x25519|p256|bn_mul|fiat/) g = "TLS and crypto (rustls; ring)"
       else if (s ~ /serde_json|serde::|serde_core|serde_path_to_error|serde_ignored|ryu|itoa|from_utf8/) g = "JSON decoding and encoding (serde)"
-      else if (s ~ /manager_operator::validation|url::|GoDuration/) g = "validation (operator rules, URL parsing)"
-      else if (s ~ /malloc|free|realloc|calloc|memcpy|memmove|memset|cfree|_int_|alloc::/) g = "memory (allocation, copies)"
-      else if (s ~ /hyper|h2::|http::|httparse|reqwest|tower|axum|bytes::/) g = "HTTP (hyper, axum, reqwest)"
-      else if (s ~ /kube|k8s_openapi/) g = "kube-rs (watcher, reflector, controller)"
-      else if (s ~ /tokio|futures|mio|parking_lot|crossbeam/) g = "async runtime (tokio, futures)"
+      else if (s ~ /manager_operator::validation|url::|GoDuration/) g = "validation (operator rules; URL parsing)"
+      else if (s ~ /malloc|free|realloc|calloc|memcpy|memmove|memset|cfree|_int_|alloc::/) g = "memory (malloc; free; copies)"
+      else if (s ~ /hyper|h2::|http::|httparse|reqwest|tower|axum|bytes::/) g = "HTTP (hyper; axum; reqwest)"
+      else if (s ~ /kube|k8s_openapi/) g = "kube-rs (watcher; reflector; controller)"
+      else if (s ~ /tokio|futures|mio|parking_lot|crossbeam/) g = "async runtime (tokio; futures)"
       else if (s ~ /prometheus/) g = "prometheus"
       else if (s ~ /tracing/) g = "tracing"
       else if (s ~ /hashbrown|Hash|sip|fxhash/) g = "hashing and maps"

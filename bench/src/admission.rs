@@ -243,7 +243,11 @@ pub async fn run(
 
     // Both reviews answer as intended before anything is measured.
     let valid = review(&manager_config("bench-valid", ns, true), ns, "uid-valid");
-    let invalid = review(&manager_config("bench-invalid", ns, false), ns, "uid-invalid");
+    let invalid = review(
+        &manager_config("bench-invalid", ns, false),
+        ns,
+        "uid-invalid",
+    );
     for (body, want) in [(&valid, true), (&invalid, false)] {
         let b = bytes::Bytes::from(serde_json::to_vec(body)?);
         let answer = post(&http, &url, &b).await?;
@@ -316,7 +320,8 @@ pub async fn run(
             )
             .await;
             let server_cpu = util::cpu_seconds(op.pid).unwrap_or(f64::NAN) - server_cpu0;
-            let client_cpu = util::cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - client_cpu0;
+            let client_cpu =
+                util::cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - client_cpu0;
             if let Some(mut p) = perf {
                 if let Some(ppid) = p.id() {
                     let _ = util::signal(ppid, libc::SIGINT);
@@ -399,7 +404,14 @@ pub async fn run(
     let after = util::apiserver_metrics(&client).await?;
     let mut raw = Csv::new(
         out_dir.join("admission-apiserver.csv"),
-        &["rejected", "le_s", "count", "objects", "kubectl_parallel", "kubectl_seconds"],
+        &[
+            "rejected",
+            "le_s",
+            "count",
+            "objects",
+            "kubectl_parallel",
+            "kubectl_seconds",
+        ],
     );
     for rejected in ["false", "true"] {
         let filter = [("rejected", rejected), ("type", "validating")];
@@ -410,7 +422,11 @@ pub async fn run(
         for (le, c) in &d {
             raw.row(&[
                 rejected.into(),
-                if le.is_infinite() { "+Inf".into() } else { le.to_string() },
+                if le.is_infinite() {
+                    "+Inf".into()
+                } else {
+                    le.to_string()
+                },
                 f(*c),
                 (per * s.kubectl_parallel.max(1)).to_string(),
                 s.kubectl_parallel.to_string(),

@@ -47,7 +47,11 @@ const SELECTOR: &str = "bench=dispatch";
 const WRITERS: usize = 32;
 
 async fn create_objects(api: &Api<ConfigMap>, n: usize) -> Result<f64> {
-    let existing = api.list(&ListParams::default().labels(SELECTOR)).await?.items.len();
+    let existing = api
+        .list(&ListParams::default().labels(SELECTOR))
+        .await?
+        .items
+        .len();
     let t = Instant::now();
     futures::stream::iter(existing..n)
         .map(|i| {
@@ -57,7 +61,7 @@ async fn create_objects(api: &Api<ConfigMap>, n: usize) -> Result<f64> {
                     "metadata": {"name": format!("obj-{i:06}"), "labels": {"bench": "dispatch"}},
                     "data": {"gen": "1", "payload": "x".repeat(100)}
                 }))?;
-                api.create(&PostParams::default(), &cm).await?;
+                util::create_idempotent(&api, &cm).await?;
                 Ok::<_, util::Error>(())
             }
         })
@@ -75,8 +79,12 @@ async fn bump(api: &Api<ConfigMap>, n: usize, g: u64) -> Result<(Instant, Instan
             let api = api.clone();
             async move {
                 let p = json!({"data": {"gen": g.to_string()}});
-                api.patch(&format!("obj-{i:06}"), &PatchParams::default(), &Patch::Merge(&p))
-                    .await?;
+                api.patch(
+                    &format!("obj-{i:06}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(&p),
+                )
+                .await?;
                 Ok::<_, util::Error>(())
             }
         })
@@ -86,7 +94,12 @@ async fn bump(api: &Api<ConfigMap>, n: usize, g: u64) -> Result<(Instant, Instan
     Ok((t, Instant::now()))
 }
 
-async fn wait_gen(hook: &Hook, g: u64, n: usize, within: Duration) -> Result<crate::hook::GenProgress> {
+async fn wait_gen(
+    hook: &Hook,
+    g: u64,
+    n: usize,
+    within: Duration,
+) -> Result<crate::hook::GenProgress> {
     let until = Instant::now() + within;
     loop {
         if let Some(p) = hook.progress(g)
@@ -96,7 +109,9 @@ async fn wait_gen(hook: &Hook, g: u64, n: usize, within: Duration) -> Result<cra
         }
         if Instant::now() > until {
             let got = hook.progress(g).map_or(0, |p| p.objects);
-            return fail(format!("only {got}/{n} objects delivered at generation {g} within {within:?}"));
+            return fail(format!(
+                "only {got}/{n} objects delivered at generation {g} within {within:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -174,7 +189,14 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
                     cmd.arg("bare-controller")
                         .arg("--kubeconfig")
                         .arg(&o.kubeconfig)
-                        .args(["--namespace", ns, "--selector", SELECTOR, "--hook", &hook.url])
+                        .args([
+                            "--namespace",
+                            ns,
+                            "--selector",
+                            SELECTOR,
+                            "--hook",
+                            &hook.url,
+                        ])
                         .arg("--concurrency")
                         .arg(c.to_string())
                         .stdin(Stdio::piped())
@@ -186,12 +208,16 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
                     let pid = child.id().ok_or("bare controller exited")?;
                     let out = child.stdout.take().ok_or("no stdout")?;
                     let mut lines = BufReader::new(out).lines();
-                    util::within(Duration::from_secs(30), "the bare controller to start", async {
-                        match lines.next_line().await? {
-                            Some(l) if l.trim() == "ready" => Ok(()),
-                            other => fail(format!("bare controller said {other:?}")),
-                        }
-                    })
+                    util::within(
+                        Duration::from_secs(30),
+                        "the bare controller to start",
+                        async {
+                            match lines.next_line().await? {
+                                Some(l) if l.trim() == "ready" => Ok(()),
+                                other => fail(format!("bare controller said {other:?}")),
+                            }
+                        },
+                    )
                     .await?;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     Proc::Bare(child, pid)
@@ -246,7 +272,10 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             }
             let budget = Duration::from_secs(120 + (n as u64) / 20);
             let init = wait_gen(&hook, g, n, budget).await?;
-            let initial_s = init.last.saturating_duration_since(init.first).as_secs_f64();
+            let initial_s = init
+                .last
+                .saturating_duration_since(init.first)
+                .as_secs_f64();
             let from_start = init.last.saturating_duration_since(t_start).as_secs_f64();
             tokio::time::sleep(Duration::from_secs(2)).await;
             let rss_synced = util::rss_mib(pid).unwrap_or(f64::NAN);
@@ -301,7 +330,10 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
                 }
                 Proc::Bare(mut child, pid) => {
                     let _ = util::signal(pid, libc::SIGTERM);
-                    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                        .await
+                        .is_err()
+                    {
                         let _ = child.kill().await;
                     }
                 }

@@ -68,11 +68,7 @@ async fn wait_candidate(op: &Operator, within_: Duration) -> Result<()> {
     let until = Instant::now() + within_;
     while Instant::now() < until {
         if let Ok(m) = op.metrics().await
-            && util::sum_of(
-                &m,
-                "manager_operator_managers",
-                &[("state", "candidate")],
-            ) >= 1.0
+            && util::sum_of(&m, "manager_operator_managers", &[("state", "candidate")]) >= 1.0
         {
             return Ok(());
         }
@@ -151,9 +147,14 @@ pub async fn run(
             match lw.try_next().await {
                 Ok(Some(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
                     let spec = l.spec.unwrap_or_default();
-                    let key = (spec.holder_identity, spec.renew_time.map(|t| format!("{:?}", t.0)));
+                    let key = (
+                        spec.holder_identity,
+                        spec.renew_time.map(|t| format!("{:?}", t.0)),
+                    );
                     if last.as_ref() != Some(&key) {
-                        r2.lock().unwrap_or_else(|e| e.into_inner()).push(Instant::now());
+                        r2.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(Instant::now());
                         last = Some(key);
                     }
                 }
@@ -237,18 +238,22 @@ pub async fn run(
             victim_op.wait_exit(Duration::from_secs(40)).await;
             Instant::now()
         };
-        let first_fut = within(Duration::from_secs(60), "the new leader's first hook call", async {
-            loop {
-                if let Some(c) = hook
-                    .log_since(mark)
-                    .into_iter()
-                    .find(|c| c.holder == new_holder)
-                {
-                    return Ok(c);
+        let first_fut = within(
+            Duration::from_secs(60),
+            "the new leader's first hook call",
+            async {
+                loop {
+                    if let Some(c) = hook
+                        .log_since(mark)
+                        .into_iter()
+                        .find(|c| c.holder == new_holder)
+                    {
+                        return Ok(c);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
+            },
+        );
         let (first, exited_at) = tokio::join!(first_fut, exit_fut);
         let first = first?;
         let latency = first.at.saturating_duration_since(t0);
@@ -257,8 +262,10 @@ pub async fn run(
         // (that renewal + leaseDuration) the new leader's first call came (crash only).
         let since_renewal = last_renewal.map_or(f64::NAN, |at| ms(t0 - at));
         let beyond_expiry = match (mode, last_renewal) {
-            (Mode::Crash, Some(at)) => ms(first.at.saturating_duration_since(at + LEASE_DURATION))
-                - ms((at + LEASE_DURATION).saturating_duration_since(first.at)),
+            (Mode::Crash, Some(at)) => {
+                ms(first.at.saturating_duration_since(at + LEASE_DURATION))
+                    - ms((at + LEASE_DURATION).saturating_duration_since(first.at))
+            }
             _ => f64::NAN,
         };
         eprintln!(

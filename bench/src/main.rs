@@ -122,6 +122,9 @@ enum Cmd {
         apiserver_pid: Option<u32>,
         #[arg(long)]
         etcd_pid: Option<u32>,
+        /// `perf record` the operator over the steady-state window into this file.
+        #[arg(long)]
+        perf_out: Option<PathBuf>,
     },
     /// Scenario 6: dispatch throughput (operator and bare controller).
     Dispatch {
@@ -234,6 +237,7 @@ async fn main_() -> util::Result<()> {
             window,
             apiserver_pid,
             etcd_pid,
+            perf_out,
         } => {
             let s = scale::Settings {
                 configs,
@@ -241,6 +245,7 @@ async fn main_() -> util::Result<()> {
                 window,
                 apiserver_pid,
                 etcd_pid,
+                perf_out,
             };
             scale::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
         }

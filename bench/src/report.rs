@@ -38,7 +38,10 @@ pub fn machine(out: &Path, set: &[String]) -> Result<()> {
         }
     }
     let (l1, l5, l15) = util::loadavg();
-    csv.row(&["loadavg_at_start".into(), format!("{l1:.2} {l5:.2} {l15:.2}")]);
+    csv.row(&[
+        "loadavg_at_start".into(),
+        format!("{l1:.2} {l5:.2} {l15:.2}"),
+    ]);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     csv.row(&["kernel".into(), clean(&kernel)]);
     for kv in set {
@@ -94,7 +97,14 @@ struct Summary {
 }
 
 impl Summary {
-    fn add(&mut self, scenario: &str, metric: &str, target: &str, measured: String, ok: Option<bool>) {
+    fn add(
+        &mut self,
+        scenario: &str,
+        metric: &str,
+        target: &str,
+        measured: String,
+        ok: Option<bool>,
+    ) {
         self.rows.push([
             scenario.into(),
             metric.into(),
@@ -118,21 +128,26 @@ fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     out.push('\n');
 }
 
-fn failover_section(
-    out: &mut String,
-    sum: &mut Summary,
-    rows: Option<Vec<Row>>,
-    graceful: bool,
-) {
+fn failover_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>, graceful: bool) {
     let (title, file, target_ms) = if graceful {
-        ("2. Graceful handoff (SIGTERM, `releaseOnCancel: true`)", "failover-graceful.csv", 300.0)
+        (
+            "2. Graceful handoff (SIGTERM, `releaseOnCancel: true`)",
+            "failover-graceful.csv",
+            300.0,
+        )
     } else {
         ("1. Crash failover (kill -9)", "failover-crash.csv", 3500.0)
     };
     let _ = writeln!(out, "### {title}\n");
     let Some(rows) = rows else {
         let _ = writeln!(out, "Not run (no `bench/results/{file}`).\n");
-        sum.add(title, "p95 kill → first hook call", if graceful { "≤ 300 ms" } else { "≤ 3.5 s" }, "—".into(), None);
+        sum.add(
+            title,
+            "p95 kill → first hook call",
+            if graceful { "≤ 300 ms" } else { "≤ 3.5 s" },
+            "—".into(),
+            None,
+        );
         return;
     };
     let lat = col(&rows, "latency_ms");
@@ -158,16 +173,33 @@ fn failover_section(
         fmt(percentile(&lat, 99.0), 0),
         fmt(percentile(&lat, 100.0), 0),
         fmt(p95 / lease, 2),
-        if graceful { "≤ 300 ms".into() } else { format!("≤ {} ms", fmt(lease + 500.0, 0)) },
+        if graceful {
+            "≤ 300 ms".into()
+        } else {
+            format!("≤ {} ms", fmt(lease + 500.0, 0))
+        },
         verdict(le(p95, target_ms)).into(),
     ]];
     let mut header = vec![
-        "trials", "min ms", "median ms", "p95 ms", "p99 ms", "max ms", "p95 / leaseDuration",
-        "target (p95)", "verdict",
+        "trials",
+        "min ms",
+        "median ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "p95 / leaseDuration",
+        "target (p95)",
+        "verdict",
     ];
     if graceful {
         header.push("median SIGTERM → old leader exited ms");
         t[0].push(fmt(median(&victim_exit), 0));
+    } else {
+        // The physical part and the overhead: the harness watches the Lease itself.
+        header.push("median signal − last renewal seen ms");
+        t[0].push(fmt(median(&col(&rows, "since_last_renewal_ms")), 0));
+        header.push("median first call − (last renewal + leaseDuration) ms");
+        t[0].push(fmt(median(&col(&rows, "beyond_expiry_ms")), 0));
     }
     table(out, &header, &t);
     if rows.len() < 20 {
@@ -179,8 +211,16 @@ fn failover_section(
     sum.add(
         title,
         "p95 signal → first hook call by the new leader",
-        if graceful { "≤ 300 ms" } else { "≤ leaseDuration + 0.5 s = 3.5 s" },
-        format!("{} ms ({} × leaseDuration)", fmt(p95, 0), fmt(p95 / lease, 2)),
+        if graceful {
+            "≤ 300 ms"
+        } else {
+            "≤ leaseDuration + 0.5 s = 3.5 s"
+        },
+        format!(
+            "{} ms ({} × leaseDuration)",
+            fmt(p95, 0),
+            fmt(p95 / lease, 2)
+        ),
         le(p95, target_ms),
     );
 }
@@ -190,7 +230,13 @@ fn surfacing_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>
     let Some(rows) = rows else {
         let _ = writeln!(out, "Not run (no `bench/results/surfacing.csv`).\n");
         for r in ["InvalidSpec", "LeaseNamespaceNotFound"] {
-            sum.add("3. Startup error surfacing", &format!("p99 create → Ready=False {r}"), "≤ 1 s", "—".into(), None);
+            sum.add(
+                "3. Startup error surfacing",
+                &format!("p99 create → Ready=False {r}"),
+                "≤ 1 s",
+                "—".into(),
+                None,
+            );
         }
         return;
     };
@@ -215,7 +261,11 @@ fn surfacing_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>
         let lat = col(&rs, "latency_ms");
         let after = col(&rs, "latency_after_create_ms");
         let timeouts = lat.iter().filter(|x| !x.is_finite()).count();
-        let p99 = if timeouts > 0 { f64::INFINITY } else { percentile(&lat, 99.0) };
+        let p99 = if timeouts > 0 {
+            f64::INFINITY
+        } else {
+            percentile(&lat, 99.0)
+        };
         t.push(vec![
             format!("`{reason}`"),
             rs.len().to_string(),
@@ -226,21 +276,43 @@ fn surfacing_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>
             fmt(percentile(&lat, 100.0), 0),
             fmt(median(&after), 0),
             "≤ 1000 ms".into(),
-            verdict(if rs.is_empty() { None } else { Some(p99 <= 1000.0) }).into(),
+            verdict(if rs.is_empty() {
+                None
+            } else {
+                Some(p99 <= 1000.0)
+            })
+            .into(),
         ]);
         sum.add(
             "3. Startup error surfacing",
             &format!("p99 create → `Ready=False {reason}` seen by a watch"),
             "≤ 1 s",
-            format!("{} ms (n = {}, {} timeouts)", fmt(percentile(&lat, 99.0), 0), rs.len(), timeouts),
-            if rs.is_empty() { None } else { Some(p99 <= 1000.0) },
+            format!(
+                "{} ms (n = {}, {} timeouts)",
+                fmt(percentile(&lat, 99.0), 0),
+                rs.len(),
+                timeouts
+            ),
+            if rs.is_empty() {
+                None
+            } else {
+                Some(p99 <= 1000.0)
+            },
         );
     }
     table(
         out,
         &[
-            "reason", "configs", "never seen (60 s)", "median ms", "p95 ms", "p99 ms", "max ms",
-            "median from create answered ms", "target (p99)", "verdict",
+            "reason",
+            "configs",
+            "never seen (60 s)",
+            "median ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "median from create answered ms",
+            "target (p99)",
+            "verdict",
         ],
         &t,
     );
@@ -255,7 +327,13 @@ fn admission_section(
     let _ = writeln!(out, "### 4. Admission latency\n");
     let Some(direct) = direct else {
         let _ = writeln!(out, "Not run (no `bench/results/admission-direct.csv`).\n");
-        sum.add("4. Admission latency", "p99 at 64 concurrent", "≤ 5 ms", "—".into(), None);
+        sum.add(
+            "4. Admission latency",
+            "p99 at 64 concurrent",
+            "≤ 5 ms",
+            "—".into(),
+            None,
+        );
         return;
     };
     let _ = writeln!(
@@ -277,7 +355,10 @@ fn admission_section(
     );
     let mut t = Vec::new();
     for r in &direct {
-        let c: usize = r.get("concurrency").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let c: usize = r
+            .get("concurrency")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let p99 = num(r, "p99_ms");
         let target = if c == 64 { "≤ 5 ms" } else { "" };
         t.push(vec![
@@ -295,12 +376,19 @@ fn admission_section(
             fmt(num(r, "client_cpu_us_per_req"), 0),
             r.get("errors").cloned().unwrap_or_default(),
             target.into(),
-            if c == 64 { verdict(le(p99, 5.0)).into() } else { String::new() },
+            if c == 64 {
+                verdict(le(p99, 5.0)).into()
+            } else {
+                String::new()
+            },
         ]);
         if c == 64 {
             sum.add(
                 "4. Admission latency",
-                &format!("p99, direct HTTPS, 64 concurrent, {} review", r.get("review").cloned().unwrap_or_default()),
+                &format!(
+                    "p99, direct HTTPS, 64 concurrent, {} review",
+                    r.get("review").cloned().unwrap_or_default()
+                ),
                 "≤ 5 ms",
                 format!("{} ms at {} req/s", fmt(p99, 2), fmt(num(r, "rps"), 0)),
                 le(p99, 5.0),
@@ -310,16 +398,34 @@ fn admission_section(
     table(
         out,
         &[
-            "review", "concurrency", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",
-            "server p50 ms", "server p99 ms", "operator CPU µs/req", "client CPU µs/req", "errors",
-            "target", "verdict",
+            "review",
+            "concurrency",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "server p50 ms",
+            "server p99 ms",
+            "operator CPU µs/req",
+            "client CPU µs/req",
+            "errors",
+            "target",
+            "verdict",
         ],
         &t,
     );
     if let Some(a) = apiserver {
         let objects = a.first().map(|r| num(r, "objects")).unwrap_or(f64::NAN);
-        let par = a.first().map(|r| num(r, "kubectl_parallel")).unwrap_or(f64::NAN);
-        let secs = a.first().map(|r| num(r, "kubectl_seconds")).unwrap_or(f64::NAN);
+        let par = a
+            .first()
+            .map(|r| num(r, "kubectl_parallel"))
+            .unwrap_or(f64::NAN);
+        let secs = a
+            .first()
+            .map(|r| num(r, "kubectl_seconds"))
+            .unwrap_or(f64::NAN);
         let _ = writeln!(
             out,
             "Through the API server: {} objects in {} parallel `kubectl create --dry-run=server -f` \
@@ -348,7 +454,11 @@ fn admission_section(
                 .collect();
             let first_bucket = b.first().copied().unwrap_or((f64::NAN, f64::NAN));
             t.push(vec![
-                if rejected == "true" { "denied".into() } else { "admitted".into() },
+                if rejected == "true" {
+                    "denied".into()
+                } else {
+                    "admitted".into()
+                },
                 fmt(util::hist_count(&b), 0),
                 format!(
                     "{} of {}",
@@ -361,7 +471,13 @@ fn admission_section(
         }
         table(
             out,
-            &["webhook answer", "calls", "within the first bucket (≤ 5 ms)", "p50 ms (interpolated)", "p99 ms (interpolated)"],
+            &[
+                "webhook answer",
+                "calls",
+                "within the first bucket (≤ 5 ms)",
+                "p50 ms (interpolated)",
+                "p99 ms (interpolated)",
+            ],
             &t,
         );
     }
@@ -376,8 +492,20 @@ fn scale_section(
     let _ = writeln!(out, "### 5. Scale (one replica)\n");
     let Some(rows) = rows else {
         let _ = writeln!(out, "Not run (no `bench/results/scale.csv`).\n");
-        sum.add("5. Scale", "RSS at 1,000 configs", "≤ 200 MiB", "—".into(), None);
-        sum.add("5. Scale", "steady CPU at 1,000 configs", "≤ 0.2 core", "—".into(), None);
+        sum.add(
+            "5. Scale",
+            "RSS at 1,000 configs",
+            "≤ 200 MiB",
+            "—".into(),
+            None,
+        );
+        sum.add(
+            "5. Scale",
+            "steady CPU at 1,000 configs",
+            "≤ 0.2 core",
+            "—".into(),
+            None,
+        );
         return;
     };
     let window = rows.first().map(|r| num(r, "window_s")).unwrap_or(f64::NAN);
@@ -422,9 +550,22 @@ fn scale_section(
     table(
         out,
         &[
-            "configs", "Ready", "all Ready s", "create→Ready p50 s", "p99 s", "RSS idle MiB",
-            "RSS MiB", "operator CPU s/min", "cores", "kube-apiserver CPU s/min", "etcd CPU s/min",
-            "API req/s", "renews/s", "renew p99 ms", "renew failures", "Ready lost in window",
+            "configs",
+            "Ready",
+            "all Ready s",
+            "create→Ready p50 s",
+            "p99 s",
+            "RSS idle MiB",
+            "RSS MiB",
+            "operator CPU s/min",
+            "cores",
+            "kube-apiserver CPU s/min",
+            "etcd CPU s/min",
+            "API req/s",
+            "renews/s",
+            "renew p99 ms",
+            "renew failures",
+            "Ready lost in window",
             "open fds",
         ],
         &t,
@@ -450,28 +591,56 @@ fn scale_section(
         table(out, &["configs", "resource", "verb", "requests/s"], &t);
     }
     let at1000 = rows.iter().find(|r| num(r, "configs") as u64 == 1000);
-    let (rss, cpu) = at1000.map_or((f64::NAN, f64::NAN), |r| (num(r, "rss_mib"), num(r, "cpu_s_per_min") / 60.0));
+    let (rss, cpu) = at1000.map_or((f64::NAN, f64::NAN), |r| {
+        (num(r, "rss_mib"), num(r, "cpu_s_per_min") / 60.0)
+    });
     let largest = sorted.last();
     let note = |x: f64, unit: &str| -> String {
         if x.is_finite() {
             format!("{} {unit}", fmt(x, if unit == "MiB" { 1 } else { 3 }))
         } else {
             let l = largest.map(|r| {
-                let v = if unit == "MiB" { num(r, "rss_mib") } else { num(r, "cpu_s_per_min") / 60.0 };
-                format!("— (not run at 1,000; {} {unit} at {})", fmt(v, if unit == "MiB" { 1 } else { 3 }), fmt(num(r, "configs"), 0))
+                let v = if unit == "MiB" {
+                    num(r, "rss_mib")
+                } else {
+                    num(r, "cpu_s_per_min") / 60.0
+                };
+                format!(
+                    "— (not run at 1,000; {} {unit} at {})",
+                    fmt(v, if unit == "MiB" { 1 } else { 3 }),
+                    fmt(num(r, "configs"), 0)
+                )
             });
             l.unwrap_or_else(|| "—".into())
         }
     };
-    sum.add("5. Scale", "operator RSS at 1,000 configs", "≤ 200 MiB", note(rss, "MiB"), le(rss, 200.0));
-    sum.add("5. Scale", "operator steady CPU at 1,000 configs", "≤ 0.2 core", note(cpu, "core"), le(cpu, 0.2));
+    sum.add(
+        "5. Scale",
+        "operator RSS at 1,000 configs",
+        "≤ 200 MiB",
+        note(rss, "MiB"),
+        le(rss, 200.0),
+    );
+    sum.add(
+        "5. Scale",
+        "operator steady CPU at 1,000 configs",
+        "≤ 0.2 core",
+        note(cpu, "core"),
+        le(cpu, 0.2),
+    );
 }
 
 fn dispatch_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>) {
     let _ = writeln!(out, "### 6. Dispatch throughput\n");
     let Some(rows) = rows else {
         let _ = writeln!(out, "Not run (no `bench/results/dispatch.csv`).\n");
-        sum.add("6. Dispatch", "objects/s at concurrency 8", "≥ 2,000/s", "—".into(), None);
+        sum.add(
+            "6. Dispatch",
+            "objects/s at concurrency 8",
+            "≥ 2,000/s",
+            "—".into(),
+            None,
+        );
         return;
     };
     let n = rows.first().map(|r| num(r, "objects")).unwrap_or(f64::NAN);
@@ -509,11 +678,25 @@ fn dispatch_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>)
             fmt(num(r, "rss_synced_mib"), 1),
             fmt(num(r, "bytes_per_object"), 0),
             fmt(num(r, "cpu_us_per_delivery"), 0),
-            if is_target { "≥ 2,000/s".into() } else { String::new() },
-            if is_target { verdict(ge(init, 2000.0)).into() } else { String::new() },
+            if is_target {
+                "≥ 2,000/s".into()
+            } else {
+                String::new()
+            },
+            if is_target {
+                verdict(ge(init, 2000.0)).into()
+            } else {
+                String::new()
+            },
         ]);
         if is_target {
-            sum.add("6. Dispatch", "initial sync objects/s, concurrency 8", "≥ 2,000/s", fmt(init, 0), ge(init, 2000.0));
+            sum.add(
+                "6. Dispatch",
+                "initial sync objects/s, concurrency 8",
+                "≥ 2,000/s",
+                fmt(init, 0),
+                ge(init, 2000.0),
+            );
             let u = num(r, "update_obj_per_s");
             let w = num(r, "update_write_obj_per_s");
             let lag = num(r, "update_lag_after_last_write_s");
@@ -532,25 +715,45 @@ fn dispatch_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>)
                     "update burst objects/s, concurrency 8".into(),
                     "≥ 2,000/s".into(),
                     measured,
-                    "not measurable here: bound by the API server's write rate; dispatch kept up".into(),
+                    "not measurable here: bound by the API server's write rate; dispatch kept up"
+                        .into(),
                 ]);
             } else {
-                sum.add("6. Dispatch", "update burst objects/s, concurrency 8", "≥ 2,000/s", measured, ge(u, 2000.0));
+                sum.add(
+                    "6. Dispatch",
+                    "update burst objects/s, concurrency 8",
+                    "≥ 2,000/s",
+                    measured,
+                    ge(u, 2000.0),
+                );
             }
         }
     }
     table(
         out,
         &[
-            "impl", "concurrency", "initial obj/s", "initial from start s", "update obj/s",
-            "writes/s", "lag after last write s", "RSS before MiB", "RSS synced MiB", "bytes/object",
-            "CPU µs/delivery", "target", "verdict",
+            "impl",
+            "concurrency",
+            "initial obj/s",
+            "initial from start s",
+            "update obj/s",
+            "writes/s",
+            "lag after last write s",
+            "RSS before MiB",
+            "RSS synced MiB",
+            "bytes/object",
+            "CPU µs/delivery",
+            "target",
+            "verdict",
         ],
         &t,
     );
     // Ratios.
     let mut rt = Vec::new();
-    for r in rows.iter().filter(|r| r.get("impl").map(String::as_str) == Some("operator")) {
+    for r in rows
+        .iter()
+        .filter(|r| r.get("impl").map(String::as_str) == Some("operator"))
+    {
         let c = num(r, "concurrency");
         if let Some(b) = rows.iter().find(|b| {
             b.get("impl").map(String::as_str) == Some("bare") && num(b, "concurrency") == c
@@ -559,16 +762,28 @@ fn dispatch_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>)
                 fmt(c, 0),
                 fmt(num(r, "initial_obj_per_s") / num(b, "initial_obj_per_s"), 2),
                 fmt(num(r, "update_obj_per_s") / num(b, "update_obj_per_s"), 2),
-                fmt(num(r, "cpu_us_per_delivery") / num(b, "cpu_us_per_delivery"), 2),
+                fmt(
+                    num(r, "cpu_us_per_delivery") / num(b, "cpu_us_per_delivery"),
+                    2,
+                ),
                 fmt(num(r, "bytes_per_object") / num(b, "bytes_per_object"), 2),
             ]);
         }
     }
     if !rt.is_empty() {
-        let _ = writeln!(out, "Operator ÷ bare controller (1.00 = no overhead from the manager layer):\n");
+        let _ = writeln!(
+            out,
+            "Operator ÷ bare controller (1.00 = no overhead from the manager layer):\n"
+        );
         table(
             out,
-            &["concurrency", "initial obj/s ratio", "update obj/s ratio", "CPU per delivery ratio", "bytes/object ratio"],
+            &[
+                "concurrency",
+                "initial obj/s ratio",
+                "update obj/s ratio",
+                "CPU per delivery ratio",
+                "bytes/object ratio",
+            ],
             &rt,
         );
     }
@@ -592,18 +807,28 @@ fn profile_section(out: &mut String, dir: &Path, name: &str, what: &str) {
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         out,
-        "### Profile: the operator during {what}\n\n`perf record -F 999 -p <operator>` for the \
-         whole run ({samples} samples, user and kernel), flat profile by shared object and symbol \
-         (self time). Groups are symbol-name patterns (`bench/run.sh`, `perf_to_csv`). Raw: \
+        "### Profile: the operator during {what}\n\n`perf record -F 999 -p <operator>` over that \
+         run ({samples} samples, user and kernel; the profiled run itself is slowed a little by \
+         the sampling), flat profile by shared object and symbol (self time). Groups are \
+         symbol-name patterns (`bench/run.sh`, `perf_to_csv`). Raw: \
          `bench/results/profile-{name}.csv`, `bench/results/profile-{name}-groups.csv`.\n"
     );
     let t: Vec<Vec<String>> = groups
         .iter()
         .filter(|r| r.get("group").map(String::as_str) != Some("total samples"))
-        .map(|r| vec![r.get("group").cloned().unwrap_or_default(), fmt(num(r, "percent"), 1)])
+        .map(|r| {
+            vec![
+                r.get("group").cloned().unwrap_or_default(),
+                fmt(num(r, "percent"), 1),
+            ]
+        })
         .collect();
     if !t.is_empty() {
-        table(out, &["where (symbol groups)", "% of the operator's samples"], &t);
+        table(
+            out,
+            &["where (symbol groups)", "% of the operator's samples"],
+            &t,
+        );
     }
     let t: Vec<Vec<String>> = rows
         .iter()
@@ -662,13 +887,30 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
     let mut mt = vec![
         vec!["nproc".into(), mget("nproc")],
         vec!["CPU".into(), mget("cpu_model")],
-        vec!["memory total / available at start".into(), format!("{} GiB / {} GiB", mget("memtotal_gib"), mget("memavailable_gib"))],
-        vec!["load average (1, 5, 15 min) at start".into(), mget("loadavg_at_start")],
+        vec![
+            "memory total / available at start".into(),
+            format!(
+                "{} GiB / {} GiB",
+                mget("memtotal_gib"),
+                mget("memavailable_gib")
+            ),
+        ],
+        vec![
+            "load average (1, 5, 15 min) at start".into(),
+            mget("loadavg_at_start"),
+        ],
         vec!["kernel".into(), mget("kernel")],
         vec!["date".into(), mget("date")],
         vec!["operator revision".into(), mget("git")],
         vec!["control plane".into(), mget("control_plane")],
-        vec!["variant".into(), if quick { "quick (BENCH_QUICK=1)".into() } else { "full".into() }],
+        vec![
+            "variant".into(),
+            if quick {
+                "quick (BENCH_QUICK=1)".into()
+            } else {
+                "full".into()
+            },
+        ],
         vec!["settings".into(), mget("settings")],
     ];
     if !matches!(mget("shared").as_str(), "?" | "") {
@@ -698,15 +940,35 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
                 ]
             })
             .collect();
-        table(&mut out, &["scenario", "phase", "time (UTC)", "load 1/5/15", "MemAvailable MiB"], &t);
+        table(
+            &mut out,
+            &[
+                "scenario",
+                "phase",
+                "time (UTC)",
+                "load 1/5/15",
+                "MemAvailable MiB",
+            ],
+            &t,
+        );
     }
 
     let mut sum = Summary { rows: Vec::new() };
     let mut body = String::new();
     failover_section(&mut body, &mut sum, load(dir, "failover-crash.csv"), false);
-    failover_section(&mut body, &mut sum, load(dir, "failover-graceful.csv"), true);
+    failover_section(
+        &mut body,
+        &mut sum,
+        load(dir, "failover-graceful.csv"),
+        true,
+    );
     surfacing_section(&mut body, &mut sum, load(dir, "surfacing.csv"));
-    admission_section(&mut body, &mut sum, load(dir, "admission-direct.csv"), load(dir, "admission-apiserver.csv"));
+    admission_section(
+        &mut body,
+        &mut sum,
+        load(dir, "admission-direct.csv"),
+        load(dir, "admission-apiserver.csv"),
+    );
     scale_section(
         &mut body,
         &mut sum,
@@ -714,12 +976,32 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
         load(dir, "scale-apiserver-requests.csv"),
     );
     dispatch_section(&mut body, &mut sum, load(dir, "dispatch.csv"));
-    profile_section(&mut body, dir, "admission", "admission load (valid reviews, 64 concurrent)");
-    profile_section(&mut body, dir, "dispatch", "dispatch (concurrency 8: initial sync and update burst)");
+    profile_section(
+        &mut body,
+        dir,
+        "admission",
+        "admission load (valid reviews, 64 concurrent)",
+    );
+    profile_section(
+        &mut body,
+        dir,
+        "scale",
+        "scale's steady-state window (largest size)",
+    );
+    profile_section(
+        &mut body,
+        dir,
+        "dispatch",
+        "dispatch (concurrency 8: initial sync and update burst)",
+    );
 
     let _ = writeln!(out, "## Targets\n");
     let rows: Vec<Vec<String>> = sum.rows.iter().map(|r| r.to_vec()).collect();
-    table(&mut out, &["scenario", "metric", "target", "measured", "verdict"], &rows);
+    table(
+        &mut out,
+        &["scenario", "metric", "target", "measured", "verdict"],
+        &rows,
+    );
     let _ = writeln!(out, "## Scenarios\n");
     out.push_str(&body);
     if let Ok(text) = std::fs::read_to_string(analysis) {

@@ -34,6 +34,8 @@ pub struct Settings {
     pub apiserver_pid: Option<u32>,
     /// etcd pid.
     pub etcd_pid: Option<u32>,
+    /// When set: `perf record` the operator over the steady-state window into this file.
+    pub perf_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -48,7 +50,12 @@ fn apiserver_requests(m: &[util::Sample]) -> f64 {
 }
 
 /// Runs one size; appends to `scale.csv` and `scale-ready.csv` in `out_dir`.
-pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::Path) -> Result<()> {
+pub async fn run(
+    o: &OperatorOpts,
+    ns: &str,
+    s: &Settings,
+    out_dir: &std::path::Path,
+) -> Result<()> {
     let client = util::client(&o.kubeconfig).await?;
     let hook = Hook::start(false).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -133,7 +140,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
                     }
                 }))?;
                 let sent = Instant::now();
-                api.create(&PostParams::default(), &obj).await?;
+                util::create_idempotent(&api, &obj).await?;
                 Ok::<_, util::Error>((name, sent))
             }
         })
@@ -160,10 +167,9 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
         let per: Vec<(String, f64)> = created
             .iter()
             .map(|(name, sent)| {
-                let v = g
-                    .ready_at
-                    .get(name)
-                    .map_or(f64::NAN, |at| at.saturating_duration_since(*sent).as_secs_f64());
+                let v = g.ready_at.get(name).map_or(f64::NAN, |at| {
+                    at.saturating_duration_since(*sent).as_secs_f64()
+                });
                 (name.clone(), v)
             })
             .collect();
@@ -181,20 +187,44 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
     let rss_ready = util::rss_mib(op.pid).unwrap_or(f64::NAN);
     tokio::time::sleep(Duration::from_secs_f64(s.settle)).await;
 
-    // Steady-state window.
+    // Steady-state window (profiled when asked).
+    let perf = match &s.perf_out {
+        Some(file) => Some(
+            tokio::process::Command::new("perf")
+                .args(["record", "-F", "999", "-o"])
+                .arg(file)
+                .args(["-p", &op.pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?,
+        ),
+        None => None,
+    };
     let lost_before = log.lock().unwrap_or_else(|e| e.into_inner()).lost;
     let m0 = op.metrics().await?;
     let a0 = util::apiserver_metrics(&client).await?;
     let cpu0 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
-    let api0 = s.apiserver_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let api0 = s
+        .apiserver_pid
+        .and_then(util::cpu_seconds)
+        .unwrap_or(f64::NAN);
     let etcd0 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
     let w0 = Instant::now();
     let load1_window = util::loadavg().0;
     tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
     let cpu1 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
-    let api1 = s.apiserver_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
+    let api1 = s
+        .apiserver_pid
+        .and_then(util::cpu_seconds)
+        .unwrap_or(f64::NAN);
     let etcd1 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
     let secs = w0.elapsed().as_secs_f64();
+    if let Some(mut p) = perf {
+        if let Some(ppid) = p.id() {
+            let _ = util::signal(ppid, libc::SIGINT);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+    }
     let m1 = op.metrics().await?;
     let a1 = util::apiserver_metrics(&client).await?;
     let rss = util::rss_mib(op.pid).unwrap_or(f64::NAN);
@@ -246,7 +276,12 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
     if let Ok(rows) = util::read_csv(&path) {
         for r in rows {
             if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                csv.row(&header.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+                csv.row(
+                    &header
+                        .iter()
+                        .map(|h| r.get(*h).cloned().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                );
             }
         }
     }
@@ -286,13 +321,21 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
     if let Ok(rows) = util::read_csv(&bpath) {
         for r in rows {
             if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                bcsv.row(&bheader.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+                bcsv.row(
+                    &bheader
+                        .iter()
+                        .map(|h| r.get(*h).cloned().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                );
             }
         }
     }
     let mut by: std::collections::BTreeMap<(String, String), f64> = Default::default();
     for (sign, samples) in [(1.0, &a1), (-1.0, &a0)] {
-        for x in samples.iter().filter(|x| x.name == "apiserver_request_total") {
+        for x in samples
+            .iter()
+            .filter(|x| x.name == "apiserver_request_total")
+        {
             let key = (
                 x.labels.get("resource").cloned().unwrap_or_default(),
                 x.labels.get("verb").cloned().unwrap_or_default(),
@@ -303,8 +346,17 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
     let mut by: Vec<_> = by.into_iter().filter(|(_, v)| *v > 0.0).collect();
     by.sort_by(|a, b| b.1.total_cmp(&a.1));
     for ((resource, verb), v) in by.iter().take(12) {
-        let resource = if resource.is_empty() { "(non-resource)" } else { resource.as_str() };
-        bcsv.row(&[n.to_string(), resource.to_string(), verb.clone(), f(v / secs)]);
+        let resource = if resource.is_empty() {
+            "(non-resource)"
+        } else {
+            resource.as_str()
+        };
+        bcsv.row(&[
+            n.to_string(),
+            resource.to_string(),
+            verb.clone(),
+            f(v / secs),
+        ]);
     }
     bcsv.save()?;
 
@@ -314,7 +366,12 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &std::path::
     if let Ok(rows) = util::read_csv(&rpath) {
         for r in rows {
             if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                rcsv.row(&rheader.iter().map(|h| r.get(*h).cloned().unwrap_or_default()).collect::<Vec<_>>());
+                rcsv.row(
+                    &rheader
+                        .iter()
+                        .map(|h| r.get(*h).cloned().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                );
             }
         }
     }

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::PostParams;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -133,7 +132,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, n: usize, out: &std::path::Path) ->
                 async move {
                     let obj = util::dynamic(v)?;
                     let sent = Instant::now();
-                    api.create(&PostParams::default(), &obj).await?;
+                    util::create_idempotent(&api, &obj).await?;
                     Ok::<_, util::Error>((name, sent, Instant::now()))
                 }
             })

@@ -342,9 +342,8 @@ pub fn hist_quantile(q: f64, b: &Buckets) -> f64 {
 pub async fn client(path: &Path) -> Result<kube::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::read_from(path)?;
-    let cfg =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
     Ok(kube::Client::try_from(cfg)?)
 }
 
@@ -374,13 +373,21 @@ pub fn dynamic(v: serde_json::Value) -> Result<DynamicObject> {
 pub fn condition_reason(obj: &DynamicObject, type_: &str, status: &str) -> Option<String> {
     let conds = obj.data.get("status")?.get("conditions")?.as_array()?;
     conds.iter().find_map(|c| {
-        (c.get("type")?.as_str()? == type_ && c.get("status")?.as_str()? == status)
-            .then(|| c.get("reason").and_then(|r| r.as_str()).unwrap_or("").to_string())
+        (c.get("type")?.as_str()? == type_ && c.get("status")?.as_str()? == status).then(|| {
+            c.get("reason")
+                .and_then(|r| r.as_str())
+                .unwrap_or("")
+                .to_string()
+        })
     })
 }
 
 /// Deletes a ManagerConfig and waits until it is gone (the operator removes its finalizer).
-pub async fn delete_mc_and_wait(api: &Api<DynamicObject>, name: &str, within: Duration) -> Result<()> {
+pub async fn delete_mc_and_wait(
+    api: &Api<DynamicObject>,
+    name: &str,
+    within: Duration,
+) -> Result<()> {
     let _ = api.delete(name, &Default::default()).await;
     let until = Instant::now() + within;
     while Instant::now() < until {
@@ -389,7 +396,22 @@ pub async fn delete_mc_and_wait(api: &Api<DynamicObject>, name: &str, within: Du
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    fail(format!("ManagerConfig {name} still exists after {within:?}"))
+    fail(format!(
+        "ManagerConfig {name} still exists after {within:?}"
+    ))
+}
+
+/// Creates `obj`; an `AlreadyExists` answer counts as success (an overloaded API server may
+/// time a create out after storing it, and the client's retry then finds it).
+pub async fn create_idempotent<K>(api: &Api<K>, obj: &K) -> Result<()>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&kube::api::PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The first writes of a new custom resource are slow (the API server builds its handler, CEL
@@ -413,7 +435,10 @@ pub async fn warm_up_mc(api: &Api<DynamicObject>, ns: &str) -> Result<()> {
         };
         let t = Instant::now();
         api.create(&pp, &warm).await?;
-        eprintln!("[bench] warm-up dry-run create {i}: {:.0} ms", ms(t.elapsed()));
+        eprintln!(
+            "[bench] warm-up dry-run create {i}: {:.0} ms",
+            ms(t.elapsed())
+        );
     }
     Ok(())
 }
@@ -580,7 +605,10 @@ impl Operator {
     /// Waits for the process to exit; SIGKILL after `within`.
     pub async fn wait_exit(&mut self, within: Duration) -> Duration {
         let t = Instant::now();
-        if tokio::time::timeout(within, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(within, self.child.wait())
+            .await
+            .is_err()
+        {
             eprintln!(
                 "[bench] operator {} did not exit within {within:?}; killing it",
                 self.identity
