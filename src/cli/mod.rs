@@ -64,19 +64,16 @@ pub struct HookPolicyArgs {
 impl HookPolicyArgs {
     /// The policy these flags describe.
     pub fn policy(&self) -> HookPolicy {
+        fn normalized(values: &[String]) -> Vec<String> {
+            values
+                .iter()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }
         HookPolicy {
-            allowed_schemes: self
-                .hook_allowed_schemes
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            allowed_hosts: self
-                .hook_allowed_hosts
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            allowed_schemes: normalized(&self.hook_allowed_schemes),
+            allowed_hosts: normalized(&self.hook_allowed_hosts),
             allow_loopback: self.hook_allow_loopback,
         }
     }

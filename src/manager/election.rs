@@ -120,6 +120,24 @@ impl ElectionError {
     }
 }
 
+/// The next record a Lease watch delivers (`None`: the Lease was deleted). When the watch
+/// closes it is dropped and this never resolves again, so callers fall back to polling.
+async fn next_watched(
+    sub: &mut Option<watch::Receiver<Option<LeaseRecord>>>,
+) -> Option<LeaseRecord> {
+    loop {
+        match sub {
+            Some(rx) => {
+                if rx.changed().await.is_ok() {
+                    return rx.borrow_and_update().clone();
+                }
+                *sub = None;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
 enum Attempt {
     Acquired(Fence),
     /// Held by another until this instant (on our clock), unless the record changes.
@@ -377,18 +395,10 @@ impl<S: LeaseStore> Elector<S> {
             };
             // Wait for expiry, the poll interval, or a watched change that frees the lease.
             loop {
-                let changed = async {
-                    match sub.as_mut() {
-                        Some(rx) => rx.changed().await.is_ok(),
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(None),
                     _ = sleep_until(wake_at) => break,
-                    ok = changed => {
-                        if !ok { sub = None; continue; }
-                        let seen = sub.as_mut().and_then(|rx| rx.borrow_and_update().clone());
+                    seen = next_watched(&mut sub) => {
                         match seen {
                             // Deleted: try to create it at once.
                             None => break,
@@ -415,21 +425,13 @@ impl<S: LeaseStore> Elector<S> {
             if !immediate {
                 let next = Instant::now() + self.cfg.retry_period;
                 loop {
-                    let changed = async {
-                        match sub.as_mut() {
-                            Some(rx) => rx.changed().await.is_ok(),
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         _ = stop.cancelled() => return TermEnd::Stopped,
                         _ = sleep_until(fence.deadline()) => {
                             return TermEnd::Lost("no successful renew within renewDeadline".into())
                         }
                         _ = sleep_until(next) => break,
-                        ok = changed => {
-                            if !ok { sub = None; continue; }
-                            let seen = sub.as_mut().and_then(|rx| rx.borrow_and_update().clone());
+                        seen = next_watched(&mut sub) => {
                             // A watch event can be stale (sent before our own write); confirm
                             // with a read before giving up the term.
                             if seen.as_ref().and_then(LeaseRecord::holder) != Some(me.as_str()) {
