@@ -13,7 +13,7 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools crds chart chart-test e2e bench fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ chart-test: tools ## Chart lint/template/server dry-run per value set, schema ch
 
 e2e: tools build ## E2E: chart installed, 2 replicas under its RBAC, Prometheus, failover, every dashboard query
 	e2e/with-cluster.sh e2e/e2e.sh
+
+reliability: tools build ## Fault-injection tests only (API server/etcd restarts, paused leader, churn, Lease tampering; ~4 min)
+	$(CARGO) test --test reliability -- --test-threads=1 --nocapture
+
+soak: tools build ## Long variants: MO_SOAK=1 fault tests (~18 min) and 20,000-case fuzzing of the webhook and `check`
+	MO_SOAK=1 $(CARGO) test --test reliability -- --test-threads=1 --nocapture
+	PROPTEST_CASES=20000 $(CARGO) test --lib -- webhook::handler::tests cli::check::tests
 
 crds: ## Regenerate crds/managerconfig.yaml from the code
 	@mkdir -p crds

@@ -347,6 +347,22 @@ async fn absurd_advertised_duration_is_capped() {
     assert!(start.elapsed() < MAX_ADVERTISED_LEASE + Duration::from_secs(1));
 }
 
+/// leaseDurationSeconds 0 or negative (the API server refuses them, but a record may come
+/// from elsewhere) means expired: a candidate takes over at once.
+#[tokio::test(start_paused = true)]
+async fn nonpositive_advertised_duration_expires_at_once() {
+    for secs in [0, -5] {
+        let lease = MemLease::new();
+        lease.put(foreign("squatter", secs, Timestamp::now(), 3));
+        let (sa, _) = FaultyStore::new(&lease, 18);
+        let start = Instant::now();
+        let mut a = spawn(sa, cfg("a"));
+        let f = until_leading(&mut a).await;
+        assert!(start.elapsed() < Duration::from_millis(100), "{secs}");
+        assert_eq!(f.token(), 4);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn forbidden_and_missing_namespace_are_fatal() {
     struct Refusing(StoreError);
