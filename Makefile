@@ -69,9 +69,10 @@ fmt: ## Format the code
 fmt-check: ## Check formatting
 	$(CARGO) fmt --all -- --check
 
-lint: ## Clippy with warnings as errors (and shellcheck when installed)
+lint: ## Clippy with warnings as errors on the operator and the bench harness (and shellcheck when installed)
 	$(CARGO) clippy --all-targets -- -D warnings
-	@if command -v shellcheck >/dev/null; then shellcheck e2e/*.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
+	$(CARGO) clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
+	@if command -v shellcheck >/dev/null; then shellcheck e2e/*.sh bench/run.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
 run: tools build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
 	e2e/run-local.sh up $(RUN_DIR)

@@ -320,6 +320,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         http: workers::hook::http_client()?,
         metrics: Some(metrics.clone()),
         identity: identity.clone(),
+        clients: workers::clients::ClientCache::default(),
     };
     let env = KubeEnv {
         client: client.clone(),

@@ -211,6 +211,7 @@ async fn admin_env(identity: &str, metrics: Option<Metrics>) -> Env {
             http: workers::hook_http_client().unwrap(),
             metrics,
             identity: identity.into(),
+            clients: Default::default(),
         },
     }
 }
@@ -815,6 +816,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
             http: workers::hook_http_client().unwrap(),
             metrics: None,
             identity: "w-1".into(),
+            clients: Default::default(),
         },
     };
     let mc = config(

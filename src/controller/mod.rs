@@ -200,6 +200,14 @@ impl Ctx {
             delay
         };
         warn!(namespace = %ns, name = %name, reason = %f.reason, message = %f.message, retry_in = ?delay, "manager failed to start");
+        // Status first: it is what controllers, `kubectl wait` and alerts watch; the Event (for
+        // humans reading `kubectl describe`) follows one round trip later.
+        if let Err(e) = self
+            .write_status(mc, mc.metadata.generation, &Observed::Failed(f))
+            .await
+        {
+            warn!(error = %e, "writing failure status failed");
+        }
         self.event(
             mc,
             EventType::Warning,
@@ -213,12 +221,6 @@ impl Ctx {
             ),
         )
         .await;
-        if let Err(e) = self
-            .write_status(mc, mc.metadata.generation, &Observed::Failed(f))
-            .await
-        {
-            warn!(error = %e, "writing failure status failed");
-        }
         delay
     }
 

@@ -25,6 +25,7 @@
 //! replica does not lead) and `hook_request_duration_seconds{code}` (status or `error`).
 
 pub mod backoff;
+pub mod clients;
 pub mod hook;
 pub mod preflight;
 
@@ -65,6 +66,8 @@ pub struct WorkerEnv {
     pub metrics: Option<Metrics>,
     /// This replica's Lease holder identity (sent to hooks as `holder`).
     pub identity: String,
+    /// Impersonating clients shared by the workers acting as the same service account.
+    pub clients: clients::ClientCache,
 }
 
 /// Errors building the pieces workers run on.
@@ -96,8 +99,9 @@ pub fn impersonating(base: &kube::Config, user: &str) -> kube::Config {
     c
 }
 
-/// One runnable per `cfg.workers` entry, each with its own impersonating client (built here,
-/// once; a client that cannot be built is reported by `preflight` as `ApiUnavailable`).
+/// One runnable per `cfg.workers` entry, each acting through the impersonating client of the
+/// config's service account (shared with every other worker acting as it, see [`clients`]; a
+/// client that cannot be built is reported by `preflight` as `ApiUnavailable`).
 pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>> {
     let who = Identity {
         user: service_account_user(&cfg.namespace, &cfg.service_account),
@@ -107,8 +111,7 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
     cfg.workers
         .iter()
         .map(|w| {
-            let client = kube::Client::try_from(impersonating(&env.base, &who.user))
-                .map_err(|e| e.to_string());
+            let client = env.clients.get(&env.base, &who.user);
             Arc::new(Worker(Arc::new(Inner {
                 manager: ManagerRef {
                     namespace: cfg.namespace.clone(),
@@ -133,7 +136,7 @@ struct Inner {
     manager: ManagerRef,
     spec: ResolvedWorker,
     who: Identity,
-    client: Result<kube::Client, String>,
+    client: Result<Arc<kube::Client>, String>,
     http: reqwest::Client,
     metrics: Option<Metrics>,
     identity: String,
@@ -148,7 +151,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn client(&self) -> Result<kube::Client, Failure> {
-        self.client.clone().map_err(|e| {
+        self.client.as_ref().map(|c| (**c).clone()).map_err(|e| {
             Failure::new(
                 StartupFailure::ApiUnavailable,
                 format!(
