@@ -2,15 +2,16 @@
 # Benchmarks of issue 7 (`make bench`): every scenario on its own fresh local control plane,
 # raw data in bench/results/*.csv, the report in docs/benchmarks.md.
 #
-#   bench/run.sh                    full run (about an hour on 2 cores)
+#   bench/run.sh                    full run (about 30 minutes on 2 cores)
 #   BENCH_QUICK=1 bench/run.sh      quick variant (a few minutes): fewer trials and objects
 #
 # Environment:
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
 #                    scale dispatch); the report is rendered from every CSV present
-#   BENCH_PROFILE    1 (default) records perf profiles of the operator (admission at 64
-#                    concurrent, scale's steady state at the largest size, dispatch at
-#                    concurrency 8) when `perf` is installed
+#   BENCH_PROFILE    1 (default) records perf profiles of the operator when `perf` is
+#                    installed, each in an extra run after the measured ones (admission at 64
+#                    concurrent, a second steady-state window at scale's largest size, dispatch
+#                    at concurrency 8), so no reported number comes from a profiled process
 #   BENCH_SCALE_SIZES  override the scale sizes (e.g. "1000")
 #   BENCH_NOTE       free text recorded with the machine description (e.g. "shared machine")
 #   BENCH_RESULTS    CSV directory (default bench/results); BENCH_REPORT report path

@@ -166,8 +166,20 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             "load1",
         ],
     );
+    // Every measured run, then (when asked) one more operator run under `perf record`, which
+    // is not reported: sampling slows the process it profiles.
+    let mut runs: Vec<(String, usize, bool)> = Vec::new();
     for imp in &s.impls {
         for &c in &s.levels {
+            runs.push((imp.clone(), c, false));
+        }
+    }
+    if let Some((pc, _)) = &s.perf {
+        runs.push(("operator".to_string(), *pc, true));
+    }
+    {
+        for (imp, c, profiled) in &runs {
+            let (imp, c, profiled) = (imp, *c, *profiled);
             hook.reset();
             let load1 = util::loadavg().0;
             let mut proc_ = match imp.as_str() {
@@ -229,7 +241,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             let cpu0 = util::cpu_seconds(pid).unwrap_or(f64::NAN);
 
             let perf = match &s.perf {
-                Some((pc, file)) if *pc == c && imp == "operator" => Some(
+                Some((_, file)) if profiled => Some(
                     tokio::process::Command::new("perf")
                         .args(["record", "-F", "999", "-o"])
                         .arg(file)
@@ -320,8 +332,12 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
                 "[bench] dispatch {imp} c={c}: initial {} obj/s ({} s from start), update {} obj/s (writes {} obj/s, lag {} s), {} B/object",
                 row[4], row[5], row[7], row[8], row[9], row[12]
             );
-            csv.row(&row);
-            csv.save()?;
+            if profiled {
+                eprintln!("[bench] (that run was profiled with perf and is not reported)");
+            } else {
+                csv.row(&row);
+                csv.save()?;
+            }
 
             match proc_ {
                 Proc::Operator(op) => {

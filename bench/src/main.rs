@@ -104,7 +104,8 @@ enum Cmd {
         /// kubectl binary.
         #[arg(long, default_value = "kubectl")]
         kubectl: String,
-        /// `perf record` the operator during the valid review at the highest level into this file.
+        /// `perf record` the operator during an extra, unreported run of valid reviews at the highest
+        /// level into this file.
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
@@ -122,7 +123,7 @@ enum Cmd {
         apiserver_pid: Option<u32>,
         #[arg(long)]
         etcd_pid: Option<u32>,
-        /// `perf record` the operator over the steady-state window into this file.
+        /// `perf record` the operator over a second steady-state window into this file.
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
@@ -137,7 +138,7 @@ enum Cmd {
         /// Implementations, comma-separated: operator, bare.
         #[arg(long, default_value = "operator,bare")]
         impls: String,
-        /// `perf record` the operator at this concurrency (needs --perf-out).
+        /// `perf record` the operator in an extra, unreported run at this concurrency (needs --perf-out).
         #[arg(long)]
         perf_concurrency: Option<usize>,
         /// perf.data path.

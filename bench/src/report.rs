@@ -807,9 +807,10 @@ fn profile_section(out: &mut String, dir: &Path, name: &str, what: &str) {
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         out,
-        "### Profile: the operator during {what}\n\n`perf record -F 999 -p <operator>` over that \
-         run ({samples} samples, user and kernel; the profiled run itself is slowed a little by \
-         the sampling), flat profile by shared object and symbol (self time). Groups are \
+        "### Profile: the operator during {what}\n\n`perf record -F 999 -p <operator>` over an \
+         extra run of the same kind after the measured ones ({samples} samples, user and kernel; \
+         the tables above are never from a profiled run, since sampling slows the process it \
+         profiles), flat profile by shared object and symbol (self time). Groups are \
          symbol-name patterns (`bench/run.sh`, `perf_to_csv`). Raw: \
          `bench/results/profile-{name}.csv`, `bench/results/profile-{name}-groups.csv`.\n"
     );
@@ -986,7 +987,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
         &mut body,
         dir,
         "scale",
-        "scale's steady-state window (largest size)",
+        "a steady-state window at scale's largest size",
     );
     profile_section(
         &mut body,

@@ -34,7 +34,8 @@ pub struct Settings {
     pub apiserver_pid: Option<u32>,
     /// etcd pid.
     pub etcd_pid: Option<u32>,
-    /// When set: `perf record` the operator over the steady-state window into this file.
+    /// When set: `perf record` the operator over a second steady-state window (after the
+    /// measured one) into this file.
     pub perf_out: Option<std::path::PathBuf>,
 }
 
@@ -187,19 +188,7 @@ pub async fn run(
     let rss_ready = util::rss_mib(op.pid).unwrap_or(f64::NAN);
     tokio::time::sleep(Duration::from_secs_f64(s.settle)).await;
 
-    // Steady-state window (profiled when asked).
-    let perf = match &s.perf_out {
-        Some(file) => Some(
-            tokio::process::Command::new("perf")
-                .args(["record", "-F", "999", "-o"])
-                .arg(file)
-                .args(["-p", &op.pid.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?,
-        ),
-        None => None,
-    };
+    // Steady-state window.
     let lost_before = log.lock().unwrap_or_else(|e| e.into_inner()).lost;
     let m0 = op.metrics().await?;
     let a0 = util::apiserver_metrics(&client).await?;
@@ -219,12 +208,6 @@ pub async fn run(
         .unwrap_or(f64::NAN);
     let etcd1 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
     let secs = w0.elapsed().as_secs_f64();
-    if let Some(mut p) = perf {
-        if let Some(ppid) = p.id() {
-            let _ = util::signal(ppid, libc::SIGINT);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
-    }
     let m1 = op.metrics().await?;
     let a1 = util::apiserver_metrics(&client).await?;
     let rss = util::rss_mib(op.pid).unwrap_or(f64::NAN);
@@ -232,6 +215,23 @@ pub async fn run(
     let threads = std::fs::read_dir(format!("/proc/{}/task", op.pid)).map_or(0, |d| d.count());
     let fds = std::fs::read_dir(format!("/proc/{}/fd", op.pid)).map_or(0, |d| d.count());
     let lost = log.lock().unwrap_or_else(|e| e.into_inner()).lost - lost_before;
+
+    // The profile: a second window of the same length under `perf record`, after everything
+    // above was measured (sampling slows the process it profiles).
+    if let Some(file) = &s.perf_out {
+        let mut perf = tokio::process::Command::new("perf")
+            .args(["record", "-F", "999", "-o"])
+            .arg(file)
+            .args(["-p", &op.pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
+        if let Some(ppid) = perf.id() {
+            let _ = util::signal(ppid, libc::SIGINT);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), perf.wait()).await;
+    }
 
     let renew = util::delta(
         &util::histogram(&m1, "manager_operator_lease_renew_duration_seconds", &[]),
