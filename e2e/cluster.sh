@@ -182,6 +182,11 @@ alive() {
   pid="$(<"$DIR/$name.pid")"
   [[ -n "$pid" ]] || return 1
   kill -0 "$pid" 2>/dev/null || return 1
+  # A child this script has just forked may not have exec'd the binary yet (its exe is still
+  # bash): it is ours. (Checking only the exe made `up` fail at random with "etcd exited".)
+  local ppid
+  ppid="$(sed -E 's/^.*\) [A-Za-z] ([0-9]+) .*$/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
+  [[ "$ppid" == "$$" ]] && return 0
   # Guard against pid reuse: the process must still be ours.
   [[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == */"$name"* ]] ||
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
