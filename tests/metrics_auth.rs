@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,19 +61,12 @@ impl Drop for ClusterRbac {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
 fn start_operator(namespace: &str, metrics: SocketAddr) -> Operator {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("operator.log");
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
-    let health = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let health = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
         .args([
             "run",
@@ -139,7 +132,7 @@ async fn metrics_need_an_authenticated_and_authorized_token() {
     let admin = support::admin_client().await;
     let ns = support::fresh_namespace(&admin, "metrics-auth").await;
 
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let mut operator = start_operator(&ns, metrics);
     let url = format!("https://{metrics}/metrics");
     // The certificate is self-signed (generated at startup): trust it in this test only.

@@ -16,10 +16,10 @@ mod support;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -46,27 +46,12 @@ const LEASE_DURATION: Duration = Duration::from_secs(3);
 // ---------------------------------------------------------------------------------------------
 // Operator processes.
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
-}
-
-fn http() -> &'static reqwest::Client {
-    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("building the HTTP client")
-    })
-}
-
 async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let r = http().get(url).send().await.map_err(|e| e.to_string())?;
+    let r = support::loopback_http()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let code = r.status().as_u16();
     let body = r.text().await.map_err(|e| e.to_string())?;
     Ok((code, body))
@@ -120,8 +105,12 @@ impl Operator {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join(format!("{identity}.log"));
         let file = File::create(&log).expect("log file");
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let health: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let metrics: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
+        let health: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
             .arg("run")
             .args(["--identity", identity])

@@ -19,10 +19,10 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -236,24 +236,6 @@ async fn wait_api_ready(client: &kube::Client, timeout: Duration) {
 // ---------------------------------------------------------------------------------------------
 // Operator replicas as processes.
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-fn http() -> &'static reqwest::Client {
-    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
-    HTTP.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .expect("http client")
-    })
-}
-
 struct Operator {
     id: String,
     child: Child,
@@ -264,8 +246,8 @@ struct Operator {
 
 impl Operator {
     fn start(cluster: &Cluster, id: &str) -> Operator {
-        let metrics = free_addr();
-        let health = free_addr();
+        let metrics = support::free_addr();
+        let health = support::free_addr();
         let log = cluster.dir.join(format!("operator-{id}.log"));
         let out = File::create(&log).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
@@ -320,7 +302,7 @@ impl Operator {
     }
 
     async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-        let resp = http()
+        let resp = support::loopback_http()
             .get(format!("http://{addr}{path}"))
             .send()
             .await

@@ -253,3 +253,29 @@ fn install_crd() -> Result<(), String> {
         ))
     }
 }
+
+/// A free TCP address on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// The HTTP client tests use for the operator's probe and metrics endpoints on 127.0.0.1:
+/// no proxy (so nothing leaves loopback), a 5-s timeout.
+pub fn loopback_http() -> &'static reqwest::Client {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("building the HTTP client")
+    })
+}
