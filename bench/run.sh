@@ -271,7 +271,7 @@ settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admis
 "$BENCH" machine --out "$RESULTS/machine.csv" \
   --set "quick=$QUICK" \
   --set "date=$(date -u +%Y-%m-%dT%H:%MZ)" \
-  --set "git=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')" \
+  --set "git=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet -- . ':!bench/results' ':!docs/benchmarks.md' 2>/dev/null || echo ' (with uncommitted changes)')" \
   --set "control_plane=$(basename "$MO_BIN_DIR" | sed 's/^bin-//') as local processes" \
   --set "settings=$settings" \
   --set "shared=${BENCH_NOTE:-}"

@@ -341,14 +341,7 @@ pub async fn run(
     // The profile: one more run of valid reviews at the highest level under `perf record`,
     // not reported above (sampling slows the process it profiles).
     if let (Some(file), Some(top)) = (&s.perf_out, s.levels.iter().copied().max()) {
-        let mut perf = tokio::process::Command::new("perf")
-            .args(["record", "-F", "999", "-o"])
-            .arg(file)
-            .args(["-p", &op.pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let perf = util::perf_start(op.pid, file).await?;
         let r = load(
             &http,
             &url,
@@ -358,10 +351,7 @@ pub async fn run(
             Duration::from_secs_f64(s.seconds),
         )
         .await;
-        if let Some(ppid) = perf.id() {
-            let _ = util::signal(ppid, libc::SIGINT);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), perf.wait()).await;
+        util::perf_stop(perf).await;
         eprintln!(
             "[bench] admission profiled run (valid, c={top}, not reported): {} req",
             r.latencies_ms.len()

@@ -241,20 +241,9 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             let cpu0 = util::cpu_seconds(pid).unwrap_or(f64::NAN);
 
             let perf = match &s.perf {
-                Some((_, file)) if profiled => Some(
-                    tokio::process::Command::new("perf")
-                        .args(["record", "-F", "999", "-o"])
-                        .arg(file)
-                        .args(["-p", &pid.to_string()])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()?,
-                ),
+                Some((_, file)) if profiled => Some(util::perf_start(pid, file).await?),
                 _ => None,
             };
-            if perf.is_some() {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
 
             let t_start = Instant::now();
             let name = format!("dispatch-c{c}");
@@ -301,11 +290,8 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             let cpu1 = util::cpu_seconds(pid).unwrap_or(f64::NAN);
             let calls = hook.calls();
 
-            if let Some(mut p) = perf {
-                if let Some(ppid) = p.id() {
-                    let _ = util::signal(ppid, libc::SIGINT);
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(30), p.wait()).await;
+            if let Some(p) = perf {
+                util::perf_stop(p).await;
             }
 
             let row = [

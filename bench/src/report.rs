@@ -595,9 +595,24 @@ fn scale_section(
         (num(r, "rss_mib"), num(r, "cpu_s_per_min") / 60.0)
     });
     let largest = sorted.last();
+    // A run where not every config became Ready measured an overloaded control plane, not a
+    // steady state: say so beside the number.
+    let partial = at1000
+        .filter(|r| num(r, "ready") < num(r, "configs"))
+        .map(|r| {
+            format!(
+                " (only {} of {} Ready: the control plane was overloaded, see the analysis)",
+                fmt(num(r, "ready"), 0),
+                fmt(num(r, "configs"), 0)
+            )
+        })
+        .unwrap_or_default();
     let note = |x: f64, unit: &str| -> String {
         if x.is_finite() {
-            format!("{} {unit}", fmt(x, if unit == "MiB" { 1 } else { 3 }))
+            format!(
+                "{} {unit}{partial}",
+                fmt(x, if unit == "MiB" { 1 } else { 3 })
+            )
         } else {
             let l = largest.map(|r| {
                 let v = if unit == "MiB" {
@@ -1013,7 +1028,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "## Reproducing\n\n```sh\nmake bench                 # everything, full sizes (about an hour on 2 cores)\n\
+        "## Reproducing\n\n```sh\nmake bench                 # everything, full sizes (20–35 minutes on 2 cores)\n\
          BENCH_QUICK=1 make bench   # the quick variant (a few minutes)\n\
          BENCH_SCENARIOS=\"failover dispatch\" bench/run.sh   # a subset (the report keeps the other CSVs)\n\
          target/release/mo-bench report   # or: re-render this file from bench/results/*.csv\n```\n"

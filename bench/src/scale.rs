@@ -219,18 +219,9 @@ pub async fn run(
     // The profile: a second window of the same length under `perf record`, after everything
     // above was measured (sampling slows the process it profiles).
     if let Some(file) = &s.perf_out {
-        let mut perf = tokio::process::Command::new("perf")
-            .args(["record", "-F", "999", "-o"])
-            .arg(file)
-            .args(["-p", &op.pid.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let perf = util::perf_start(op.pid, file).await?;
         tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
-        if let Some(ppid) = perf.id() {
-            let _ = util::signal(ppid, libc::SIGINT);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), perf.wait()).await;
+        util::perf_stop(perf).await;
     }
 
     let renew = util::delta(

@@ -636,3 +636,25 @@ pub async fn within<T>(
         Err(_) => fail(format!("timed out after {d:?}: {what}")),
     }
 }
+
+/// `perf record -F 999` of process `pid` into `file`, started and given 300 ms to attach;
+/// end it with [`perf_stop`].
+pub async fn perf_start(pid: u32, file: &Path) -> Result<tokio::process::Child> {
+    let child = tokio::process::Command::new("perf")
+        .args(["record", "-F", "999", "-o"])
+        .arg(file)
+        .args(["-p", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(child)
+}
+
+/// Stops a [`perf_start`] recording (SIGINT, so perf writes its file) and waits up to 30 s.
+pub async fn perf_stop(mut perf: tokio::process::Child) {
+    if let Some(ppid) = perf.id() {
+        let _ = signal(ppid, libc::SIGINT);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), perf.wait()).await;
+}
