@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::hook::Hook;
@@ -43,7 +42,6 @@ pub struct Settings {
 struct ReadyLog {
     ready_at: HashMap<String, Instant>,
     lost: usize,
-    synced: bool,
 }
 
 fn apiserver_requests(m: &[util::Sample]) -> f64 {
@@ -78,43 +76,16 @@ pub async fn run(
     let api = util::mc_api(&client, ns);
     let log = Arc::new(Mutex::new(ReadyLog::default()));
     let l2 = log.clone();
-    let w = watcher(api.clone(), watcher::Config::default());
-    let watch_task = tokio::spawn(async move {
-        let mut w = std::pin::pin!(w);
-        loop {
-            match w.try_next().await {
-                Ok(Some(ev)) => {
-                    let now = Instant::now();
-                    let mut g = l2.lock().unwrap_or_else(|e| e.into_inner());
-                    match ev {
-                        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                            let name = obj.metadata.name.clone().unwrap_or_default();
-                            let ready = util::condition_reason(&obj, "Ready", "True").is_some();
-                            if ready {
-                                g.ready_at.entry(name).or_insert(now);
-                            } else if g.ready_at.contains_key(&name)
-                                && util::condition_reason(&obj, "Ready", "False").is_some()
-                            {
-                                g.lost += 1;
-                            }
-                        }
-                        watcher::Event::InitDone => g.synced = true,
-                        _ => {}
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("[bench] watch error (retrying): {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+    let watch_task = util::watch_objects(api.clone(), move |obj, now| {
+        let mut g = l2.lock().unwrap_or_else(|e| e.into_inner());
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        if util::condition_reason(obj, "Ready", "True").is_some() {
+            g.ready_at.entry(name).or_insert(now);
+        } else if g.ready_at.contains_key(&name)
+            && util::condition_reason(obj, "Ready", "False").is_some()
+        {
+            g.lost += 1;
         }
-    });
-    util::within(Duration::from_secs(30), "the watch to sync", async {
-        while !log.lock().unwrap_or_else(|e| e.into_inner()).synced {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
     })
     .await?;
 

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, ms};
@@ -27,7 +26,6 @@ struct Seen {
     first: HashMap<String, Instant>,
     /// name → the first Ready=False reason seen (diagnostics).
     first_reason: HashMap<String, String>,
-    synced: bool,
 }
 
 /// Runs both kinds with `n` configs each and writes `out`.
@@ -44,39 +42,13 @@ pub async fn run(o: &OperatorOpts, ns: &str, n: usize, out: &std::path::Path) ->
     let api = util::mc_api(&client, ns);
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s2 = seen.clone();
-    let w = watcher(api.clone(), watcher::Config::default());
-    let watch_task = tokio::spawn(async move {
-        let mut w = std::pin::pin!(w);
-        loop {
-            match w.try_next().await {
-                Ok(Some(ev)) => {
-                    let now = Instant::now();
-                    let mut g = s2.lock().unwrap_or_else(|e| e.into_inner());
-                    match ev {
-                        watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-                            let name = obj.metadata.name.clone().unwrap_or_default();
-                            if let Some(reason) = util::condition_reason(&obj, "Ready", "False") {
-                                g.first.entry(format!("{name}/{reason}")).or_insert(now);
-                                g.first_reason.entry(name).or_insert(reason);
-                            }
-                        }
-                        watcher::Event::InitDone => g.synced = true,
-                        _ => {}
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!("[bench] watch error (retrying): {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+    let watch_task = util::watch_objects(api.clone(), move |obj, now| {
+        if let Some(reason) = util::condition_reason(obj, "Ready", "False") {
+            let mut g = s2.lock().unwrap_or_else(|e| e.into_inner());
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            g.first.entry(format!("{name}/{reason}")).or_insert(now);
+            g.first_reason.entry(name).or_insert(reason);
         }
-    });
-    util::within(Duration::from_secs(30), "the watch to sync", async {
-        while !seen.lock().unwrap_or_else(|e| e.into_inner()).synced {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
     })
     .await?;
 

@@ -658,3 +658,47 @@ pub async fn perf_stop(mut perf: tokio::process::Child) {
     }
     let _ = tokio::time::timeout(Duration::from_secs(30), perf.wait()).await;
 }
+
+/// Watches the objects of `api` in the background (a kube-runtime watcher, retried on errors)
+/// and calls `on_object(object, arrival time)` for every version seen; returns the task once
+/// the initial list has been delivered (at most 30 s). Abort the task when done.
+pub async fn watch_objects<F>(
+    api: Api<DynamicObject>,
+    mut on_object: F,
+) -> Result<tokio::task::JoinHandle<()>>
+where
+    F: FnMut(&DynamicObject, Instant) + Send + 'static,
+{
+    use futures::TryStreamExt;
+    use kube::runtime::watcher;
+    let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let w = watcher(api, watcher::Config::default());
+        let mut w = std::pin::pin!(w);
+        loop {
+            match w.try_next().await {
+                Ok(Some(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj))) => {
+                    on_object(&obj, Instant::now());
+                }
+                Ok(Some(watcher::Event::InitDone)) => {
+                    let _ = synced_tx.send(true);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("[bench] watch error (retrying): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    within(Duration::from_secs(30), "the watch to sync", async {
+        synced_rx
+            .wait_for(|synced| *synced)
+            .await
+            .map_err(|_| "the watch ended before it synced")?;
+        Ok(())
+    })
+    .await?;
+    Ok(task)
+}
