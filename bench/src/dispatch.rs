@@ -184,11 +184,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
             let load1 = util::loadavg().0;
             let mut proc_ = match imp.as_str() {
                 "operator" => {
-                    let extra = vec![
-                        "--disable-webhook".to_string(),
-                        "--watch-namespace".into(),
-                        ns.into(),
-                    ];
+                    let extra = util::no_webhook_args(ns);
                     let mut op = Operator::spawn(o, &format!("bench-dispatch-c{c}"), &extra)?;
                     op.wait_ready(Duration::from_secs(60)).await?;
                     tokio::time::sleep(Duration::from_millis(500)).await;

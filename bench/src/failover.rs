@@ -15,7 +15,6 @@ use futures::TryStreamExt;
 use kube::runtime::watcher;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use rand::Rng;
 use serde_json::json;
@@ -90,18 +89,9 @@ pub async fn run(
 ) -> Result<()> {
     let client = util::client(&o.kubeconfig).await?;
     let hook = Hook::start(true).await?;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let cm: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "failover-target", "labels": {"bench": "failover"}},
-        "data": {"gen": "1"}
-    }))?;
-    let _ = cms.create(&PostParams::default(), &cm).await;
+    util::target_configmap(&client, ns, "failover-target", "failover").await?;
 
-    let extra = vec![
-        "--disable-webhook".to_string(),
-        "--watch-namespace".into(),
-        ns.into(),
-    ];
+    let extra = util::no_webhook_args(ns);
     let ids = ["bench-a", "bench-b"];
     let mut ops = Vec::new();
     for id in ids {

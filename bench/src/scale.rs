@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use crate::hook::Hook;
@@ -57,18 +55,9 @@ pub async fn run(
 ) -> Result<()> {
     let client = util::client(&o.kubeconfig).await?;
     let hook = Hook::start(false).await?;
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let cm: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "scale-target", "labels": {"bench": "scale"}},
-        "data": {"gen": "1"}
-    }))?;
-    let _ = cms.create(&PostParams::default(), &cm).await;
+    util::target_configmap(&client, ns, "scale-target", "scale").await?;
 
-    let extra = vec![
-        "--disable-webhook".to_string(),
-        "--watch-namespace".into(),
-        ns.into(),
-    ];
+    let extra = util::no_webhook_args(ns);
     let mut op = Operator::spawn(o, "bench-scale", &extra)?;
     op.wait_ready(Duration::from_secs(60)).await?;
     let rss_idle = util::rss_mib(op.pid).unwrap_or(f64::NAN);

@@ -31,11 +31,7 @@ struct Seen {
 /// Runs both kinds with `n` configs each and writes `out`.
 pub async fn run(o: &OperatorOpts, ns: &str, n: usize, out: &std::path::Path) -> Result<()> {
     let client = util::client(&o.kubeconfig).await?;
-    let extra = vec![
-        "--disable-webhook".to_string(),
-        "--watch-namespace".into(),
-        ns.into(),
-    ];
+    let extra = util::no_webhook_args(ns);
     let mut op = Operator::spawn(o, "bench-surfacing", &extra)?;
     op.wait_ready(Duration::from_secs(60)).await?;
 

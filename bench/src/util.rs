@@ -702,3 +702,28 @@ where
     .await?;
     Ok(task)
 }
+
+/// Operator flags of the scenarios that run without the webhook, watching only `ns`.
+pub fn no_webhook_args(ns: &str) -> Vec<String> {
+    vec![
+        "--disable-webhook".to_string(),
+        "--watch-namespace".into(),
+        ns.into(),
+    ]
+}
+
+/// Creates (when absent) the one ConfigMap `name`, labelled `bench=<label>`, that a scenario's
+/// workers watch.
+pub async fn target_configmap(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    label: &str,
+) -> Result<()> {
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"bench": label}},
+        "data": {"gen": "1"}
+    }))?;
+    create_idempotent(&cms, &cm).await
+}
