@@ -35,12 +35,9 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!(
-                "--- operator log (last {} lines) ---\n{}",
-                tail.len(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                "--- operator log (last 60 lines) ---\n{}",
+                support::log_tail(&self.log, 60)
             );
         }
     }

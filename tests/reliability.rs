@@ -209,11 +209,6 @@ impl Drop for Cluster {
     }
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// Waits until the API server answers `/readyz` with `ok`.
 async fn wait_api_ready(client: &kube::Client, timeout: Duration) {
     let start = Instant::now();
@@ -286,7 +281,7 @@ impl Operator {
             panic!(
                 "operator {} exited ({status}); last log lines:\n{}",
                 self.id,
-                tail(&self.log_text(), 60)
+                support::log_tail(&self.log, 60)
             );
         }
     }
@@ -340,7 +335,7 @@ impl Operator {
                 start.elapsed() < Duration::from_secs(60),
                 "operator {} not ready after 60s; log:\n{}",
                 self.id,
-                tail(&self.log_text(), 40)
+                support::log_tail(&self.log, 40)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -372,7 +367,7 @@ impl Drop for Operator {
                 "---- operator {} ({}), last 80 lines ----\n{}\n---- end ----",
                 self.id,
                 self.log.display(),
-                tail(&self.log_text(), 80)
+                support::log_tail(&self.log, 80)
             );
         }
     }
@@ -597,7 +592,7 @@ impl Env {
                 !log.contains("panicked"),
                 "operator {} logged a panic:\n{}",
                 op.id,
-                tail(&log, 80)
+                support::log_tail(&op.log, 80)
             );
         }
     }

@@ -279,3 +279,17 @@ pub fn loopback_http() -> &'static reqwest::Client {
             .expect("building the HTTP client")
     })
 }
+
+/// The last `lines` lines of a log file (read from its last 64 KiB; empty when unreadable),
+/// for failure messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+        let _ = f.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
