@@ -10,6 +10,7 @@ pub mod manager;
 pub mod metrics;
 pub mod metrics_auth;
 pub mod operator;
+pub mod placement;
 pub mod validation;
 pub mod webhook;
 pub mod workers;

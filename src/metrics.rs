@@ -50,7 +50,19 @@ pub struct Metrics {
     pub tasks: IntGauge,
     /// `webhook_certificate_rotations_total`.
     pub webhook_certificate_rotations_total: IntCounter,
+    /// `replicas_seen`: live, ready replicas of this replica's placement group (itself included).
+    pub replicas_seen: IntGauge,
+    /// `managers_preferred`: configs for which placement prefers this replica.
+    pub managers_preferred: IntGauge,
+    /// `managers_leading`: managers this replica leads right now.
+    pub managers_leading: IntGauge,
+    /// `handovers_total{reason}`: leases this replica gave up on purpose (`rebalance`: placement
+    /// moved the config; `shutdown`: released on SIGTERM).
+    pub handovers_total: IntCounterVec,
 }
+
+/// Reasons of `handovers_total`.
+pub const HANDOVER_REASONS: [&str; 2] = ["rebalance", "shutdown"];
 
 const PREFIX: &str = "manager_operator";
 
@@ -172,6 +184,25 @@ impl Metrics {
                 "webhook_certificate_rotations_total",
                 "Webhook serving certificates generated or reloaded.",
             ))?,
+            replicas_seen: IntGauge::with_opts(opts(
+                "replicas_seen",
+                "Live, ready replicas of this replica's placement group, itself included.",
+            ))?,
+            managers_preferred: IntGauge::with_opts(opts(
+                "managers_preferred",
+                "ManagerConfigs for which placement prefers this replica as leader.",
+            ))?,
+            managers_leading: IntGauge::with_opts(opts(
+                "managers_leading",
+                "Managers this replica leads.",
+            ))?,
+            handovers_total: IntCounterVec::new(
+                opts(
+                    "handovers_total",
+                    "Leases this replica gave up on purpose, by reason (rebalance, shutdown).",
+                ),
+                &["reason"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.managers.clone()))?;
@@ -201,6 +232,14 @@ impl Metrics {
         m.registry.register(Box::new(m.tasks.clone()))?;
         m.registry
             .register(Box::new(m.webhook_certificate_rotations_total.clone()))?;
+        m.registry.register(Box::new(m.replicas_seen.clone()))?;
+        m.registry
+            .register(Box::new(m.managers_preferred.clone()))?;
+        m.registry.register(Box::new(m.managers_leading.clone()))?;
+        m.registry.register(Box::new(m.handovers_total.clone()))?;
+        for reason in HANDOVER_REASONS {
+            m.handovers_total.with_label_values(&[reason]);
+        }
         // Counters whose label values are known up front start at 0, so `increase()`/`rate()`
         // see their first event (a series that appears at 1 shows no increase).
         for (operation, allowed) in [

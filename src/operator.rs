@@ -19,8 +19,12 @@ use crate::cli::HookPolicyArgs;
 use crate::controller::env::KubeEnv;
 use crate::controller::{self, Ctx};
 use crate::manager::election::system_wall_clock;
+use crate::manager::handover::Pacer;
+use crate::manager::lease_hub::LeaseHub;
 use crate::manager::runtime::ManagerIdentity;
 use crate::metrics::Metrics;
+use crate::placement::PlacementService;
+use crate::placement::membership::MembershipConfig;
 use crate::webhook::{self, WebhookArgs};
 use crate::workers::{self, WorkerEnv};
 
@@ -78,6 +82,28 @@ pub struct RunArgs {
     #[arg(long, env = "MO_DISABLE_WEBHOOK")]
     pub disable_webhook: bool,
 
+    /// Namespace of the replicas' membership Leases. Default: $POD_NAMESPACE, else
+    /// `--watch-namespace`, else `default`.
+    #[arg(long, env = "MO_MEMBERSHIP_NAMESPACE")]
+    pub membership_namespace: Option<String>,
+
+    /// Placement group: replicas of one group share the ManagerConfigs. Default:
+    /// `manager-operator`, or `manager-operator-<watch namespace>` with `--watch-namespace`.
+    #[arg(long, env = "MO_MEMBERSHIP_GROUP")]
+    pub membership_group: Option<String>,
+
+    /// Every replica campaigns for every config at once (no placement, no handovers).
+    #[arg(long, env = "MO_DISABLE_PLACEMENT")]
+    pub disable_placement: bool,
+
+    /// Handovers this replica starts per `--handover-interval` when placement moves configs.
+    #[arg(long, default_value_t = 5, env = "MO_HANDOVER_BATCH")]
+    pub handover_batch: u32,
+
+    /// Window of `--handover-batch` (Go duration, e.g. `500ms`).
+    #[arg(long, default_value = "500ms", value_parser = parse_interval, env = "MO_HANDOVER_INTERVAL")]
+    pub handover_interval: std::time::Duration,
+
     /// Hook policy.
     #[command(flatten)]
     pub policy: HookPolicyArgs,
@@ -85,6 +111,41 @@ pub struct RunArgs {
     /// Webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::validation::duration::GoDuration::parse(s)
+        .map_err(|e| e.to_string())?
+        .to_std();
+    if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+        return Err(format!("{s:?} must be more than 0 and at most 1h"));
+    }
+    Ok(d)
+}
+
+impl RunArgs {
+    /// The placement group and where its membership Leases live.
+    pub fn membership(&self, identity: &str) -> MembershipConfig {
+        let namespace = self
+            .membership_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|n| !n.is_empty())
+            .or_else(|| self.watch_namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        let group = self
+            .membership_group
+            .clone()
+            .unwrap_or_else(|| match &self.watch_namespace {
+                Some(ns) => format!("manager-operator-{ns}"),
+                None => "manager-operator".into(),
+            });
+        MembershipConfig {
+            namespace,
+            group,
+            identity: identity.to_string(),
+        }
+    }
 }
 
 /// Why `run` could not start.
@@ -297,16 +358,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     )
     .await?;
 
+    // The ManagerConfig cache, shared by the controller (which fills it) and the webhook.
+    let store_cell = Arc::new(std::sync::OnceLock::new());
     let webhook = if args.disable_webhook {
         None
     } else {
         let wcfg = args.webhook.config()?;
-        let running = webhook::start_webhook(
+        let running = webhook::start_webhook_with_claims(
             wcfg,
             client.clone(),
             policy.clone(),
             Some(metrics.clone()),
             None,
+            Some(Arc::new(controller::claims::StoreClaims(
+                store_cell.clone(),
+            ))),
             shutdown.clone(),
         )
         .await?;
@@ -315,6 +381,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         Some(running)
     };
 
+    let config_for_leases = config.clone();
     let worker_env = WorkerEnv {
         base: config,
         http: workers::hook::http_client()?,
@@ -322,8 +389,31 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
     };
+    // Lease traffic gets a client (and so a connection pool) of its own.
+    let lease_client = kube::Client::try_from(config_for_leases)?;
+    let placement = if args.disable_placement {
+        None
+    } else {
+        let membership = args.membership(&identity);
+        info!(namespace = %membership.namespace, group = %membership.group, "placement: joining the replicas' group");
+        let (members_tx, members_rx) = watch::channel(Vec::new());
+        let service = PlacementService::new(
+            &identity,
+            members_rx,
+            Pacer::new(args.handover_batch, args.handover_interval),
+            Some(metrics.replicas_seen.clone()),
+            Some(metrics.managers_preferred.clone()),
+        );
+        Some(controller::PlacementParams {
+            membership,
+            members: members_tx,
+            service,
+        })
+    };
     let env = KubeEnv {
-        client: client.clone(),
+        lease_client: lease_client.clone(),
+        hub: LeaseHub::new(lease_client),
+        placement: placement.as_ref().map(|p| p.service.clone()),
         metrics: metrics.clone(),
         runnables: Arc::new(move |cfg| Ok(workers::runnables(&worker_env, cfg))),
     };
@@ -348,6 +438,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         ready: controller_ready_tx,
         ctx_out: ctx_tx,
         namespace: args.watch_namespace.clone(),
+        store: store_cell,
+        placement,
     })
     .await;
 

@@ -36,11 +36,13 @@ pub enum StartupFailure {
     ApiUnavailable,
     /// A worker stopped with an error (or panicked) after it had started.
     WorkerFailed,
+    /// Another ManagerConfig already uses the Lease this one names.
+    LeaseInUse,
 }
 
 impl StartupFailure {
     /// All reasons, for documentation and for pre-registering metric label values.
-    pub const ALL: [StartupFailure; 10] = [
+    pub const ALL: [StartupFailure; 11] = [
         StartupFailure::InvalidSpec,
         StartupFailure::LeaseNamespaceNotFound,
         StartupFailure::LeaseForbidden,
@@ -51,6 +53,7 @@ impl StartupFailure {
         StartupFailure::StartupTimeout,
         StartupFailure::ApiUnavailable,
         StartupFailure::WorkerFailed,
+        StartupFailure::LeaseInUse,
     ];
 
     /// The stable CamelCase reason string.
@@ -66,6 +69,7 @@ impl StartupFailure {
             StartupFailure::StartupTimeout => "StartupTimeout",
             StartupFailure::ApiUnavailable => "ApiUnavailable",
             StartupFailure::WorkerFailed => "WorkerFailed",
+            StartupFailure::LeaseInUse => "LeaseInUse",
         }
     }
 
@@ -95,6 +99,9 @@ impl StartupFailure {
             StartupFailure::ApiUnavailable => "check the API server's health; the operator retries",
             StartupFailure::WorkerFailed => {
                 "see the operator's logs for the worker's error; the operator retries"
+            }
+            StartupFailure::LeaseInUse => {
+                "give this ManagerConfig its own spec.leaderElection.leaseName, or delete the other ManagerConfig (this one starts by itself once the Lease is free)"
             }
         }
     }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::manager::election::ElectionTelemetry;
 use crate::manager::kube_store::KubeLeaseStore;
-use crate::manager::runtime::{Failure, ManagerEnv, ManagerTelemetry, Runnable};
+use crate::manager::lease_hub::LeaseHub;
+use crate::manager::runtime::{Failure, ManagerEnv, ManagerTelemetry, Placement, Runnable};
 use crate::metrics::Metrics;
+use crate::placement::PlacementService;
 use crate::validation::ResolvedConfig;
 
 /// Builds the runnables of one config.
@@ -17,8 +19,13 @@ pub type RunnableFactory =
 /// The environment of managers run by the controller.
 #[derive(Clone)]
 pub struct KubeEnv {
-    /// Client with the operator's identity (Leases).
-    pub client: kube::Client,
+    /// Client with the operator's identity and a connection pool of its own, for Lease traffic
+    /// only: renewals never queue behind the workers' lists and watches.
+    pub lease_client: kube::Client,
+    /// The replica's shared Lease watches (one per namespace).
+    pub hub: Arc<LeaseHub>,
+    /// Placement among replicas (None: always preferred).
+    pub placement: Option<Arc<PlacementService>>,
     /// Metrics.
     pub metrics: Metrics,
     /// Worker factory.
@@ -29,8 +36,9 @@ impl ManagerEnv for KubeEnv {
     type Store = KubeLeaseStore;
 
     fn lease_store(&self, cfg: &ResolvedConfig) -> Arc<KubeLeaseStore> {
-        Arc::new(KubeLeaseStore::new(
-            self.client.clone(),
+        Arc::new(KubeLeaseStore::with_hub(
+            self.lease_client.clone(),
+            &self.hub,
             &cfg.election.lease_namespace,
             &cfg.election.lease_name,
         ))
@@ -52,6 +60,21 @@ impl ManagerEnv for KubeEnv {
             },
             tasks: Some(m.tasks.clone()),
             startup_duration: Some(m.startup_duration_seconds.clone()),
+        }
+    }
+
+    fn placement(&self, cfg: &ResolvedConfig) -> Placement {
+        match &self.placement {
+            None => Placement::default(),
+            Some(p) => Placement {
+                rank: Some(p.rank_for(&format!("{}/{}", cfg.namespace, cfg.name))),
+                pacer: Some(p.pacer.clone()),
+                handovers: Some(
+                    self.metrics
+                        .handovers_total
+                        .with_label_values(&["rebalance"]),
+                ),
+            },
         }
     }
 }

@@ -14,6 +14,7 @@
 //! the same status with the same field manager, and only when it differs, so they converge
 //! without churn.
 
+pub mod claims;
 pub mod env;
 pub mod observer;
 pub mod status;
@@ -37,8 +38,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::ManagerConfig;
-use crate::manager::runtime::{Failure, Manager, ManagerIdentity};
+use crate::api::conditions::StartupFailure;
+use crate::manager::election::config_uid_of;
+use crate::manager::runtime::{Failure, Manager, ManagerIdentity, ManagerState};
 use crate::metrics::Metrics;
+use crate::placement::membership::{self, MembershipConfig};
+use crate::placement::{KeySource, PlacementService};
 use crate::validation::HookPolicy;
 use env::KubeEnv;
 use status::Observed;
@@ -99,7 +104,7 @@ pub struct Ctx {
     /// How managers reach the cluster.
     pub env: KubeEnv,
     registry: Mutex<HashMap<ObjectRef<ManagerConfig>, Entry>>,
-    store: std::sync::OnceLock<Store<ManagerConfig>>,
+    store: Arc<std::sync::OnceLock<Store<ManagerConfig>>>,
     trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ManagerConfig>>,
 }
 
@@ -232,6 +237,22 @@ impl Ctx {
     /// Stops every manager (graceful, leases released), concurrently and bounded.
     pub async fn stop_all(&self) {
         let entries: Vec<Entry> = self.registry.lock().await.drain().map(|(_, e)| e).collect();
+        let leading = entries
+            .iter()
+            .filter_map(|e| e.manager.as_ref())
+            .filter(|m| {
+                matches!(
+                    *m.state().borrow(),
+                    ManagerState::Leading { .. }
+                        | ManagerState::Starting { .. }
+                        | ManagerState::Running { .. }
+                )
+            })
+            .count();
+        self.metrics
+            .handovers_total
+            .with_label_values(&["shutdown"])
+            .inc_by(u64::try_from(leading).unwrap_or(0));
         let stops = entries.into_iter().map(|mut e| async move {
             if let Some(m) = e.manager.take() {
                 m.shutdown().await;
@@ -307,6 +328,74 @@ async fn sweep_vanished(
                 info!(namespace = %ns, name = %key.name, "manager stopped: ManagerConfig no longer exists");
             }
         }
+        // Configs refused with LeaseInUse start as soon as the Lease is theirs, not at their
+        // next backoff retry (up to a minute later).
+        let waiting: Vec<ObjectRef<ManagerConfig>> = {
+            let reg = ctx.registry.lock().await;
+            reg.iter()
+                .filter(|(_, e)| {
+                    e.manager.is_none()
+                        && e.last_failure
+                            .as_ref()
+                            .is_some_and(|f| f.reason == StartupFailure::LeaseInUse)
+                })
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if !waiting.is_empty() {
+            let all = store.state();
+            for key in waiting {
+                if let Some(mc) = store.get(&key)
+                    && claims::rival_owner(&mc, &all, None).is_none()
+                {
+                    if let Some(e) = ctx.registry.lock().await.get_mut(&key) {
+                        e.next_retry = None;
+                    }
+                    ctx.retrigger(key);
+                }
+            }
+        }
+    }
+}
+
+/// Refuses `mc` with `LeaseInUse` when another config owns the Lease it names.
+async fn check_lease_claim(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), Failure> {
+    let Some(store) = ctx.store.get() else {
+        return Ok(());
+    };
+    let all = store.state();
+    if claims::rival_owner(mc, &all, None).is_none() && {
+        // Cheap pre-check without the holder: no rival at all means no Lease read.
+        let lease = claims::lease_of(mc);
+        !all.iter().any(|o| {
+            o.metadata.deletion_timestamp.is_none()
+                && o.uid() != mc.uid()
+                && claims::lease_of(o) == lease
+        })
+    } {
+        return Ok(());
+    }
+    let (lease_ns, lease_name) = claims::lease_of(mc);
+    let holder = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        ctx.env.lease_client.clone(),
+        &lease_ns,
+    )
+    .get_opt(&lease_name)
+    .await
+    .ok()
+    .flatten()
+    .and_then(|l| l.spec)
+    .and_then(|s| s.holder_identity);
+    let holder_uid = holder.as_deref().and_then(config_uid_of);
+    match claims::rival_owner(mc, &all, holder_uid) {
+        None => Ok(()),
+        Some(owner) => Err(Failure::new(
+            StartupFailure::LeaseInUse,
+            format!(
+                "spec.leaderElection.leaseName: {}; only one ManagerConfig may use a Lease",
+                claims::in_use_message(&(lease_ns, lease_name), &owner)
+            ),
+        )),
     }
 }
 
@@ -387,7 +476,11 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
         stop_entry(old).await;
     }
 
-    match Manager::start(&mc, &ctx.policy, &ctx.me, &ctx.env).await {
+    let started = match check_lease_claim(&ctx, &mc).await {
+        Ok(()) => Manager::start(&mc, &ctx.policy, &ctx.me, &ctx.env).await,
+        Err(f) => Err(f),
+    };
+    match started {
         Ok(manager) => {
             let state = manager.state();
             let view = manager.lease_view();
@@ -453,6 +546,60 @@ pub struct RunParams {
     pub ctx_out: tokio::sync::oneshot::Sender<Arc<Ctx>>,
     /// Only this namespace (None: all).
     pub namespace: Option<String>,
+    /// The ManagerConfig cache, once built (shared with the admission webhook).
+    pub store: Arc<std::sync::OnceLock<Store<ManagerConfig>>>,
+    /// Placement among replicas (None: this replica leads whatever it wins).
+    pub placement: Option<PlacementParams>,
+}
+
+/// What placement needs from the controller's run.
+pub struct PlacementParams {
+    /// This replica's membership.
+    pub membership: MembershipConfig,
+    /// Where membership publishes the live members (read by `service`).
+    pub members: tokio::sync::watch::Sender<Vec<String>>,
+    /// The placement service the managers read their rank from.
+    pub service: Arc<PlacementService>,
+}
+
+/// Tells membership "ready" once the ManagerConfig cache has synced and every config in it has
+/// been reconciled once (its manager started, or its failure recorded): only then can this
+/// replica take the configs placement hands it without leaving them to a standby.
+async fn ready_for_work(
+    ctx: Arc<Ctx>,
+    store: Store<ManagerConfig>,
+    mut synced: tokio::sync::watch::Receiver<bool>,
+    ready: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        r = synced.wait_for(|s| *s) => if r.is_err() { return },
+        _ = stop.cancelled() => return,
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let all = store.state();
+        let reg = ctx.registry.lock().await;
+        let done = all
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .all(|o| reg.contains_key(&ObjectRef::from_obj(&**o)));
+        drop(reg);
+        if done {
+            info!(
+                configs = all.len(),
+                "every ManagerConfig reconciled once: ready for placement"
+            );
+            ready.send_replace(true);
+            // Keep the sender (and so membership's "ready") alive until stop.
+            stop.cancelled().await;
+            return;
+        }
+    }
 }
 
 /// Builds the context and runs the controller until `shutdown`, then stops every manager.
@@ -467,6 +614,8 @@ pub async fn run(p: RunParams) {
         ready: ready_tx,
         ctx_out: ctx_tx,
         namespace,
+        store: store_cell,
+        placement,
     } = p;
     let reporter = Reporter {
         controller: "manager-operator".into(),
@@ -482,7 +631,7 @@ pub async fn run(p: RunParams) {
         recorder,
         env,
         registry: Mutex::new(HashMap::new()),
-        store: std::sync::OnceLock::new(),
+        store: store_cell,
         trigger,
     });
     let _ = ctx_tx.send(ctx.clone());
@@ -493,6 +642,36 @@ pub async fn run(p: RunParams) {
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
     let _ = ctx.store.set(store.clone());
+    // Placement: membership announces this replica, the service ranks it per config.
+    let placement_stop = CancellationToken::new();
+    let mut placement_tasks = Vec::new();
+    if let Some(p) = placement {
+        let (work_ready_tx, work_ready_rx) = tokio::sync::watch::channel(false);
+        placement_tasks.push(tokio::spawn(ready_for_work(
+            ctx.clone(),
+            store.clone(),
+            ready_tx.subscribe(),
+            work_ready_tx,
+            placement_stop.clone(),
+        )));
+        placement_tasks.push(tokio::spawn(membership::run(
+            ctx.env.lease_client.clone(),
+            p.membership,
+            work_ready_rx,
+            p.members,
+            placement_stop.clone(),
+        )));
+        let keys_store = store.clone();
+        let keys: KeySource = Arc::new(move || {
+            keys_store
+                .state()
+                .iter()
+                .filter(|o| o.metadata.deletion_timestamp.is_none())
+                .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
+                .collect()
+        });
+        placement_tasks.push(tokio::spawn(p.service.run(keys, placement_stop.clone())));
+    }
     let sweeper = tokio::spawn(sweep_vanished(
         ctx.clone(),
         store.clone(),
@@ -534,6 +713,12 @@ pub async fn run(p: RunParams) {
     ready_task.abort();
     // The sweeper ends at its next tick; a stop it is in the middle of completes first.
     let _ = sweeper.await;
+    // Leave the placement group first, so the other replicas prefer themselves for our configs
+    // by the time our managers release their leases.
+    placement_stop.cancel();
+    for t in placement_tasks {
+        let _ = t.await;
+    }
     info!("controller stopped; stopping every manager and releasing leases");
     ctx.stop_all().await;
 }

@@ -130,6 +130,11 @@ pub async fn observe(
             }
             m.managers.with_label_values(&[state_label(&s)]).inc();
             let was_leading = prev.as_ref().is_some_and(is_leading);
+            match (was_leading, is_leading(&s)) {
+                (false, true) => m.managers_leading.inc(),
+                (true, false) => m.managers_leading.dec(),
+                _ => {}
+            }
             if is_leading(&s) && !was_leading {
                 let token = match &s {
                     ManagerState::Leading { token }

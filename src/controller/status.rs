@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions::{self, DesiredCondition, reason};
 use crate::api::{ManagerConfigStatus, WorkerStatus};
-use crate::manager::election::LeaseView;
+use crate::manager::election::{LeaseView, replica_of};
 use crate::manager::runtime::{Failure, ManagerState};
 use crate::validation::ResolvedConfig;
 
@@ -66,7 +66,10 @@ pub fn desired_conditions(obs: &Observed<'_>) -> Vec<DesiredCondition> {
             degraded,
             ..
         } => {
-            let leader = view.holder.clone().unwrap_or_else(|| "nobody".into());
+            let leader = view
+                .holder
+                .as_deref()
+                .map_or_else(|| "nobody".to_string(), |h| replica_of(h).to_string());
             let ready = match state {
                 ManagerState::Running { token } => DesiredCondition::new(
                     conditions::READY,
@@ -167,7 +170,7 @@ pub fn desired_status(
             let up: u32 = workers.iter().map(|w| u32::from(w.running)).sum();
             ManagerConfigStatus {
                 observed_generation: generation,
-                leader: view.holder.clone(),
+                leader: view.holder.as_deref().map(|h| replica_of(h).to_string()),
                 lease_transitions: view.transitions,
                 workers,
                 workers_summary: Some(format!("{up}/{desired}")),

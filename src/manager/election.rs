@@ -36,6 +36,32 @@ pub fn system_wall_clock() -> WallClock {
     Arc::new(Timestamp::now)
 }
 
+/// A standby waits at most this many retry periods before taking a free lease.
+pub const MAX_STANDBY_STEPS: u32 = 8;
+
+/// The holderIdentity of one manager: `<replica>/<ManagerConfig uid>`. Two configs (or two
+/// generations of one) never share it, so no code path can take another manager's Lease for
+/// its own; the replica part is what `status.leader` shows.
+pub fn holder_identity(replica: &str, config_uid: &str) -> String {
+    format!("{replica}/{config_uid}")
+}
+
+/// The replica part of a holderIdentity (the text before the last `/`), or the whole holder
+/// when it has none (a client-go peer, or a manager started without a config uid).
+pub fn replica_of(holder: &str) -> &str {
+    holder
+        .rsplit_once('/')
+        .map_or(holder, |(replica, _)| replica)
+}
+
+/// The ManagerConfig uid carried by a holderIdentity of ours, if any.
+pub fn config_uid_of(holder: &str) -> Option<&str> {
+    holder
+        .rsplit_once('/')
+        .map(|(_, uid)| uid)
+        .filter(|u| !u.is_empty())
+}
+
 /// Settings of one elector.
 #[derive(Clone)]
 pub struct ElectorConfig {
@@ -57,6 +83,46 @@ impl ElectorConfig {
     /// Per-call timeout: max(1s, renewDeadline/2).
     pub fn call_timeout(&self) -> Duration {
         std::cmp::max(Duration::from_secs(1), self.renew_deadline / 2)
+    }
+
+    /// How long after the last successful renew the leader renews again:
+    /// `max(retryPeriod, min(0.6 × renewDeadline, renewDeadline − 2 × retryPeriod))`, so at least
+    /// two retries (one retryPeriod apart) fit before the fence expires at renewDeadline. At the
+    /// defaults (15s/10s/2s) that is every 6 s instead of every 2 s. Followers — ours and
+    /// client-go's — judge expiry only by `leaseDurationSeconds` since the last change they saw,
+    /// and 6 s < 10 s < 15 s, so none of them can tell the difference.
+    pub fn renew_interval(&self) -> Duration {
+        let rd = self.renew_deadline;
+        let rp = self.retry_period;
+        let want = std::cmp::min(rd.mul_f64(0.6), rd.saturating_sub(rp * 2));
+        std::cmp::max(rp, want)
+    }
+}
+
+/// Where this candidate stands in the replicas' placement of its Lease, and how the manager
+/// asks it to hand the Lease over. Without placement every candidate is preferred (rank 0).
+#[derive(Clone, Default)]
+pub struct Standing {
+    /// 0: preferred leader; 1: the successor, which takes an *expired* lease at once; n: waits
+    /// `n` (released) or `n − 1` (expired) retry periods before taking a free lease.
+    pub rank: Option<watch::Receiver<u32>>,
+    /// Each new value asks the leader to release the Lease now (its workers have drained) and
+    /// go on as a standby.
+    pub release: Option<watch::Receiver<u64>>,
+}
+
+/// Resolves when `rx` changes; never, once its sender is gone.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    loop {
+        match rx {
+            Some(r) => {
+                if r.changed().await.is_ok() {
+                    return;
+                }
+                *rx = None;
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }
 
@@ -151,6 +217,8 @@ enum Attempt {
 enum TermEnd {
     Lost(String),
     Stopped,
+    /// The manager asked for the Lease to go to the preferred replica.
+    HandedOver,
 }
 
 /// One candidate for one Lease.
@@ -171,6 +239,8 @@ pub struct Elector<S: LeaseStore> {
     /// timed out or the connection broke): we may hold the lease without knowing it. Cleared
     /// by the next successful read.
     unsure: bool,
+    /// Placement of this Lease among the replicas.
+    standing: Standing,
 }
 
 impl<S: LeaseStore> Elector<S> {
@@ -188,6 +258,43 @@ impl<S: LeaseStore> Elector<S> {
             leading: false,
             force_release: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             unsure: false,
+            standing: Standing::default(),
+        }
+    }
+
+    /// Campaigns according to `standing` (preferred at once, standbys later) instead of
+    /// as a preferred candidate.
+    pub fn with_standing(mut self, standing: Standing) -> Self {
+        self.standing = standing;
+        self
+    }
+
+    fn rank(&self) -> u32 {
+        self.standing.rank.as_ref().map_or(0, |r| *r.borrow())
+    }
+
+    /// How long after a lease became free (released) or expired this candidate waits before
+    /// taking it: nothing for the preferred replica, nothing for the successor of an expired
+    /// holder, a retry period per rank otherwise — so the replica placement chose gets it
+    /// first, and a standby still takes over if that replica does not.
+    fn takeover_delay(&self, released: bool) -> Duration {
+        let rank = self.rank();
+        let steps = if released {
+            rank
+        } else {
+            rank.saturating_sub(1)
+        };
+        self.cfg.retry_period * steps.min(MAX_STANDBY_STEPS)
+    }
+
+    /// When this candidate may next write to the Lease, judged from the last record it saw:
+    /// `None` when it may act now (no record yet, or the record names it).
+    fn allowed_at(&self) -> Option<Instant> {
+        let (rec, at) = self.observed.as_ref()?;
+        match rec.holder() {
+            Some(h) if h == self.cfg.identity => None,
+            Some(_) => Some(*at + Self::advertised(rec) + self.takeover_delay(false)),
+            None => Some(*at + self.takeover_delay(true)),
         }
     }
 
@@ -313,10 +420,11 @@ impl<S: LeaseStore> Elector<S> {
             Err(StoreError::NotFound) => {
                 // A deleted Lease is not a released one: the holder we last saw may still act
                 // until its lease expires on our clock, so wait for that before creating it.
-                if let Some(expires) = self.foreign_expiry()
-                    && Instant::now() < expires
-                {
-                    return Ok(Attempt::Held(expires));
+                if let Some(expires) = self.foreign_expiry() {
+                    let allowed = expires + self.takeover_delay(false);
+                    if Instant::now() < allowed {
+                        return Ok(Attempt::Held(allowed));
+                    }
                 }
                 let sent = Instant::now();
                 let rec = self.next_record(None, (self.cfg.wall_clock)());
@@ -345,18 +453,14 @@ impl<S: LeaseStore> Elector<S> {
         };
         self.unsure = false;
         self.observe(current.clone());
-        let me = self.cfg.identity.as_str();
-        if let Some(holder) = current.holder()
-            && holder != me
+        if let Some(allowed) = self.allowed_at()
+            && Instant::now() < allowed
         {
-            let at = self
-                .observed
-                .as_ref()
-                .map_or_else(Instant::now, |(_, at)| *at);
-            let expires = at + Self::advertised(&current);
-            if Instant::now() < expires {
-                return Ok(Attempt::Held(expires));
-            }
+            return Ok(Attempt::Held(allowed));
+        }
+        if let Some(holder) = current.holder()
+            && holder != self.cfg.identity
+        {
             info!(
                 lease_holder = holder,
                 "lease expired by observation; taking over"
@@ -379,38 +483,50 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     /// Campaigns until leading (Some) or stopped (None).
+    /// Campaigns until leading (Some) or stopped (None).
+    ///
+    /// A follower whose watch covers the Lease sends nothing while the holder renews: each
+    /// watched renewal moves its wake-up to the new expiry. Without a watch (closed, or a
+    /// Lease the narrowed watch does not see) it also polls every jittered retry period.
     async fn acquire(&mut self, stop: &CancellationToken) -> Result<Option<Fence>, ElectionError> {
         let mut sub = self.store.subscribe();
+        let mut rank = self.standing.rank.clone();
         loop {
             if stop.is_cancelled() {
                 return Ok(None);
             }
-            let wake_at = match self.try_acquire().await? {
+            let covered = |sub: &Option<_>, store: &S| sub.is_some() && store.watch_covers();
+            let mut wake_at = match self.try_acquire().await? {
                 Attempt::Acquired(f) => return Ok(Some(f)),
                 Attempt::Retry => continue,
-                Attempt::Held(expires) => {
-                    std::cmp::min(expires, Instant::now() + self.jittered_retry())
+                Attempt::Held(allowed) if covered(&sub, &self.store) => allowed,
+                Attempt::Held(allowed) => {
+                    std::cmp::min(allowed, Instant::now() + self.jittered_retry())
                 }
                 Attempt::Failed => Instant::now() + self.jittered_retry(),
             };
-            // Wait for expiry, the poll interval, or a watched change that frees the lease.
+            // Wait until we may act, the poll interval, or a watched change or a new placement
+            // that lets us act earlier.
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(None),
                     _ = sleep_until(wake_at) => break,
                     seen = next_watched(&mut sub) => {
                         match seen {
-                            // Deleted: try to create it at once.
+                            // Deleted: try to create it (after the last holder's expiry).
                             None => break,
-                            Some(rec) => {
-                                let free = rec.holder().is_none();
-                                self.observe(rec);
-                                if free { break; }
-                                // A renewal resets our observation clock; keep waiting, but no
-                                // longer than the new expiry.
-                            }
+                            Some(rec) => self.observe(rec),
                         }
                     }
+                    _ = changed(&mut rank) => {}
+                }
+                // A renewal resets our observation clock; a release or a better rank brings
+                // the moment we may act forward.
+                match self.allowed_at() {
+                    None => break,
+                    Some(t) if t <= Instant::now() => break,
+                    Some(t) if covered(&sub, &self.store) => wake_at = t,
+                    Some(t) => wake_at = std::cmp::min(t, wake_at),
                 }
             }
         }
@@ -420,13 +536,24 @@ impl<S: LeaseStore> Elector<S> {
     async fn hold(&mut self, fence: &Fence, stop: &CancellationToken) -> TermEnd {
         let mut sub = self.store.subscribe();
         let me = self.cfg.identity.clone();
+        let mut releases = self.standing.release.clone();
+        if let Some(r) = releases.as_mut() {
+            r.borrow_and_update();
+        }
         let mut immediate = false;
+        let mut failed_last = false;
         loop {
             if !immediate {
-                let next = Instant::now() + self.cfg.retry_period;
+                let next = if failed_last {
+                    Instant::now() + self.cfg.retry_period
+                } else {
+                    let last_sent = fence.deadline() - self.cfg.renew_deadline;
+                    std::cmp::max(Instant::now(), last_sent + self.cfg.renew_interval())
+                };
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return TermEnd::Stopped,
+                        _ = changed(&mut releases) => return TermEnd::HandedOver,
                         _ = sleep_until(fence.deadline()) => {
                             return TermEnd::Lost("no successful renew within renewDeadline".into())
                         }
@@ -472,6 +599,7 @@ impl<S: LeaseStore> Elector<S> {
                 }
                 r = self.call(self.store.update(&rec)) => r,
             };
+            failed_last = outcome.is_err();
             match outcome {
                 Ok(updated) => {
                     if let Some(h) = &self.telemetry.renew_duration {
@@ -585,6 +713,13 @@ impl<S: LeaseStore> Elector<S> {
             match end {
                 TermEnd::Lost(why) => {
                     warn!(identity = %self.cfg.identity, reason = %why, "lost leadership; campaigning again");
+                }
+                TermEnd::HandedOver => {
+                    // The workers have drained: clear the Lease for the preferred replica and
+                    // go on as a standby (which waits before taking a free lease).
+                    info!(identity = %self.cfg.identity, "handing the lease over");
+                    self.release().await;
+                    continue;
                 }
                 TermEnd::Stopped => {
                     if self.cfg.release_on_cancel

@@ -84,6 +84,11 @@ impl Fence {
         Ok(self.0.token)
     }
 
+    /// True once [`Fence::revoke`] was called (the term is over even if the deadline is not).
+    pub fn is_revoked(&self) -> bool {
+        self.0.revoked.is_cancelled()
+    }
+
     /// True while [`Fence::check`] is Ok.
     pub fn is_valid(&self) -> bool {
         self.check().is_ok()

@@ -1,18 +1,20 @@
-//! [`LeaseStore`] on a real `coordination.k8s.io/v1` Lease, with a watch that feeds candidates.
+//! [`LeaseStore`] on a real `coordination.k8s.io/v1` Lease, fed by the replica's shared,
+//! label-narrowed Lease watch ([`LeaseHub`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
-use tracing::debug;
 
 use super::lease::{LeaseRecord, LeaseStore, StoreError};
+use super::lease_hub::{LeaseHub, LeaseSubscription};
 
-/// Label put on Leases the operator creates (for humans and for cleanup checks).
+/// Label put on the Leases the operator writes: it narrows the shared Lease watch, and tells
+/// humans (and cleanup checks) whose Lease it is.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "manager-operator");
 
 /// A Lease in the API server.
@@ -20,7 +22,9 @@ pub struct KubeLeaseStore {
     api: Api<Lease>,
     namespace: String,
     name: String,
-    tx: watch::Sender<Option<LeaseRecord>>,
+    sub: LeaseSubscription,
+    /// The Lease as last read carried [`MANAGED_BY_LABEL`], so the shared watch sees it.
+    labelled: AtomicBool,
     /// Metadata of the Lease as last read, so updates keep foreign labels and annotations
     /// (a full-object update, like client-go's).
     meta: std::sync::Mutex<Option<ObjectMeta>>,
@@ -48,7 +52,8 @@ pub fn store_error(e: kube::Error, namespace: &str, creating: bool) -> StoreErro
     }
 }
 
-fn to_record(lease: &Lease) -> LeaseRecord {
+/// The election fields of a Lease.
+pub fn to_record(lease: &Lease) -> LeaseRecord {
     let spec = lease.spec.clone().unwrap_or_default();
     LeaseRecord {
         holder: spec.holder_identity,
@@ -60,20 +65,43 @@ fn to_record(lease: &Lease) -> LeaseRecord {
     }
 }
 
+fn has_label(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL.0))
+        .is_some_and(|v| v == MANAGED_BY_LABEL.1)
+}
+
 impl KubeLeaseStore {
-    /// A store for `namespace/name`.
+    /// A store for `namespace/name` with a watch of its own (a hub with one subscriber). Must
+    /// be called inside a tokio runtime.
     pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        let hub = LeaseHub::new(client.clone());
+        Self::with_hub(client, &hub, namespace, name)
+    }
+
+    /// A store for `namespace/name` fed by the shared watches of `hub`. Must be called inside a
+    /// tokio runtime.
+    pub fn with_hub(
+        client: kube::Client,
+        hub: &Arc<LeaseHub>,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             name: name.to_string(),
-            tx: watch::channel(None).0,
+            sub: hub.subscribe(namespace, name),
+            labelled: AtomicBool::new(false),
             meta: std::sync::Mutex::new(None),
         }
     }
 
     fn remember(&self, lease: Lease) -> LeaseRecord {
         let rec = to_record(&lease);
+        self.labelled
+            .store(has_label(&lease.metadata), Ordering::Release);
         if let Ok(mut m) = self.meta.lock() {
             *m = Some(lease.metadata);
         }
@@ -86,6 +114,11 @@ impl KubeLeaseStore {
             Some(mut m) => {
                 m.resource_version = rec.resource_version.clone();
                 m.managed_fields = None;
+                // Every Lease we write joins the shared watch.
+                m.labels.get_or_insert_with(BTreeMap::new).insert(
+                    MANAGED_BY_LABEL.0.to_string(),
+                    MANAGED_BY_LABEL.1.to_string(),
+                );
                 m
             }
             None => ObjectMeta {
@@ -109,36 +142,6 @@ impl KubeLeaseStore {
                 lease_transitions: rec.lease_transitions,
                 ..LeaseSpec::default()
             }),
-        }
-    }
-
-    /// Watches the Lease and publishes what it sees to subscribers. Runs until dropped; the
-    /// manager owns it as one of its tasks. Watch errors are retried with backoff: the watch
-    /// only speeds takeover up, polling stays correct without it.
-    pub async fn run_watch(&self) {
-        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
-        let mut stream = std::pin::pin!(watcher::watcher(self.api.clone(), cfg).default_backoff());
-        let mut init_seen = false;
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(watcher::Event::Apply(l)) => {
-                    self.tx.send_replace(Some(to_record(&l)));
-                }
-                Ok(watcher::Event::Delete(_)) => {
-                    self.tx.send_replace(None);
-                }
-                Ok(watcher::Event::Init) => init_seen = false,
-                Ok(watcher::Event::InitApply(l)) => {
-                    init_seen = true;
-                    self.tx.send_replace(Some(to_record(&l)));
-                }
-                Ok(watcher::Event::InitDone) => {
-                    if !init_seen {
-                        self.tx.send_replace(None);
-                    }
-                }
-                Err(e) => debug!(error = %e, lease = %self.name, "lease watch error; retrying"),
-            }
         }
     }
 }
@@ -174,10 +177,10 @@ impl LeaseStore for KubeLeaseStore {
     }
 
     fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>> {
-        Some(self.tx.subscribe())
+        Some(self.sub.receiver())
     }
 
-    fn background(self: std::sync::Arc<Self>) -> Option<futures::future::BoxFuture<'static, ()>> {
-        Some(Box::pin(async move { self.run_watch().await }))
+    fn watch_covers(&self) -> bool {
+        self.labelled.load(Ordering::Acquire)
     }
 }

@@ -90,6 +90,13 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Candidates use it to take over a released lease at once.
     fn subscribe(&self) -> Option<watch::Receiver<Option<LeaseRecord>>>;
 
+    /// True when the watch behind [`LeaseStore::subscribe`] sees every change of this Lease
+    /// (a label-narrowed watch does not see a Lease without the label). A follower polls only
+    /// when this is false.
+    fn watch_covers(&self) -> bool {
+        true
+    }
+
     /// A background task that feeds [`LeaseStore::subscribe`] (e.g. a watch), owned and
     /// cancelled by the manager. None when the store needs none.
     fn background(self: Arc<Self>) -> Option<futures::future::BoxFuture<'static, ()>> {

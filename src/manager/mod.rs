@@ -3,8 +3,10 @@
 
 pub mod election;
 pub mod fence;
+pub mod handover;
 pub mod kube_store;
 pub mod lease;
+pub mod lease_hub;
 #[cfg(test)]
 pub(crate) mod memstore;
 pub mod runtime;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use prometheus::{Histogram, IntGauge};
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
@@ -28,9 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 use super::election::{
-    ElectionError, ElectionTelemetry, Elector, ElectorConfig, LeaseView, Role, WallClock,
+    ElectionError, ElectionTelemetry, Elector, ElectorConfig, LeaseView, Role, Standing, WallClock,
+    holder_identity,
 };
 use super::fence::Fence;
+use super::handover::{CoolOff, Pacer, SETTLE};
 use super::lease::{LeaseRecord, LeaseStore, StoreError};
 use crate::api::ManagerConfig;
 use crate::api::conditions::StartupFailure;
@@ -127,6 +129,19 @@ pub struct ManagerTelemetry {
     pub startup_duration: Option<Histogram>,
 }
 
+/// Where a manager's config is placed among the replicas (see `crate::placement`).
+#[derive(Clone, Default)]
+pub struct Placement {
+    /// This replica's rank for the config (0: preferred). None: always preferred, never hands
+    /// over (placement off).
+    pub rank: Option<watch::Receiver<u32>>,
+    /// Paces handovers replica-wide.
+    pub pacer: Option<Arc<Pacer>>,
+    /// Counts handovers this manager starts because placement moved it
+    /// (`handovers_total{reason="rebalance"}`).
+    pub handovers: Option<IntCounter>,
+}
+
 /// What a manager needs from its surroundings: where its Lease lives and what it runs.
 pub trait ManagerEnv {
     /// The Lease store type.
@@ -138,6 +153,10 @@ pub trait ManagerEnv {
     /// Metrics for this config.
     fn telemetry(&self, _cfg: &ResolvedConfig) -> ManagerTelemetry {
         ManagerTelemetry::default()
+    }
+    /// Placement of this config among the replicas (default: none, always preferred).
+    fn placement(&self, _cfg: &ResolvedConfig) -> Placement {
+        Placement::default()
     }
 }
 
@@ -281,7 +300,15 @@ impl Manager {
             };
             Failure::new(reason, v.to_string())
         })?;
-        Self::start_resolved(cfg, me, env).await
+        // The Lease names this manager, not only this replica: `<replica>/<config uid>`.
+        let me = match mc.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
+            Some(uid) => ManagerIdentity {
+                identity: holder_identity(&me.identity, uid),
+                wall_clock: me.wall_clock.clone(),
+            },
+            None => me.clone(),
+        };
+        Self::start_resolved(cfg, &me, env).await
     }
 
     /// [`Manager::start`] for an already validated config.
@@ -322,7 +349,13 @@ impl Manager {
             }
         }
 
-        let elector = Elector::new(store.clone(), ecfg, telemetry.election.clone());
+        let placement = env.placement(&cfg);
+        let (release_tx, release_rx) = watch::channel(0u64);
+        let elector =
+            Elector::new(store.clone(), ecfg, telemetry.election.clone()).with_standing(Standing {
+                rank: placement.rank.clone(),
+                release: Some(release_rx),
+            });
         let (state_tx, state) = watch::channel(ManagerState::Candidate);
         let view = elector.views();
         let roles = elector.roles();
@@ -337,6 +370,9 @@ impl Manager {
             shutdown: shutdown.clone(),
             live: live.clone(),
             telemetry: telemetry.clone(),
+            placement,
+            release: release_tx,
+            cool_off: CoolOff::default(),
         };
         let background = store.background();
         // Every log line of the elector and the supervisor names the config.
@@ -440,12 +476,18 @@ struct Supervisor {
     shutdown: CancellationToken,
     live: Arc<AtomicI64>,
     telemetry: ManagerTelemetry,
+    placement: Placement,
+    /// Asks the elector to release the Lease (after a handover drained the workers).
+    release: watch::Sender<u64>,
+    cool_off: CoolOff,
 }
 
 enum TermEnd {
     Lost,
     Shutdown,
     Failed(Failure),
+    /// Placement moved the config to another replica: workers drained, Lease to be released.
+    HandedOver,
 }
 
 impl Supervisor {
@@ -510,7 +552,10 @@ impl Supervisor {
         let mut roles = self.roles.clone();
         loop {
             let fence = loop {
-                if let Some(f) = roles.borrow_and_update().fence().cloned() {
+                // A fence we revoked ourselves (handover) is not a new term.
+                if let Some(f) = roles.borrow_and_update().fence().cloned()
+                    && !f.is_revoked()
+                {
                     break f;
                 }
                 self.state.send_replace(ManagerState::Candidate);
@@ -522,6 +567,12 @@ impl Supervisor {
             };
             match self.term(&fence, &stop).await {
                 TermEnd::Lost => {
+                    self.state.send_replace(ManagerState::Candidate);
+                    continue;
+                }
+                TermEnd::HandedOver => {
+                    // Workers are drained: now the Lease may go.
+                    self.release.send_modify(|n| *n += 1);
                     self.state.send_replace(ManagerState::Candidate);
                     continue;
                 }
@@ -584,6 +635,17 @@ impl Supervisor {
                     _ = self.shutdown.cancelled() => TermEnd::Shutdown,
                     _ = stop.cancelled() => TermEnd::Shutdown,
                     f = self.first_failure(&mut set) => f,
+                    () = self.handover_wanted() => {
+                        // No side effect with this token from now on; the elector keeps
+                        // renewing until the workers have drained, then releases.
+                        fence.revoke();
+                        self.cool_off.record();
+                        if let Some(c) = &self.placement.handovers {
+                            c.inc();
+                        }
+                        info!(namespace = %self.cfg.namespace, name = %self.cfg.name, token, "placement prefers another replica: handing over");
+                        TermEnd::HandedOver
+                    }
                 }
             }
         };
@@ -591,6 +653,33 @@ impl Supervisor {
         run_stop.cancel();
         self.drain(&mut set).await;
         end
+    }
+
+    /// Resolves when this replica should hand the config over: placement has preferred another
+    /// replica for a moment, the config is not cooling off from an earlier handover, and the
+    /// replica-wide pacer gives a slot. Never resolves without placement.
+    async fn handover_wanted(&self) {
+        let (Some(mut rank), Some(pacer)) =
+            (self.placement.rank.clone(), self.placement.pacer.clone())
+        else {
+            return std::future::pending().await;
+        };
+        loop {
+            if rank.wait_for(|r| *r != 0).await.is_err() {
+                return std::future::pending().await;
+            }
+            if let Some(t) = self.cool_off.until() {
+                tokio::time::sleep_until(t).await;
+            }
+            sleep(SETTLE).await;
+            if *rank.borrow() == 0 {
+                continue;
+            }
+            pacer.admit().await;
+            if *rank.borrow_and_update() != 0 {
+                return;
+            }
+        }
     }
 
     /// Waits for the first runnable to fail (Ok completions are ignored).

@@ -210,10 +210,18 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Decides a CREATE/UPDATE of a ManagerConfig. `Err` is the text of an HTTP 400.
+/// What the webhook knows of the stored ManagerConfigs (the operator's cache), so it can refuse
+/// a second config on a Lease that another one uses (SPEC §3.1).
+pub trait LeaseClaims: Send + Sync {
+    /// The other config that owns the Lease `mc` names, if any.
+    fn rival(&self, mc: &ManagerConfig) -> Option<std::sync::Arc<ManagerConfig>>;
+}
+
 async fn decide(
     parsed: &Parsed,
     policy: &HookPolicy,
     reviewer: &dyn AccessReviewer,
+    claims: Option<&dyn LeaseClaims>,
 ) -> Result<Decision, String> {
     let req = &parsed.request;
     match req.operation {
@@ -301,6 +309,15 @@ async fn decide(
         Ok(_) => Vec::new(),
         Err(violations) => violations.0.iter().map(ToString::to_string).collect(),
     };
+    if let Some(owner) = claims.and_then(|c| c.rival(&mc)) {
+        lines.push(format!(
+            "spec.leaderElection.leaseName: {}",
+            crate::controller::claims::in_use_message(
+                &crate::controller::claims::lease_of(&mc),
+                &owner
+            )
+        ));
+    }
     let invalid_count = lines.len();
 
     let namespace = mc.metadata.namespace.clone().unwrap_or_default();
@@ -390,11 +407,21 @@ fn respond(request: &AdmissionRequest<DynamicObject>, decision: Decision) -> Out
 
 /// Answers one admission request body. Never panics; see the module docs for the contract.
 pub async fn review(body: &[u8], policy: &HookPolicy, reviewer: &dyn AccessReviewer) -> Outcome {
+    review_with_claims(body, policy, reviewer, None).await
+}
+
+/// [`review`], also refusing a config whose Lease another stored config uses.
+pub async fn review_with_claims(
+    body: &[u8],
+    policy: &HookPolicy,
+    reviewer: &dyn AccessReviewer,
+    claims: Option<&dyn LeaseClaims>,
+) -> Outcome {
     let parsed = match parse(body) {
         Ok(p) => p,
         Err(message) => return Outcome::error(StatusCode::BAD_REQUEST, message),
     };
-    match decide(&parsed, policy, reviewer).await {
+    match decide(&parsed, policy, reviewer, claims).await {
         Ok(decision) => {
             let outcome = respond(&parsed.request, decision);
             if !outcome.allowed {

@@ -563,6 +563,19 @@ pub async fn start_webhook(
     reviewer: Option<Arc<dyn AccessReviewer>>,
     shutdown: CancellationToken,
 ) -> Result<RunningWebhook, WebhookError> {
+    start_webhook_with_claims(config, client, policy, metrics, reviewer, None, shutdown).await
+}
+
+/// [`start_webhook`], also refusing configs on a Lease that a stored config uses (`claims`).
+pub async fn start_webhook_with_claims(
+    config: WebhookConfig,
+    client: kube::Client,
+    policy: HookPolicy,
+    metrics: Option<Metrics>,
+    reviewer: Option<Arc<dyn AccessReviewer>>,
+    claims: Option<Arc<dyn handler::LeaseClaims>>,
+    shutdown: CancellationToken,
+) -> Result<RunningWebhook, WebhookError> {
     config.check()?;
     let (source, cert) = match config.cert_mode {
         CertMode::SelfManaged => {
@@ -627,7 +640,8 @@ pub async fn start_webhook(
     }
 
     let reviewer = reviewer.unwrap_or_else(|| Arc::new(SubjectAccessReviewer::new(client.clone())));
-    let state = AdmissionState::new(policy, reviewer, metrics.clone(), config.limits);
+    let mut state = AdmissionState::new(policy, reviewer, metrics.clone(), config.limits);
+    state.claims = claims;
     let tls = server::tls_config(store)?;
     let server = tokio::spawn(server::serve(
         listener,

@@ -114,6 +114,8 @@ pub struct AdmissionState {
     pub metrics: Option<Metrics>,
     /// Limits.
     pub limits: ServerLimits,
+    /// Stored configs, to refuse a second config on a used Lease (None: not checked).
+    pub claims: Option<Arc<dyn handler::LeaseClaims>>,
     slots: Arc<Semaphore>,
 }
 
@@ -131,6 +133,7 @@ impl AdmissionState {
             metrics,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
             limits,
+            claims: None,
         }
     }
 }
@@ -206,7 +209,13 @@ async fn validate(State(state): State<AdmissionState>, request: Request) -> Resp
             );
         }
     };
-    let outcome = handler::review(&bytes, &state.policy, state.reviewer.as_ref()).await;
+    let outcome = handler::review_with_claims(
+        &bytes,
+        &state.policy,
+        state.reviewer.as_ref(),
+        state.claims.as_deref(),
+    )
+    .await;
     record(&state, outcome.operation, outcome.allowed, started);
     if outcome.status != StatusCode::OK {
         tracing::info!(status = %outcome.status, message = %outcome.body_text().trim_end(), "bad admission request");

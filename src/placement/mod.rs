@@ -1,0 +1,216 @@
+//! Placement: which replica should lead each ManagerConfig (SPEC §3.1).
+//!
+//! Every replica runs the same pure computation ([`ring::assign`]) over what it sees — the
+//! live, ready replicas of its group ([`membership`]) and the ManagerConfigs in its cache — and
+//! publishes, per config, this replica's rank: 0 for the preferred leader, 1 for its successor,
+//! and so on. There is no coordinator: replicas that see the same members and configs agree,
+//! and while views differ (a replica just joined) the Lease still guarantees one holder; the
+//! views converge within a membership renew period.
+//!
+//! The manager runtime reads the rank ([`crate::manager::runtime::Placement`]): the preferred
+//! replica campaigns at once, standbys later; a leader that is no longer preferred hands over
+//! (drain, then release), paced replica-wide by a [`Pacer`].
+
+pub mod membership;
+pub mod ring;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::IntGauge;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::manager::handover::Pacer;
+
+/// How often the placement is recomputed when nothing wakes it earlier (new configs appear
+/// in the cache without a notification).
+pub const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The config keys placement distributes: `namespace/name` of every ManagerConfig in the cache.
+pub type KeySource = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// This replica's view of the placement, with one rank channel per config.
+pub struct PlacementService {
+    me: String,
+    members: watch::Receiver<Vec<String>>,
+    ranks: Mutex<HashMap<String, watch::Sender<u32>>>,
+    /// Paces this replica's handovers.
+    pub pacer: Arc<Pacer>,
+    replicas_seen: Option<IntGauge>,
+    preferred: Option<IntGauge>,
+}
+
+/// This replica's rank in `order` (the takeover order of one config): its index, or after
+/// everyone when it is not a member (not ready yet); 0 when no member is known (alone).
+fn rank_in(order: &[&str], me: &str) -> u32 {
+    if order.is_empty() {
+        return 0;
+    }
+    let pos = order.iter().position(|m| *m == me).unwrap_or(order.len());
+    u32::try_from(pos).unwrap_or(u32::MAX)
+}
+
+impl PlacementService {
+    /// A service for replica `me`, fed by `members` (see [`membership::run`]).
+    pub fn new(
+        me: &str,
+        members: watch::Receiver<Vec<String>>,
+        pacer: Pacer,
+        replicas_seen: Option<IntGauge>,
+        preferred: Option<IntGauge>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            me: me.to_string(),
+            members,
+            ranks: Mutex::new(HashMap::new()),
+            pacer: Arc::new(pacer),
+            replicas_seen,
+            preferred,
+        })
+    }
+
+    /// This replica's rank for `key`, kept up to date. Until the next recompute includes the
+    /// key, the rank is its plain rendezvous rank among the current members.
+    pub fn rank_for(&self, key: &str) -> watch::Receiver<u32> {
+        let mut ranks = match self.ranks.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(tx) = ranks.get(key) {
+            return tx.subscribe();
+        }
+        let members = self.members.borrow().clone();
+        let order = ring::ranking(&members, key);
+        let (tx, rx) = watch::channel(rank_in(&order, &self.me));
+        ranks.insert(key.to_string(), tx);
+        rx
+    }
+
+    /// Recomputes every rank from `members` and `keys`; returns how many configs prefer this
+    /// replica.
+    pub fn apply(&self, members: &[String], keys: &[String]) -> usize {
+        let assignment = ring::assign(members, keys);
+        let mut ranks = match self.ranks.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        // Channels nobody listens to any more (the manager stopped) go.
+        ranks.retain(|_, tx| tx.receiver_count() > 0);
+        for (key, tx) in ranks.iter() {
+            let rank = match assignment.get(key) {
+                Some(order) => {
+                    let order: Vec<&str> = order.iter().map(String::as_str).collect();
+                    rank_in(&order, &self.me)
+                }
+                None => rank_in(&ring::ranking(members, key), &self.me),
+            };
+            tx.send_if_modified(|r| {
+                let changed = *r != rank;
+                *r = rank;
+                changed
+            });
+        }
+        assignment
+            .values()
+            .filter(|order| order.first().is_some_and(|m| *m == self.me))
+            .count()
+    }
+
+    /// Recomputes on every change of members, and every [`RECOMPUTE_INTERVAL`] when the set of
+    /// configs changed, until `stop`.
+    pub async fn run(self: Arc<Self>, keys: KeySource, stop: CancellationToken) {
+        let mut members_rx = self.members.clone();
+        let mut last: Option<(Vec<String>, Vec<String>)> = None;
+        let mut tick = tokio::time::interval(RECOMPUTE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+                r = members_rx.changed() => if r.is_err() { return },
+            }
+            let members = members_rx.borrow_and_update().clone();
+            let mut k = keys();
+            k.sort();
+            let view = (members, k);
+            if last.as_ref() == Some(&view) {
+                continue;
+            }
+            let preferred = self.apply(&view.0, &view.1);
+            if let Some(g) = &self.replicas_seen {
+                g.set(i64::try_from(view.0.len()).unwrap_or(i64::MAX));
+            }
+            if let Some(g) = &self.preferred {
+                g.set(i64::try_from(preferred).unwrap_or(i64::MAX));
+            }
+            last = Some(view);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(me: &str, members: &[&str]) -> (Arc<PlacementService>, watch::Sender<Vec<String>>) {
+        let (tx, rx) = watch::channel(members.iter().map(|m| m.to_string()).collect());
+        (
+            PlacementService::new(
+                me,
+                rx,
+                Pacer::new(5, Duration::from_millis(500)),
+                None,
+                None,
+            ),
+            tx,
+        )
+    }
+
+    #[test]
+    fn ranks_follow_the_assignment_and_every_replica_agrees() {
+        let members: Vec<String> = ["r0", "r1", "r2"].iter().map(|s| s.to_string()).collect();
+        let keys: Vec<String> = (0..30).map(|i| format!("ns/c{i}")).collect();
+        let services: Vec<_> = ["r0", "r1", "r2"]
+            .iter()
+            .map(|me| svc(me, &["r0", "r1", "r2"]).0)
+            .collect();
+        let rx: Vec<Vec<watch::Receiver<u32>>> = services
+            .iter()
+            .map(|s| keys.iter().map(|k| s.rank_for(k)).collect())
+            .collect();
+        let preferred: usize = services.iter().map(|s| s.apply(&members, &keys)).sum();
+        assert_eq!(
+            preferred, 30,
+            "every config has exactly one preferred replica"
+        );
+        for (i, _) in keys.iter().enumerate() {
+            let mut ranks: Vec<u32> = rx.iter().map(|r| *r[i].borrow()).collect();
+            ranks.sort();
+            assert_eq!(ranks, vec![0, 1, 2], "config {i}");
+        }
+    }
+
+    #[test]
+    fn alone_or_not_yet_a_member() {
+        let (alone, _tx) = svc("me", &[]);
+        assert_eq!(*alone.rank_for("ns/a").borrow(), 0);
+        let (joining, _tx) = svc("me", &["a", "b"]);
+        assert_eq!(
+            *joining.rank_for("ns/a").borrow(),
+            2,
+            "not ready yet: after every member"
+        );
+    }
+
+    #[test]
+    fn unused_channels_are_dropped() {
+        let (s, _tx) = svc("r0", &["r0"]);
+        let rx = s.rank_for("ns/a");
+        drop(rx);
+        let _kept = s.rank_for("ns/b");
+        s.apply(&["r0".into()], &["ns/a".into(), "ns/b".into()]);
+        assert_eq!(s.ranks.lock().map(|r| r.len()).unwrap_or(0), 1);
+    }
+}
