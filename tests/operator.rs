@@ -618,6 +618,8 @@ async fn lease_holder(client: &kube::Client, ns: &str, name: &str) -> Option<Str
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
         .filter(|h| !h.is_empty())
+        // The holder is `<replica>/<config uid>`; tests compare replicas.
+        .map(|h| manager_operator::manager::election::replica_of(&h).to_string())
 }
 
 /// Waits until `status.leader` and the Lease's holder agree on one of `candidates`.
@@ -1653,4 +1655,285 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     );
     wait_agreed_leader(&client, &ns, "term", &[other.as_str()]).await;
     assert_one_holder_at_a_time(&hook.calls_of("term"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Many managers, many replicas (issue 12): one config per Lease, placement, join, leave,
+// crash.
+
+/// The Lease holder's full identity (`<replica>/<config uid>`).
+async fn lease_holder_full(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
+    let fx = Fixture::new("op-inuse").await;
+    let first = fx
+        .hook
+        .wait_call("a call of good", "good", Instant::now() - TIMEOUT, |_| true)
+        .await;
+    let good_uid = fx.api.get("good").await.unwrap().uid().unwrap();
+    let holder = lease_holder_full(&fx.client, &fx.ns, "good").await;
+    assert_eq!(
+        holder,
+        Some(format!("{}/{good_uid}", fx.op.identity)),
+        "the holder names the manager, not only the replica"
+    );
+    // `bad` names good's Lease (the webhook is off: the runtime must refuse it).
+    let bad = config(
+        &fx.ns,
+        "bad",
+        SA,
+        None,
+        &worker("v1", "ConfigMap", "app=good", &[], &fx.hook.url),
+    )
+    .replace("leaderElection: {", "leaderElection: {leaseName: good, ");
+    fx.expect_failure(&bad, "LeaseInUse").await;
+    let mc = fx.api.get("bad").await.unwrap();
+    let msg = condition(&mc, "Ready").unwrap().message.clone();
+    let expected = format!(
+        "Lease {0}/good is already used by ManagerConfig {0}/good",
+        fx.ns
+    );
+    assert!(msg.contains(&expected), "{msg}");
+    // Flapping the second config never touches the first one's term.
+    for resync in ["resyncPeriod: 30s", "resyncPeriod: 40s"] {
+        apply_yaml(
+            &config(
+                &fx.ns,
+                "bad",
+                SA,
+                None,
+                &worker("v1", "ConfigMap", "app=good", &[resync], &fx.hook.url),
+            )
+            .replace("leaderElection: {", "leaderElection: {leaseName: good, "),
+        );
+        let api = fx.api.clone();
+        wait_for(
+            "bad refused again at its new generation",
+            TIMEOUT,
+            || async {
+                let mc = api.get("bad").await.map_err(|e| e.to_string())?;
+                let st = mc.status.clone().unwrap_or_default();
+                match condition(&mc, "Ready") {
+                    Some(c)
+                        if c.reason == "LeaseInUse"
+                            && st.observed_generation == mc.metadata.generation =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(describe(&mc)),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    assert!(fx.hook.calls_of("bad").is_empty(), "bad never dispatched");
+    let lease = Api::<Lease>::namespaced(fx.client.clone(), &fx.ns)
+        .get("good")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(
+        i64::from(lease.lease_transitions.unwrap_or(0)),
+        first.token,
+        "good's term and token are untouched"
+    );
+    assert_eq!(
+        lease.holder_identity,
+        Some(format!("{}/{good_uid}", fx.op.identity))
+    );
+
+    // The owner goes away: the second config starts by itself, with a newer token.
+    let deleted = Instant::now();
+    kubectl_ok(&[
+        "-n",
+        &fx.ns,
+        "delete",
+        "managerconfig",
+        "good",
+        "--wait=true",
+    ]);
+    let (mc, _) = wait_ready_cond(&fx.api, "bad", "True", "Running", TIMEOUT).await;
+    eprintln!(
+        "[timing] LeaseInUse healed {:?} after the owner's deletion",
+        deleted.elapsed()
+    );
+    let (note, _) = wait_event(&fx.client, &fx.ns, "bad", "Normal", "Recovered", SURFACE).await;
+    assert!(note.contains("LeaseInUse"), "{note}");
+    let call = fx
+        .hook
+        .wait_call("a call of bad", "bad", deleted, |_| true)
+        .await;
+    assert!(call.token > first.token, "token moved forward");
+    assert_eq!(
+        lease_holder_full(&fx.client, &fx.ns, "good").await,
+        Some(format!("{}/{}", fx.op.identity, mc.uid().unwrap()))
+    );
+}
+
+/// Waits until every config in `names` is Ready and led by the replica the placement
+/// computation picks over `members` (the same function every replica runs).
+async fn wait_placed(api: &Api<ManagerConfig>, ns: &str, names: &[String], members: &[String]) {
+    let keys: Vec<String> = names.iter().map(|n| format!("{ns}/{n}")).collect();
+    let want = manager_operator::placement::ring::assign(members, &keys);
+    wait_for(
+        &format!("configs placed over {members:?}"),
+        Duration::from_secs(120),
+        || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut wrong = Vec::new();
+            for n in names {
+                let mc = list.items.iter().find(|m| &m.name_any() == n);
+                let leader = mc
+                    .and_then(|m| m.status.as_ref())
+                    .and_then(|s| s.leader.clone());
+                let ready = mc
+                    .and_then(|m| condition(m, "Ready"))
+                    .is_some_and(|c| c.status == "True");
+                let expected = &want[&format!("{ns}/{n}")][0];
+                if !ready || leader.as_deref() != Some(expected.as_str()) {
+                    wrong.push(format!(
+                        "{n}: leader {leader:?} ready {ready}, want {expected}"
+                    ));
+                }
+            }
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} misplaced: {:?}",
+                    wrong.len(),
+                    &wrong[..wrong.len().min(4)]
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn sum_metric(ops: &[&Operator], texts: &[String], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let _ = ops;
+    texts.iter().filter_map(|t| metric(t, name, labels)).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_balances_on_start_join_leave_and_crash() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "op-place").await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    grant_watch(&ns, SA, "configmaps");
+    create_cm(&client, &ns, "tick", "pl").await;
+    let hook = Hook::start().await;
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let id = |i: usize| format!("{ns}-r{i}");
+    let mut ops = vec![
+        Operator::start(&id(0), &ns).await,
+        Operator::start(&id(1), &ns).await,
+    ];
+    let names: Vec<String> = (0..16).map(|i| format!("c{i:02}")).collect();
+    for n in &names {
+        apply_yaml(&config(
+            &ns,
+            n,
+            SA,
+            None,
+            &worker(
+                "v1",
+                "ConfigMap",
+                "app=pl",
+                &["resyncPeriod: 1s"],
+                &hook.url,
+            ),
+        ));
+    }
+    let t = Instant::now();
+    wait_placed(&api, &ns, &names, &[id(0), id(1)]).await;
+    eprintln!(
+        "[timing] 16 configs placed over 2 replicas in {:?}",
+        t.elapsed()
+    );
+
+    // Join: the third replica gets exactly its share, by graceful handovers.
+    let joined = Instant::now();
+    ops.push(Operator::start(&id(2), &ns).await);
+    wait_placed(&api, &ns, &names, &[id(0), id(1), id(2)]).await;
+    eprintln!(
+        "[timing] rebalanced onto the joining replica in {:?}",
+        joined.elapsed()
+    );
+    let keys: Vec<String> = names.iter().map(|n| format!("{ns}/{n}")).collect();
+    let before = manager_operator::placement::ring::assign(&[id(0), id(1)], &keys);
+    let after = manager_operator::placement::ring::assign(&[id(0), id(1), id(2)], &keys);
+    let moved = keys
+        .iter()
+        .filter(|k| before[*k][0] != after[*k][0])
+        .count();
+    let mut texts = Vec::new();
+    for op in &ops {
+        texts.push(op.metrics_text().await);
+    }
+    let refs: Vec<&Operator> = ops.iter().collect();
+    let handovers = sum_metric(
+        &refs,
+        &texts,
+        "manager_operator_handovers_total",
+        &[("reason", "rebalance")],
+    );
+    assert!(
+        handovers >= moved as f64,
+        "{moved} configs moved but only {handovers} handovers counted"
+    );
+    for t in &texts {
+        assert_eq!(metric(t, "manager_operator_replicas_seen", &[]), Some(3.0));
+    }
+    let preferred = sum_metric(&refs, &texts, "manager_operator_managers_preferred", &[]);
+    assert_eq!(preferred, 16.0, "every config has one preferred replica");
+
+    // Leave (SIGTERM): its configs move at once by release.
+    let left = Instant::now();
+    ops[0].sigterm();
+    wait_placed(&api, &ns, &names, &[id(1), id(2)]).await;
+    eprintln!(
+        "[timing] SIGTERM: all configs Ready on the survivors in {:?}",
+        left.elapsed()
+    );
+    let status = ops[0].wait_exit(TIMEOUT).await;
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+
+    // Crash (kill -9): its configs move by expiry.
+    let crashed = Instant::now();
+    ops[1].kill9();
+    wait_placed(&api, &ns, &names, &[id(2)]).await;
+    eprintln!(
+        "[timing] kill -9: all configs Ready on the survivor in {:?}",
+        crashed.elapsed()
+    );
+
+    // Never two leaders of one config, tokens only forward.
+    let last = Instant::now();
+    for n in &names {
+        hook.wait_call("a call after the crash", n, crashed, |c| c.holder == id(2))
+            .await;
+        assert_one_holder_at_a_time(&hook.calls_of(n));
+    }
+    eprintln!(
+        "[check] one holder at a time for 16 configs (checked in {:?})",
+        last.elapsed()
+    );
 }
