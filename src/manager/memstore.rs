@@ -64,6 +64,8 @@ pub struct FaultyStore {
     faults: Arc<Mutex<Faults>>,
     rng: Mutex<StdRng>,
     watch: bool,
+    /// Calls made through this client (get, create, update).
+    pub calls: std::sync::atomic::AtomicUsize,
 }
 
 impl FaultyStore {
@@ -75,12 +77,15 @@ impl FaultyStore {
                 faults: faults.clone(),
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
                 watch: true,
+                calls: std::sync::atomic::AtomicUsize::new(0),
             }),
             faults,
         )
     }
 
     async fn before(&self) -> Result<bool, StoreError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let f = self.faults.lock().unwrap().clone();
         if f.hang {
             std::future::pending::<()>().await;

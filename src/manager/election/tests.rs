@@ -498,3 +498,198 @@ async fn run_chaos(seed: u64) {
     }
     assert!(leader_samples > 0, "seed {seed}: nobody ever led");
 }
+
+// Issue 12: the Lease budget and placement-aware takeover.
+
+fn spawn_with(store: Arc<FaultyStore>, c: ElectorConfig, standing: Standing) -> Running {
+    let e = Elector::new(store, c, ElectionTelemetry::default()).with_standing(standing);
+    let roles = e.roles();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(e.run(stop.clone()));
+    Running {
+        roles,
+        stop,
+        handle,
+    }
+}
+
+fn calls(s: &FaultyStore) -> usize {
+    s.calls.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn renew_interval_leaves_two_retries_before_the_deadline() {
+    assert_eq!(cfg("a").renew_interval(), Duration::from_secs(6));
+    let mut fast = cfg("a");
+    fast.lease_duration = Duration::from_secs(3);
+    fast.renew_deadline = Duration::from_secs(2);
+    fast.retry_period = Duration::from_millis(500);
+    assert_eq!(fast.renew_interval(), Duration::from_secs(1));
+    let mut tight = cfg("a");
+    tight.renew_deadline = Duration::from_millis(2500);
+    tight.retry_period = Duration::from_secs(2);
+    assert_eq!(
+        tight.renew_interval(),
+        Duration::from_secs(2),
+        "never below retryPeriod"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_renews_every_renew_interval_and_a_watching_follower_sends_nothing() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 11);
+    let (sb, _) = FaultyStore::new(&lease, 12);
+    let mut a = spawn(sa.clone(), cfg("a"));
+    until_leading(&mut a).await;
+    let b = spawn(sb.clone(), cfg("b"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (a0, b0) = (calls(&sa), calls(&sb));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (a_calls, b_calls) = (calls(&sa) - a0, calls(&sb) - b0);
+    // One update per 6 s (client-go: one per retryPeriod, 30 in 60 s).
+    assert!(
+        (9..=11).contains(&a_calls),
+        "leader made {a_calls} calls in 60 s"
+    );
+    assert_eq!(b_calls, 0, "a watching follower polls nothing");
+    assert!(b.roles.borrow().fence().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_preferred_replica_takes_a_released_lease_first_standbys_later() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 21);
+    let (sp, _) = FaultyStore::new(&lease, 22);
+    let (ss, _) = FaultyStore::new(&lease, 23);
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    let (_rank_p_tx, rank_p) = watch::channel(0u32);
+    let (_rank_s_tx, rank_s) = watch::channel(1u32);
+    let mut preferred = spawn_with(
+        sp.clone(),
+        cfg("p"),
+        Standing {
+            rank: Some(rank_p),
+            release: None,
+        },
+    );
+    let mut standby = spawn_with(
+        ss,
+        cfg("s"),
+        Standing {
+            rank: Some(rank_s),
+            release: None,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let released = Instant::now();
+    a.stop.cancel();
+    let _ = a.handle.await;
+    until_leading(&mut preferred).await;
+    assert!(
+        released.elapsed() < Duration::from_millis(100),
+        "preferred took it at once"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(standby.roles.borrow_and_update().fence().is_none());
+
+    // The preferred one goes without releasing: the successor (rank 1) takes the *expired*
+    // lease at once; it does not wait a retry period on top.
+    let renews_before = calls(&sp);
+    while calls(&sp) == renews_before {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let last_renew = Instant::now();
+    preferred.handle.abort();
+    until_leading(&mut standby).await;
+    let took = last_renew.elapsed();
+    assert!(
+        took >= Duration::from_millis(14_980) && took < Duration::from_millis(15_200),
+        "successor took over {took:?} after the last renewal (leaseDuration 15 s)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standby_takes_a_released_lease_after_its_rank_in_retry_periods() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 31);
+    let (ss, _) = FaultyStore::new(&lease, 32);
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    let (rank_tx, rank) = watch::channel(2u32);
+    let mut standby = spawn_with(
+        ss,
+        cfg("s"),
+        Standing {
+            rank: Some(rank),
+            release: None,
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let released = Instant::now();
+    a.stop.cancel();
+    let _ = a.handle.await;
+    until_leading(&mut standby).await;
+    let took = released.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_millis(4_200),
+        "rank 2 waits 2 retry periods: {took:?}"
+    );
+    drop(rank_tx);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_better_rank_wakes_a_waiting_standby_at_once() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 41);
+    let (ss, _) = FaultyStore::new(&lease, 42);
+    let mut a = spawn(sa, cfg("a"));
+    until_leading(&mut a).await;
+    let (rank_tx, rank) = watch::channel(3u32);
+    let mut standby = spawn_with(
+        ss,
+        cfg("s"),
+        Standing {
+            rank: Some(rank),
+            release: None,
+        },
+    );
+    a.stop.cancel();
+    let _ = a.handle.await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(standby.roles.borrow_and_update().fence().is_none());
+    let promoted = Instant::now();
+    rank_tx.send_replace(0);
+    until_leading(&mut standby).await;
+    assert!(promoted.elapsed() < Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_request_clears_the_lease_and_keeps_campaigning_as_a_standby() {
+    let lease = MemLease::new();
+    let (sa, _) = FaultyStore::new(&lease, 51);
+    let (rank_tx, rank) = watch::channel(0u32);
+    let (release_tx, release) = watch::channel(0u64);
+    let mut a = spawn_with(
+        sa,
+        cfg("a"),
+        Standing {
+            rank: Some(rank),
+            release: Some(release),
+        },
+    );
+    let f = until_leading(&mut a).await;
+    // The manager revokes the fence, drains, then asks for the release.
+    rank_tx.send_replace(1);
+    f.revoke();
+    release_tx.send_modify(|n| *n += 1);
+    until_candidate(&mut a).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rec = lease.current().unwrap();
+    assert_eq!(rec.holder.as_deref(), Some(""), "released");
+    // Nobody else came: as a rank-1 standby it takes the lease back after one retry period,
+    // in a new term.
+    let f2 = until_leading(&mut a).await;
+    assert_eq!(f2.token(), f.token() + 1);
+}
