@@ -12,7 +12,12 @@
 # MO_CHART_TEST_NAMESPACE (default mo-chart-test; created, and deleted at the end).
 #
 # Value sets: defaults, and every e2e/chart/values/*.yaml (cert-manager, cert-manager-issuer,
-# url-mode, monitoring). Needs python3 with PyYAML (Debian: python3-yaml) and jq.
+# url-mode, monitoring, lease-flow-control). Needs python3 with PyYAML (Debian: python3-yaml), jq
+# and curl.
+#
+# Besides the dry-runs, step 7 applies the opt-in FlowSchema (leaseFlowControl) for real and
+# checks with the ServiceAccount's token that the API server classifies its Lease requests, and
+# only those, into it; the FlowSchema and its priority level are deleted at the end.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,6 +43,7 @@ done
 [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] ||
   die "KUBECONFIG must name the admin kubeconfig of a running control plane (run me under e2e/with-cluster.sh)"
 command -v jq >/dev/null || die "jq is required"
+command -v curl >/dev/null || die "curl is required"
 python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is required (Debian: apt-get install python3-yaml)"
 
 # Helm keeps its caches and config out of $HOME (read-only or shared CI homes).
@@ -49,6 +55,9 @@ kubectl() { "$KUBECTL" --kubeconfig "$KUBECONFIG" "$@"; }
 cleanup() {
   local rc=$?
   kubectl delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  # Cluster-scoped objects of step 7.
+  kubectl delete flowschemas.flowcontrol.apiserver.k8s.io,prioritylevelconfigurations.flowcontrol.apiserver.k8s.io \
+    -l "app.kubernetes.io/instance=$RELEASE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -58,7 +67,7 @@ start=$SECONDS
 passed=()
 
 # ---------------------------------------------------------------------------------------------
-log "1/6 static checks: chart CRD, generated dashboards/schema/README table, metric names"
+log "1/7 static checks: chart CRD, generated dashboards/schema/README table, metric names"
 "$HERE/check-chart-crd.sh"
 python3 "$HERE/chart/gen-dashboards.py" --check || die "dashboards are stale: run e2e/chart/gen-dashboards.py"
 python3 "$HERE/chart/gen-schema.py" --check || die "values.schema.json is stale: run e2e/chart/gen-schema.py"
@@ -74,13 +83,13 @@ jq -e '[.templating.list[].name] | index("namespace") and index("name")' \
 passed+=("static checks")
 
 # ---------------------------------------------------------------------------------------------
-log "2/6 promtool: check rules, unit tests"
+log "2/7 promtool: check rules, unit tests"
 "$PROMTOOL" check rules "$CHART/files/alerts.yaml"
 "$PROMTOOL" test rules "$HERE/prometheus/alerts_test.yaml"
 passed+=("promtool check rules + test rules")
 
 # ---------------------------------------------------------------------------------------------
-log "3/6 values.schema.json refuses wrong types and values"
+log "3/7 values.schema.json refuses wrong types and values"
 expect_refused() {
   local what="$1"
   shift
@@ -101,10 +110,14 @@ expect_refused "a misspelt key" --set webhok.url=https://x
 expect_refused "a bad image pull policy" --set image.pullPolicy=Sometimes
 expect_refused "a string for the metrics port" --set-string metrics.port=http
 expect_refused "a bad Go duration" --set serviceMonitor.interval=30
+expect_refused "a handover interval without a unit" --set placement.handoverInterval=500
+expect_refused "a zero handover batch" --set placement.handoverBatch=0
+expect_refused "an unknown flow distinguisher" --set leaseFlowControl.distinguisherMethod=ByPod
+expect_refused "a lendablePercent above 100" --set leaseFlowControl.priorityLevel.lendablePercent=101
 passed+=("schema negative cases")
 
 # ---------------------------------------------------------------------------------------------
-log "4/6 third-party CRD stand-ins (e2e/testdata/third-party-crds.yaml) and namespace $NS"
+log "4/7 third-party CRD stand-ins (e2e/testdata/third-party-crds.yaml) and namespace $NS"
 kubectl apply --server-side --force-conflicts --field-manager=mo-chart-test -f "$HERE/testdata/third-party-crds.yaml" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
   crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
@@ -114,7 +127,7 @@ kubectl wait --for=delete "namespace/$NS" --timeout=120s >/dev/null 2>&1 || true
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
 
 # ---------------------------------------------------------------------------------------------
-log "5/6 helm lint, helm template and server-side dry-run for every value set"
+log "5/7 helm lint, helm template and server-side dry-run for every value set"
 value_sets=(defaults)
 for f in "$HERE"/chart/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
 for set in "${value_sets[@]}"; do
@@ -140,7 +153,7 @@ for set in "${value_sets[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-log "6/6 rendered content: PrometheusRule = files/alerts.yaml (promtool), render assertions"
+log "6/7 rendered content: PrometheusRule = files/alerts.yaml (promtool), render assertions"
 # The PrometheusRule as the API server accepted it, back to a rule file, through promtool.
 jq '.items[] | select(.kind == "PrometheusRule") | .spec' "$WORK/applied-monitoring.json" >"$WORK/prometheusrule.json"
 [[ -s "$WORK/prometheusrule.json" ]] || die "the monitoring value set rendered no PrometheusRule"
@@ -166,6 +179,82 @@ jq -e '[.items[] | select(.kind == "ValidatingWebhookConfiguration")][0].webhook
 jq -e '[.items[] | select(.kind == "ConfigMap" and .metadata.labels.grafana_dashboard == "1")] | length == 2' \
   "$WORK/applied-defaults.json" >/dev/null || die "defaults: expected 2 dashboard ConfigMaps labelled grafana_dashboard=1"
 passed+=("rendered PrometheusRule passes promtool; overrides, modes and dashboards as configured")
+jq -e '[.items[] | select(.kind == "FlowSchema" or .kind == "PriorityLevelConfiguration")] | length == 0' \
+  "$WORK/applied-defaults.json" >/dev/null || die "defaults: leaseFlowControl is opt-in, but a FlowSchema was rendered"
+
+# ---------------------------------------------------------------------------------------------
+log "7/7 API Priority and Fairness: the ServiceAccount's Lease requests, and only those, go to the chart's FlowSchema"
+# For real (not a dry-run): the chart's ServiceAccount, its FlowSchema and priority level, and a
+# Role letting the ServiceAccount create and read Leases in $NS (the chart's ClusterRole would
+# do, but is not needed for the classification). Every response carries the UIDs of the
+# FlowSchema and the priority level the request was classified into.
+server="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')"
+ca_data="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
+if [[ -n "$ca_data" ]]; then
+  base64 -d <<<"$ca_data" >"$WORK/ca.crt"
+else
+  cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "$WORK/ca.crt"
+fi
+sa="$(jq -r '.items[] | select(.kind == "ServiceAccount") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
+fs_name="$(jq -r '.items[] | select(.kind == "FlowSchema") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
+own_pl="$(jq -r '.items[] | select(.kind == "PriorityLevelConfiguration") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
+[[ -n "$sa" && -n "$fs_name" && -n "$own_pl" ]] || die "the lease-flow-control render lacks the ServiceAccount, FlowSchema or PriorityLevelConfiguration"
+kubectl create serviceaccount "$sa" -n "$NS" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+kubectl create role mo-chart-test-leases -n "$NS" --verb=get,list,create --resource=leases.coordination.k8s.io \
+  --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+kubectl create rolebinding mo-chart-test-leases -n "$NS" --role=mo-chart-test-leases --serviceaccount="$NS:$sa" \
+  --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
+token="$(kubectl create token "$sa" -n "$NS" --duration=10m)"
+
+# classified_as METHOD PATH [BODY]: prints "<FlowSchema UID> <PriorityLevel UID> <HTTP status>".
+classified_as() {
+  local method="$1" path="$2" body="${3:-}" code
+  local args=(-sS --cacert "$WORK/ca.crt" -H "Authorization: Bearer $token" -X "$method"
+    -D "$WORK/headers" -o "$WORK/body" -w '%{http_code}')
+  [[ -z "$body" ]] || args+=(-H 'Content-Type: application/json' --data "$body")
+  code="$(curl "${args[@]}" "$server$path")" || return 1
+  printf '%s %s %s\n' \
+    "$(tr -d '\r' <"$WORK/headers" | awk -F': ' 'tolower($1) == "x-kubernetes-pf-flowschema-uid" {print $2}')" \
+    "$(tr -d '\r' <"$WORK/headers" | awk -F': ' 'tolower($1) == "x-kubernetes-pf-prioritylevel-uid" {print $2}')" \
+    "$code"
+}
+uid_of() { kubectl get "$1" "$2" -o jsonpath='{.metadata.uid}'; }
+leases="/apis/coordination.k8s.io/v1/namespaces/$NS/leases"
+lease_body='{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"NAME"},"spec":{"holderIdentity":"chart-test","leaseDurationSeconds":15}}'
+# expect_classified WHAT PL_NAME: list, create and get Leases are classified into the chart's
+# FlowSchema and PL_NAME; a ConfigMap list by the same ServiceAccount is not. The API server's
+# flow-control configuration follows FlowSchema changes asynchronously: poll (bounded).
+expect_classified() {
+  local what="$1" pl="$2" fs_uid pl_uid got i deadline=$((SECONDS + 30))
+  fs_uid="$(uid_of flowschemas.flowcontrol.apiserver.k8s.io "$fs_name")"
+  pl_uid="$(uid_of prioritylevelconfigurations.flowcontrol.apiserver.k8s.io "$pl")"
+  [[ -n "$fs_uid" && -n "$pl_uid" ]] || die "$what: FlowSchema $fs_name or priority level $pl not found"
+  until [[ "$(classified_as GET "$leases")" == "$fs_uid $pl_uid 200" ]]; do
+    ((SECONDS < deadline)) || die "$what: a Lease list by $sa was classified as '$(classified_as GET "$leases")', want '$fs_uid $pl_uid 200' (FlowSchema $fs_name, level $pl)"
+    sleep 1
+  done
+  for i in 1 2; do
+    got="$(classified_as POST "$leases" "${lease_body/NAME/chart-test-$what-$i}")"
+    [[ "$got" == "$fs_uid $pl_uid 201" ]] || die "$what: Lease create classified as '$got', want '$fs_uid $pl_uid 201': $(cat "$WORK/body")"
+    got="$(classified_as GET "$leases/chart-test-$what-$i")"
+    [[ "$got" == "$fs_uid $pl_uid 200" ]] || die "$what: Lease get classified as '$got', want '$fs_uid $pl_uid 200'"
+  done
+  got="$(classified_as GET "/api/v1/namespaces/$NS/configmaps")"
+  [[ "${got%% *}" != "$fs_uid" && -n "${got%% *}" ]] ||
+    die "$what: a ConfigMap list by $sa was classified as '$got': the FlowSchema must match Leases only"
+  log "  $what: Lease list/create/get as $sa -> FlowSchema $fs_name ($fs_uid), level $pl ($pl_uid); a ConfigMap list is not"
+}
+# The chart's own level (the lease-flow-control value set).
+"$HELM" template "$RELEASE" "$CHART" -n "$NS" -f "$HERE/chart/values/lease-flow-control.yaml" \
+  --show-only templates/flowcontrol.yaml >"$WORK/flowcontrol-own.yaml" || die "helm template (lease-flow-control)"
+kubectl apply --server-side --field-manager=mo-chart-test -f "$WORK/flowcontrol-own.yaml" >/dev/null
+expect_classified own-level "$own_pl"
+# The default: the built-in leader-election level (the same FlowSchema, re-pointed).
+"$HELM" template "$RELEASE" "$CHART" -n "$NS" --set leaseFlowControl.enabled=true \
+  --show-only templates/flowcontrol.yaml >"$WORK/flowcontrol-builtin.yaml" || die "helm template (leaseFlowControl.enabled=true)"
+kubectl apply --server-side --field-manager=mo-chart-test -f "$WORK/flowcontrol-builtin.yaml" >/dev/null
+expect_classified builtin-level leader-election
+passed+=("APF: Lease requests with the ServiceAccount's token classified by the chart's FlowSchema (own level, and built-in leader-election)")
 
 log "OK in $((SECONDS - start))s:"
 for p in "${passed[@]}"; do log "  - $p"; done

@@ -239,6 +239,8 @@ operator_args() { # IDENTITY METRICS HEALTH WEBHOOK
   while IFS= read -r a; do
     case "$a" in
       --identity=*) printf '%s\n' "--identity=$1" ;;
+      # The kubelet expands $(POD_NAMESPACE) from the downward API; here it is the release's.
+      --membership-namespace=*) printf '%s\n' "--membership-namespace=$OP_NS" ;;
       --metrics-bind-address=*) printf '%s\n' "--metrics-bind-address=127.0.0.1:$2" ;;
       --health-probe-bind-address=*) printf '%s\n' "--health-probe-bind-address=127.0.0.1:$3" ;;
       --webhook-bind-address=*) printf '%s\n' "--webhook-bind-address=127.0.0.1:$4" ;;

@@ -89,6 +89,7 @@ fn value_sets() -> Vec<(&'static str, Vec<Value>)> {
         ("cert-manager-issuer", render(&["cert-manager-issuer"], &[])),
         ("url-mode", render(&["url-mode"], &[])),
         ("monitoring", render(&["monitoring"], &[])),
+        ("lease-flow-control", render(&["lease-flow-control"], &[])),
     ]
 }
 
@@ -682,6 +683,162 @@ fn chart_crd_is_the_committed_crd() {
     assert!(
         committed == in_chart,
         "charts/manager-operator/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run e2e/check-chart-crd.sh --fix"
+    );
+}
+
+fn container_args(objs: &[Value]) -> Vec<String> {
+    strs(&one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+}
+
+/// Placement (issue 12): every replica of a release is in the membership group `<fullname>`, with
+/// its membership Lease in the pod's namespace (downward API); `placement.*` drive the handover
+/// pace, and `placement.enabled=false` is `--disable-placement`.
+#[test]
+fn placement_args_and_membership_namespace_from_the_downward_api() {
+    for (set, objs) in value_sets() {
+        let args = container_args(&objs);
+        for want in [
+            "--membership-namespace=$(POD_NAMESPACE)",
+            &format!("--membership-group={FULLNAME}"),
+            "--handover-batch=5",
+            "--handover-interval=500ms",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{set}: {want} in {args:?}");
+        }
+        assert!(
+            !args.iter().any(|a| a == "--disable-placement"),
+            "{set}: placement is on by default: {args:?}"
+        );
+        let c = &one(&objs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_sequence().expect("env");
+        let pos = |n: &str| env.iter().position(|e| e["name"].as_str() == Some(n));
+        let ns = pos("POD_NAMESPACE").unwrap_or_else(|| panic!("{set}: POD_NAMESPACE env"));
+        assert_eq!(
+            env[ns]["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            Some("metadata.namespace"),
+            "{set}: POD_NAMESPACE from metadata.namespace"
+        );
+    }
+    let off = container_args(&render(&[], &["placement.enabled=false"]));
+    assert!(off.iter().any(|a| a == "--disable-placement"), "{off:?}");
+    assert!(
+        !off.iter().any(|a| a.starts_with("--handover-")),
+        "no handover pace without placement: {off:?}"
+    );
+    assert!(
+        off.iter()
+            .any(|a| a == &format!("--membership-group={FULLNAME}")),
+        "{off:?}"
+    );
+    let paced = container_args(&render(
+        &[],
+        &[
+            "placement.handoverBatch=20",
+            "placement.handoverInterval=2s",
+        ],
+    ));
+    for want in ["--handover-batch=20", "--handover-interval=2s"] {
+        assert!(paced.iter().any(|a| a == want), "{want} in {paced:?}");
+    }
+    let other = container_args(&render(&[], &["fullnameOverride=ops-operator"]));
+    assert!(
+        other.iter().any(|a| a == "--membership-group=ops-operator"),
+        "the group follows the full name: {other:?}"
+    );
+}
+
+/// `leaseFlowControl` (opt-in): a FlowSchema for the chart ServiceAccount's Lease requests, into the
+/// built-in `leader-election` level, or into a level of the chart's own.
+#[test]
+fn lease_flow_control_is_opt_in_and_matches_only_the_operators_lease_requests() {
+    for (set, objs) in value_sets() {
+        if set != "lease-flow-control" {
+            for k in ["FlowSchema", "PriorityLevelConfiguration"] {
+                assert!(
+                    of_kind(&objs, k).is_empty(),
+                    "{set}: {k} rendered although off"
+                );
+            }
+        }
+    }
+    let check_fs = |fs: &Value, level: &str, precedence: u64| {
+        assert_eq!(
+            fs["apiVersion"].as_str(),
+            Some("flowcontrol.apiserver.k8s.io/v1")
+        );
+        assert_eq!(name(fs), format!("{FULLNAME}-leases"));
+        let spec = &fs["spec"];
+        assert_eq!(
+            spec["priorityLevelConfiguration"]["name"].as_str(),
+            Some(level)
+        );
+        assert_eq!(spec["matchingPrecedence"].as_u64(), Some(precedence));
+        assert_eq!(spec["distinguisherMethod"]["type"].as_str(), Some("ByUser"));
+        let rules = spec["rules"].as_sequence().expect("rules");
+        assert_eq!(rules.len(), 1);
+        let subjects = rules[0]["subjects"].as_sequence().expect("subjects");
+        assert_eq!(subjects.len(), 1, "only the chart's ServiceAccount");
+        assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));
+        assert_eq!(
+            subjects[0]["serviceAccount"]["name"].as_str(),
+            Some(FULLNAME)
+        );
+        assert_eq!(
+            subjects[0]["serviceAccount"]["namespace"].as_str(),
+            Some(NAMESPACE)
+        );
+        assert!(rules[0].get("nonResourceRules").is_none());
+        let rr = rules[0]["resourceRules"]
+            .as_sequence()
+            .expect("resourceRules");
+        assert_eq!(rr.len(), 1);
+        assert_eq!(strs(&rr[0]["apiGroups"]), vec!["coordination.k8s.io"]);
+        assert_eq!(strs(&rr[0]["resources"]), vec!["leases"]);
+        assert_eq!(strs(&rr[0]["namespaces"]), vec!["*"]);
+        let verbs: BTreeSet<String> = strs(&rr[0]["verbs"]).into_iter().collect();
+        for v in [
+            "get", "list", "watch", "create", "update", "patch", "delete",
+        ] {
+            assert!(verbs.contains(v), "verb {v} in {verbs:?}");
+        }
+        assert_eq!(verbs.len(), 7, "{verbs:?}");
+    };
+
+    let builtin = render(&[], &["leaseFlowControl.enabled=true"]);
+    check_fs(one(&builtin, "FlowSchema"), "leader-election", 200);
+    assert!(of_kind(&builtin, "PriorityLevelConfiguration").is_empty());
+
+    let own = render(&["lease-flow-control"], &[]);
+    let pl = one(&own, "PriorityLevelConfiguration");
+    assert_eq!(name(pl), format!("{FULLNAME}-leases"));
+    check_fs(one(&own, "FlowSchema"), &format!("{FULLNAME}-leases"), 250);
+    let limited = &pl["spec"]["limited"];
+    assert_eq!(pl["spec"]["type"].as_str(), Some("Limited"));
+    assert_eq!(limited["nominalConcurrencyShares"].as_u64(), Some(20));
+    assert_eq!(limited["lendablePercent"].as_u64(), Some(0));
+    assert_eq!(limited["limitResponse"]["type"].as_str(), Some("Queue"));
+    let q = &limited["limitResponse"]["queuing"];
+    assert_eq!(
+        (
+            q["queues"].as_u64(),
+            q["handSize"].as_u64(),
+            q["queueLengthLimit"].as_u64()
+        ),
+        (Some(32), Some(4), Some(100))
+    );
+
+    // Another ServiceAccount name is followed.
+    let sa = render(
+        &[],
+        &[
+            "leaseFlowControl.enabled=true",
+            "serviceAccount.name=ops-sa",
+        ],
+    );
+    assert_eq!(
+        one(&sa, "FlowSchema")["spec"]["rules"][0]["subjects"][0]["serviceAccount"]["name"]
+            .as_str(),
+        Some("ops-sa")
     );
 }
 

@@ -76,6 +76,9 @@ SCHEMA = {
         "namespaceOverride": s(),
         "commonLabels": amap(),
         "replicaCount": i(0),
+        "placement": obj({
+            "enabled": b(), "handoverBatch": i(1), "handoverInterval": GO_DURATION,
+        }),
         "image": obj({
             "repository": s(minLength=1),
             "tag": s(),
@@ -145,6 +148,18 @@ SCHEMA = {
             "interval": GO_DURATION, "scrapeTimeout": GO_DURATION,
             "relabelings": arr(anyobj()), "metricRelabelings": arr(anyobj()),
             "tlsConfig": anyobj(),
+        }),
+        "leaseFlowControl": obj({
+            "enabled": b(),
+            "matchingPrecedence": i(1, 9999),
+            "distinguisherMethod": s(enum=["ByUser", "ByNamespace", "None"]),
+            "priorityLevel": obj({
+                "create": b(),
+                "name": s(),
+                "nominalConcurrencyShares": i(0),
+                "lendablePercent": i(0, 100),
+                "queuing": obj({"queues": i(1), "handSize": i(1), "queueLengthLimit": i(1)}),
+            }),
         }),
         "prometheusRule": obj({
             "enabled": b(), "namespace": s(), "labels": amap(),
