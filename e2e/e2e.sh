@@ -473,7 +473,8 @@ panel_args=("$PROM" "$NS" hooked "$window"
   --expect "overview/Denied in the time range>=1"
   --expect "overview/Managers failing>=1"
   --expect "overview/Managers ready>=4"
-  --expect "overview/Operator replicas scraped>=2")
+  --expect "overview/Operator replicas scraped>=2"
+  --expect "overview/Replicas seen, per replica>=2")
 [[ "${MO_E2E_ALLOW_EMPTY:-}" == 1 ]] && panel_args+=(--allow-empty)
 dash_ok() { python3 "$HERE/lib/check-dashboards.py" "${panel_args[@]}" >"$WORK/dashboards.txt" 2>&1; }
 # Rate windows fill in over a few scrapes: poll (bounded) until every panel has data.

@@ -169,7 +169,7 @@ BARS = {"drawStyle": "bars", "lineWidth": 1, "fillOpacity": 80, "showPoints": "n
 def overview():
     b = Board("manager-operator-overview", "manager-operator / Overview",
               "Every ManagerConfig at a glance: ready vs failing, why starts fail, who leads, "
-              "and the admission webhook.", ["manager-operator"])
+              "how placement spreads them over the replicas, and the admission webhook.", ["manager-operator"])
     ready = f"max by (namespace, name) ({M}manager_ready)"
     b.row("Managers")
     b.panel("stat", "Managers ready", [f"count({ready} == 1) or vector(0)"], w=6, h=4,
@@ -219,6 +219,35 @@ def overview():
     b.panel("timeseries", "Live manager tasks, per replica",
             [(f"sum by (pod) ({M}tasks)", "{{pod}}")], w=12,
             description="Tasks owned by managers; returns to baseline when configs go away.")
+    b.row("Placement")
+    b.panel("stat", "Replica views disagree (max − min replicas seen)",
+            [f"max(max by (namespace, job) ({M}replicas_seen) "
+             f"- min by (namespace, job) ({M}replicas_seen))"], w=12, h=4,
+            thresholds=GREEN_RED, decimals=0,
+            description="0 when the replicas of each group (namespace, job) see the same number "
+                        "of live ready members. "
+                        "Replicas that disagree place ManagerConfigs differently "
+                        "(alert ManagerOperatorReplicasDisagree).")
+    b.panel("stat", "Configs that hit LeaseInUse (since replica start)",
+            [f"count(max by (namespace, name) "
+             f"({M}startup_failures_total{{reason=\"LeaseInUse\"}}) > 0) or vector(0)"],
+            w=12, h=4, thresholds=GREEN_RED, decimals=0,
+            description="ManagerConfigs refused because another ManagerConfig names the same "
+                        "Lease (see the Startup failures table).")
+    b.panel("timeseries", "Replicas seen, per replica",
+            [(f"max by (pod) ({M}replicas_seen)", "{{pod}}")], w=8, decimals=0,
+            description="Live ready members of the group each replica sees, itself included.")
+    b.panel("timeseries", "Managers preferred vs leading, per replica",
+            [(f"sum by (pod) ({M}managers_preferred)", "{{pod}} preferred"),
+             (f"sum by (pod) ({M}managers_leading)", "{{pod}} leading")], w=8,
+            description="Preferred: configs placement gives the replica (at most "
+                        "ceil(N/R × 1.05)). Leading: managers it leads now. They converge "
+                        "after a join or leave, at the handover pace.")
+    b.panel("timeseries", "Handovers by reason",
+            [(f"sum by (reason) (rate({M}handovers_total[$__rate_interval]))", "{{reason}}")],
+            w=8, unit="ops",
+            description="Leases given up on purpose: rebalance (placement moved the config to "
+                        "another replica), shutdown (SIGTERM).")
     b.row("Admission webhook")
     b.panel("timeseries", "Admission requests by operation and result",
             [(f"sum by (operation, allowed) (rate({M}admission_requests_total[$__rate_interval]))",
