@@ -31,9 +31,10 @@ test: tools build ## Unit + integration + chart + e2e tests, each against a fres
 	e2e/with-cluster.sh e2e/chart-test.sh
 	e2e/with-cluster.sh e2e/e2e.sh
 
-tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool from Go modules (cached)
+tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
 	e2e/tools.sh
 	e2e/tools-observability.sh
+	e2e/tools-clientgo.sh
 
 chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
 	e2e/check-chart-crd.sh --fix
