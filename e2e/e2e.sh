@@ -366,6 +366,24 @@ done
 grep -qi 'webhook\|denied the request' "$WORK/apply.out" || die "hook-metadata-address was not refused by the webhook: $(cat "$WORK/apply.out")"
 log "  hook-metadata-address refused by the admission webhook: $(grep -o 'admission webhook[^:]*' "$WORK/apply.out" | head -1)"
 cp "$WORK/apply.out" "$WORK/apply-refused.txt"
+# One Lease, one ManagerConfig: a second config naming minimal's Lease is refused by the webhook
+# (from the operator's cache, so wait until the cache has minimal; server dry-run stores nothing).
+sed -E -e "s#^( *url: ).*#\1http://127.0.0.1:$P_HOOK/sync#" -e 's#^  name: minimal#  name: minimal-twin#' \
+  -e 's#^spec:$#spec:\n  leaderElection: {leaseName: minimal}#' "$ROOT/samples/minimal.yaml" >"$WORK/twin.yaml"
+grep -q 'leaseName: minimal' "$WORK/twin.yaml" || die "could not build the twin config: $(cat "$WORK/twin.yaml")"
+twin_refused=0
+for _ in $(seq 1 60); do
+  if ! k apply --server-side --dry-run=server -n "$NS" -f "$WORK/twin.yaml" >"$WORK/twin.out" 2>&1; then
+    twin_refused=1
+    break
+  fi
+  sleep 0.5 # the operator's cache has not seen minimal yet; ask again
+done
+((twin_refused == 1)) || die "a second config on minimal's Lease was admitted for 30 s"
+grep -q "spec.leaderElection.leaseName: Lease $NS/minimal is already used by ManagerConfig $NS/minimal" "$WORK/twin.out" ||
+  die "twin refused for another reason: $(cat "$WORK/twin.out")"
+log "  minimal-twin (leaseName: minimal) refused by the admission webhook: Lease already used"
+denied=$((denied + 1))
 
 # ---------------------------------------------------------------------------------------------
 step "7/10 kubectl get mc / describe: Ready, reasons, leaders, Events; broken configs heal"

@@ -1734,3 +1734,90 @@ async fn tenant_secrets() {
     env.assert_healthy().await;
     env.assert_no_panics();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault 7 (issue 12): a replica joins while the API server is down; placement resumes when it
+// is back, by graceful handovers, with no fencing violation.
+
+#[test]
+fn replica_joining_during_an_api_outage_gets_its_share_after_it() {
+    run_serial(join_during_outage());
+}
+
+async fn join_during_outage() {
+    let n = scale(9, 30);
+    let mut env = Env::new("join-down", 2).await;
+    let names = steady_configs(&env, n).await;
+    let keys: Vec<String> = names.iter().map(|c| format!("{NS}/{c}")).collect();
+    let t_kill = Instant::now();
+    env.cluster.stop("kube-apiserver", "KILL").await;
+    let mut joining = Operator::start(&env.cluster, "replica-c");
+    // The newcomer cannot sync, announce or campaign; it must stay alive and not ready.
+    while t_kill.elapsed() < LEASE + Duration::from_millis(1500) {
+        joining.assert_alive();
+        let ready = Operator::get(joining.health, "/readyz").await;
+        assert!(
+            !matches!(ready, Ok((200, _))),
+            "ready without an API server: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let t_start = Instant::now();
+    env.cluster.start("kube-apiserver").await;
+    wait_api_ready(&env.client, Duration::from_secs(60)).await;
+    joining.wait_ready().await;
+    env.ops.push(joining);
+    let members: Vec<String> = env.ops.iter().map(|o| o.id.clone()).collect();
+    let want = manager_operator::placement::ring::assign(&members, &keys);
+    let api = env.mcs();
+    let placed = support::wait_for(
+        "placement over the three replicas",
+        Duration::from_secs(120),
+        || async {
+            let sts = statuses(&api).await?;
+            let wrong: Vec<String> = names
+                .iter()
+                .filter(|c| {
+                    let s = sts.get(*c);
+                    let expected = &want[&format!("{NS}/{c}")][0];
+                    !(s.is_some_and(|s| s.ready == Some(true))
+                        && s.and_then(|s| s.leader.as_ref()) == Some(expected))
+                })
+                .cloned()
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} not yet placed: {wrong:?}", wrong.len()))
+            }
+        },
+    )
+    .await;
+    if let Err(e) = placed {
+        panic!("{e}");
+    }
+    let share = names
+        .iter()
+        .filter(|c| want[&format!("{NS}/{c}")][0] == "replica-c")
+        .count();
+    // Every config keeps being served, now also by the newcomer.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_steady(&env.hook, &names, Duration::from_millis(2500));
+    let served_by_c = env
+        .hook
+        .last()
+        .values()
+        .filter(|c| c.holder == "replica-c")
+        .count();
+    report!(
+        "join during an API outage: {n} configs, newcomer's share {share}, placed {} ms after the \
+         API server was restarted; {served_by_c} configs last called by the newcomer; {} hook \
+         calls, 0 fencing violations",
+        ms(t_start.elapsed()),
+        env.hook.calls().len()
+    );
+    assert_eq!(served_by_c, share, "the newcomer serves exactly its share");
+    env.assert_healthy().await;
+    env.hook.assert_no_violations();
+    env.assert_no_panics();
+}

@@ -98,6 +98,14 @@ fn degradation(before: Counts, after: Counts) -> Option<(&'static str, String)> 
     None
 }
 
+/// True when the Lease holder is not a manager of this config (no `<replica>/<uid>` with this
+/// config's uid): a peer outside the operator leads.
+fn foreign_holder(view: &LeaseView, mc: &ManagerConfig) -> bool {
+    view.holder.as_deref().is_some_and(|h| {
+        crate::manager::election::config_uid_of(h).map(str::to_string) != mc.metadata.uid
+    })
+}
+
 /// Follows one manager until it ends.
 pub async fn observe(
     ctx: Arc<Ctx>,
@@ -116,6 +124,7 @@ pub async fn observe(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshot = counts(&ctx, &ns, &name, &config);
     let mut degraded: Option<(&'static str, String)> = None;
+    let mut view_open = true;
     loop {
         let s = state.borrow_and_update().clone();
         let v = view.borrow_and_update().clone();
@@ -235,7 +244,10 @@ pub async fn observe(
             _ => {}
         }
 
-        if is_leading(&s) {
+        // The leading replica writes status. When the Lease is held by someone who is not one
+        // of our managers (a client-go peer), nobody of ours leads: every replica writes the
+        // same WaitingForLeadership status (one field manager, only when it differs).
+        if is_leading(&s) || (matches!(s, ManagerState::Candidate) && foreign_holder(&v, &mc)) {
             let obs = Observed::Manager {
                 state: &s,
                 view: &v,
@@ -252,7 +264,9 @@ pub async fn observe(
 
         tokio::select! {
             r = state.changed() => if r.is_err() { return },
-            r = view.changed() => if r.is_err() { return },
+            // The elector (the view's sender) ends before the manager's final state is sent:
+            // a closed view must not end the observer before it has seen Stopped or Failed.
+            r = view.changed(), if view_open => if r.is_err() { view_open = false },
             _ = tick.tick() => {
                 let now = counts(&ctx, &ns, &name, &config);
                 let d = degradation(snapshot, now);

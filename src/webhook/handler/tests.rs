@@ -680,3 +680,60 @@ proptest! {
         check_answer(&bytes)?;
     }
 }
+
+/// Stored configs for the Lease-in-use check.
+struct FakeClaims(Vec<std::sync::Arc<ManagerConfig>>);
+
+impl LeaseClaims for FakeClaims {
+    fn rival(&self, mc: &ManagerConfig) -> Option<std::sync::Arc<ManagerConfig>> {
+        crate::controller::claims::rival_owner(mc, &self.0, None)
+    }
+}
+
+#[test]
+fn a_second_config_on_a_used_lease_is_refused_naming_the_owner() {
+    let mut alpha = sample("minimal.yaml");
+    alpha["metadata"]["name"] = json!("alpha");
+    alpha["metadata"]["uid"] = json!("uid-alpha");
+    alpha["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let stored: ManagerConfig = serde_json::from_value(alpha.clone()).expect("config");
+    let claims = FakeClaims(vec![std::sync::Arc::new(stored)]);
+    let fake = FakeReviewer::default();
+    let run_with = |body: Vec<u8>| {
+        let o = futures::executor::block_on(review_with_claims(
+            &body,
+            &HookPolicy::default(),
+            &fake,
+            Some(&claims),
+        ));
+        let v: Value = serde_json::from_slice(&o.body).expect("json");
+        v["response"].clone()
+    };
+    let mut beta = sample("minimal.yaml");
+    beta["metadata"]["name"] = json!("beta");
+    beta["spec"]["leaderElection"]["leaseName"] = json!("alpha");
+    let r = run_with(create(beta.clone()));
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 422, "{r}");
+    assert!(
+        message(&r).contains(
+            "spec.leaderElection.leaseName: Lease team-a/alpha is already used by ManagerConfig team-a/alpha"
+        ),
+        "{r}"
+    );
+    // Its own Lease: admitted; the owner itself: admitted (an update of alpha).
+    beta["spec"]["leaderElection"]["leaseName"] = json!("beta");
+    assert_eq!(run_with(create(beta))["allowed"], true);
+    let update = serde_json::to_vec(&review_of(
+        "UPDATE",
+        "alice",
+        Some(alpha.clone()),
+        Some({
+            let mut old = alpha.clone();
+            old["spec"]["startupTimeout"] = json!("61s");
+            old
+        }),
+    ))
+    .expect("json");
+    assert_eq!(run_with(update)["allowed"], true);
+}
