@@ -15,6 +15,7 @@ pub mod membership;
 pub mod ring;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ pub struct PlacementService {
     me: String,
     members: watch::Receiver<Vec<String>>,
     ranks: Mutex<HashMap<String, watch::Sender<u32>>>,
+    /// The last assignment computed (members it was computed over, takeover order per key).
+    last: Mutex<(Vec<String>, HashMap<String, Vec<String>>)>,
+    /// A rank channel was seeded without the load cap: recompute at the next tick even if the
+    /// view did not change.
+    dirty: AtomicBool,
     /// Paces this replica's handovers.
     pub pacer: Arc<Pacer>,
     replicas_seen: Option<IntGauge>,
@@ -65,14 +71,17 @@ impl PlacementService {
             me: me.to_string(),
             members,
             ranks: Mutex::new(HashMap::new()),
+            last: Mutex::new((Vec::new(), HashMap::new())),
+            dirty: AtomicBool::new(false),
             pacer: Arc::new(pacer),
             replicas_seen,
             preferred,
         })
     }
 
-    /// This replica's rank for `key`, kept up to date. Until the next recompute includes the
-    /// key, the rank is its plain rendezvous rank among the current members.
+    /// This replica's rank for `key`, kept up to date: from the last assignment when it
+    /// covered the key over the current members, else its plain rendezvous rank until the next
+    /// recompute (which the service then runs at its next tick, whatever else changed).
     pub fn rank_for(&self, key: &str) -> watch::Receiver<u32> {
         let mut ranks = match self.ranks.lock() {
             Ok(r) => r,
@@ -82,8 +91,21 @@ impl PlacementService {
             return tx.subscribe();
         }
         let members = self.members.borrow().clone();
-        let order = ring::ranking(&members, key);
-        let (tx, rx) = watch::channel(rank_in(&order, &self.me));
+        let from_last = match self.last.lock() {
+            Ok(last) if last.0 == members => last.1.get(key).map(|order| {
+                let order: Vec<&str> = order.iter().map(String::as_str).collect();
+                rank_in(&order, &self.me)
+            }),
+            _ => None,
+        };
+        let rank = match from_last {
+            Some(r) => r,
+            None => {
+                self.dirty.store(true, Ordering::Release);
+                rank_in(&ring::ranking(&members, key), &self.me)
+            }
+        };
+        let (tx, rx) = watch::channel(rank);
         ranks.insert(key.to_string(), tx);
         rx
     }
@@ -92,6 +114,7 @@ impl PlacementService {
     /// replica.
     pub fn apply(&self, members: &[String], keys: &[String]) -> usize {
         let assignment = ring::assign(members, keys);
+        // Holding `ranks` while publishing `last` keeps rank_for from seeding between the two.
         let mut ranks = match self.ranks.lock() {
             Ok(r) => r,
             Err(p) => p.into_inner(),
@@ -112,10 +135,14 @@ impl PlacementService {
                 changed
             });
         }
-        assignment
+        let preferred = assignment
             .values()
             .filter(|order| order.first().is_some_and(|m| *m == self.me))
-            .count()
+            .count();
+        if let Ok(mut last) = self.last.lock() {
+            *last = (members.to_vec(), assignment);
+        }
+        preferred
     }
 
     /// Recomputes on every change of members, and every [`RECOMPUTE_INTERVAL`] when the set of
@@ -135,7 +162,8 @@ impl PlacementService {
             let mut k = keys();
             k.sort();
             let view = (members, k);
-            if last.as_ref() == Some(&view) {
+            let dirty = self.dirty.swap(false, Ordering::AcqRel);
+            if !dirty && last.as_ref() == Some(&view) {
                 continue;
             }
             let preferred = self.apply(&view.0, &view.1);
@@ -202,6 +230,32 @@ mod tests {
             2,
             "not ready yet: after every member"
         );
+    }
+
+    #[test]
+    fn a_manager_subscribing_after_the_recompute_gets_the_capped_rank() {
+        // 60 configs over 3 replicas: some configs' rendezvous favourite is full, so their
+        // capped rank differs from the plain one. A manager that subscribes after the
+        // recompute that included its key must see the capped rank (a regression left such
+        // configs on the favourite forever: 26/17/17 instead of 21/19/20).
+        let members: Vec<String> = ["r0", "r1", "r2"].iter().map(|s| s.to_string()).collect();
+        let keys: Vec<String> = (0..60).map(|i| format!("ns/c{i:02}")).collect();
+        let assignment = ring::assign(&members, &keys);
+        let (s, _tx) = svc("r0", &["r0", "r1", "r2"]);
+        s.apply(&members, &keys);
+        let mut differing = 0;
+        for k in &keys {
+            let order: Vec<&str> = assignment[k].iter().map(String::as_str).collect();
+            let plain = rank_in(&ring::ranking(&members, k), "r0");
+            let capped = rank_in(&order, "r0");
+            differing += usize::from(plain != capped);
+            assert_eq!(*s.rank_for(k).borrow(), capped, "{k}");
+        }
+        assert!(differing > 0, "the fixture exercises the cap");
+        assert!(!s.dirty.load(Ordering::Acquire));
+        // A key the last recompute did not cover: plain rank now, recompute requested.
+        let _r = s.rank_for("ns/new");
+        assert!(s.dirty.load(Ordering::Acquire));
     }
 
     #[test]
