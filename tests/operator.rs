@@ -1847,21 +1847,27 @@ async fn placement_balances_on_start_join_leave_and_crash() {
         Operator::start(&id(1), &ns).await,
     ];
     let names: Vec<String> = (0..16).map(|i| format!("c{i:02}")).collect();
-    for n in &names {
-        apply_yaml(&config(
-            &ns,
-            n,
-            SA,
-            None,
-            &worker(
-                "v1",
-                "ConfigMap",
-                "app=pl",
-                &["resyncPeriod: 1s"],
-                &hook.url,
-            ),
-        ));
-    }
+    // All at once (one multi-document apply): managers subscribe to their rank while
+    // placement recomputes, the case where a config once kept an uncapped rank.
+    let docs: Vec<String> = names
+        .iter()
+        .map(|n| {
+            config(
+                &ns,
+                n,
+                SA,
+                None,
+                &worker(
+                    "v1",
+                    "ConfigMap",
+                    "app=pl",
+                    &["resyncPeriod: 1s"],
+                    &hook.url,
+                ),
+            )
+        })
+        .collect();
+    apply_yaml(&docs.join("---\n"));
     let t = Instant::now();
     wait_placed(&api, &ns, &names, &[id(0), id(1)]).await;
     eprintln!(
