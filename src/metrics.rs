@@ -163,7 +163,7 @@ impl Metrics {
             hook_request_duration_seconds: HistogramVec::new(
                 hopts(
                     "hook_request_duration_seconds",
-                    "Hook call latency by HTTP status code (or 'error').",
+                    "Hook call latency by HTTP status code class (1xx..5xx, 'other' or 'error').",
                     latency_buckets(),
                 ),
                 &["code"],
@@ -295,6 +295,33 @@ impl Metrics {
         forget(&self.queue_depth, namespace, name);
     }
 
+    /// Removes the per-worker series of this ManagerConfig whose worker is not in `keep`
+    /// (called when a spec change renamed or removed workers), so renaming workers again and
+    /// again does not grow `/metrics`.
+    pub fn forget_workers(&self, namespace: &str, name: &str, keep: &[&str]) {
+        fn forget<T: MetricVecBuilder>(v: &MetricVec<T>, namespace: &str, name: &str, keep: &[&str]) {
+            for family in v.collect() {
+                for metric in family.get_metric() {
+                    let labels: HashMap<&str, &str> = metric
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    if labels.get("namespace") == Some(&namespace)
+                        && labels.get("name") == Some(&name)
+                        && labels.get("worker").is_some_and(|w| !keep.contains(w))
+                    {
+                        let _ = v.remove(&labels);
+                    }
+                }
+            }
+        }
+        forget(&self.reconcile_total, namespace, name, keep);
+        forget(&self.reconcile_duration_seconds, namespace, name, keep);
+        forget(&self.workers_active, namespace, name, keep);
+        forget(&self.queue_depth, namespace, name, keep);
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();
@@ -340,6 +367,22 @@ mod tests {
                 "{metric} of b is gone:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn forget_workers_keeps_only_the_named_workers() {
+        let m = Metrics::new().unwrap();
+        for w in ["a", "b", "c"] {
+            m.reconcile_total.with_label_values(&["ns", "mc", w, "success"]).inc();
+            m.queue_depth.with_label_values(&["ns", "mc", w]).set(1);
+        }
+        m.queue_depth.with_label_values(&["ns", "other", "a"]).set(1);
+        m.forget_workers("ns", "mc", &["b"]);
+        let text = m.encode().unwrap();
+        assert!(!text.contains(r#"name="mc",namespace="ns",worker="a""#), "{text}");
+        assert!(!text.contains(r#"worker="c""#), "{text}");
+        assert!(text.contains(r#"name="mc",namespace="ns",worker="b""#), "{text}");
+        assert!(text.contains(r#"name="other",namespace="ns",worker="a""#), "{text}");
     }
 
     #[test]

@@ -265,21 +265,22 @@ impl Default for CacheConfig {
     }
 }
 
-/// A bounded map whose entries expire `ttl` after insertion.
-struct TtlCache<K, V> {
+/// A bounded map whose entries expire `ttl` after insertion (also used by the controller's
+/// Lease access reviews).
+pub(crate) struct TtlCache<K, V> {
     config: CacheConfig,
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
-    fn new(config: CacheConfig) -> Self {
+    pub(crate) fn new(config: CacheConfig) -> Self {
         Self {
             config,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         match entries.get(key) {
             Some((expires, v)) if *expires > Instant::now() => Some(v.clone()),
@@ -291,7 +292,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    fn insert(&self, key: K, value: V) {
+    pub(crate) fn insert(&self, key: K, value: V) {
         if self.config.capacity == 0 || self.config.ttl.is_zero() {
             return;
         }
@@ -314,7 +315,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
@@ -600,6 +601,7 @@ impl SecureMetricsConfig {
                 max_concurrent_requests: 16,
                 max_connections: 64,
                 shutdown_grace: Duration::from_secs(5),
+                max_body_bytes_in_flight: 1024 * 1024,
             },
         }
     }

@@ -108,6 +108,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: HookPolicyArgs,
 
+    /// Per-tenant limits.
+    #[command(flatten)]
+    pub limits: crate::controller::limits::LimitArgs,
+
     /// Webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -363,7 +367,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let webhook = if args.disable_webhook {
         None
     } else {
-        let wcfg = args.webhook.config()?;
+        let mut wcfg = args.webhook.config()?;
+        wcfg.tenant_limits = Some(args.limits.limits());
         let running = webhook::start_webhook_with_claims(
             wcfg,
             client.clone(),
@@ -388,6 +393,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         metrics: Some(metrics.clone()),
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
+        limits: args.limits.limits(),
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
     let lease_client = kube::Client::try_from(config_for_leases)?;
@@ -440,6 +446,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         namespace: args.watch_namespace.clone(),
         store: store_cell,
         placement,
+        limits: args.limits.limits(),
     })
     .await;
 

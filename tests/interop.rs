@@ -651,7 +651,7 @@ impl Fixture {
         apply_yaml(&format!(
             "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
              metadata: {{name: {CONFIG}, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
-             leaderElection: {{leaseName: {LEASE}, leaseDuration: 3s, renewDeadline: 2s, \
+             leaderElection: {{leaseName: {LEASE}, adoptExistingLease: true, leaseDuration: 3s, renewDeadline: 2s, \
              retryPeriod: 500ms}}\n  startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  \
              workers:\n    - name: cms\n      watch: {{apiVersion: v1, kind: ConfigMap, \
              labelSelector: 'app=interop'}}\n      resyncPeriod: 1s\n      \

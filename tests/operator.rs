@@ -855,6 +855,18 @@ async fn invalid_spec_the_webhook_never_saw() {
 async fn lease_namespace_not_found_heals_when_the_namespace_is_created() {
     let fx = Fixture::new("op-leasens").await;
     let lease_ns = format!("{}-leases", fx.ns);
+    // A Lease outside the config's namespace needs its service account's rights there (issue
+    // 13): granted cluster-wide, since the namespace does not exist yet.
+    let grant = format!("{}-sa-leases", fx.ns);
+    apply_yaml(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {grant}}}\n\
+         rules:\n- apiGroups: [coordination.k8s.io]\n  resources: [leases]\n  \
+         verbs: [get, create, update]\n---\napiVersion: rbac.authorization.k8s.io/v1\n\
+         kind: ClusterRoleBinding\nmetadata: {{name: {grant}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {grant}}}\n\
+         subjects: [{{kind: ServiceAccount, name: {SA}, namespace: {ns}}}]\n",
+        ns = fx.ns
+    ));
     let bad = config(
         &fx.ns,
         "bad",
@@ -874,6 +886,7 @@ async fn lease_namespace_not_found_heals_when_the_namespace_is_created() {
         .await;
     drop(fx.op);
     let _ = support::kubectl(&["delete", "namespace", &lease_ns, "--wait=false"]);
+    let _ = support::kubectl(&["delete", "clusterrole,clusterrolebinding", &grant]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

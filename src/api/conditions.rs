@@ -38,11 +38,18 @@ pub enum StartupFailure {
     WorkerFailed,
     /// Another ManagerConfig already uses the Lease this one names.
     LeaseInUse,
+    /// The Lease exists and was not created by the operator (no
+    /// `app.kubernetes.io/managed-by=manager-operator` label), and the config does not opt in to
+    /// adopting it (`spec.leaderElection.adoptExistingLease`).
+    LeaseNotOwned,
+    /// The config exceeds one of the operator's per-tenant limits (configs per namespace,
+    /// workers per config, timing floors, watched objects).
+    LimitExceeded,
 }
 
 impl StartupFailure {
     /// All reasons, for documentation and for pre-registering metric label values.
-    pub const ALL: [StartupFailure; 11] = [
+    pub const ALL: [StartupFailure; 13] = [
         StartupFailure::InvalidSpec,
         StartupFailure::LeaseNamespaceNotFound,
         StartupFailure::LeaseForbidden,
@@ -54,6 +61,8 @@ impl StartupFailure {
         StartupFailure::ApiUnavailable,
         StartupFailure::WorkerFailed,
         StartupFailure::LeaseInUse,
+        StartupFailure::LeaseNotOwned,
+        StartupFailure::LimitExceeded,
     ];
 
     /// The stable CamelCase reason string.
@@ -70,6 +79,8 @@ impl StartupFailure {
             StartupFailure::ApiUnavailable => "ApiUnavailable",
             StartupFailure::WorkerFailed => "WorkerFailed",
             StartupFailure::LeaseInUse => "LeaseInUse",
+            StartupFailure::LeaseNotOwned => "LeaseNotOwned",
+            StartupFailure::LimitExceeded => "LimitExceeded",
         }
     }
 
@@ -81,7 +92,7 @@ impl StartupFailure {
                 "create the namespace or change spec.leaderElection.leaseNamespace"
             }
             StartupFailure::LeaseForbidden => {
-                "grant the operator get/create/update on leases.coordination.k8s.io in the lease namespace"
+                "grant the operator get/create/update on leases.coordination.k8s.io in the lease namespace; for a Lease outside the ManagerConfig's namespace, also grant the config's service account get, create and update on leases there"
             }
             StartupFailure::ImpersonationForbidden => {
                 "grant the operator impersonate on this serviceaccount"
@@ -102,6 +113,12 @@ impl StartupFailure {
             }
             StartupFailure::LeaseInUse => {
                 "give this ManagerConfig its own spec.leaderElection.leaseName, or delete the other ManagerConfig (this one starts by itself once the Lease is free)"
+            }
+            StartupFailure::LeaseNotOwned => {
+                "name a Lease the operator manages (or a new one), or set spec.leaderElection.adoptExistingLease: true to take this Lease over (e.g. migrating from a client-go controller)"
+            }
+            StartupFailure::LimitExceeded => {
+                "stay within the operator's per-tenant limits named above, or ask the operator's administrator to raise them"
             }
         }
     }

@@ -117,6 +117,14 @@ pub struct LeaderElectionSpec {
     /// takes over at once instead of waiting for leaseDuration. Default true.
     #[serde(default = "default_true")]
     pub release_on_cancel: bool,
+
+    /// Take over an existing Lease that the operator did not create (one without the
+    /// `app.kubernetes.io/managed-by: manager-operator` label), e.g. when migrating from a
+    /// client-go controller that elects on it. Without it such a Lease is never written and
+    /// the config fails with reason LeaseNotOwned. The Lease is still taken only after its
+    /// holder lets it expire or releases it. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing_lease: bool,
 }
 
 impl Default for LeaderElectionSpec {
@@ -128,6 +136,7 @@ impl Default for LeaderElectionSpec {
             renew_deadline: default_renew_deadline(),
             retry_period: default_retry_period(),
             release_on_cancel: true,
+            adopt_existing_lease: false,
         }
     }
 }

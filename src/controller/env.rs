@@ -41,7 +41,8 @@ impl ManagerEnv for KubeEnv {
             &self.hub,
             &cfg.election.lease_namespace,
             &cfg.election.lease_name,
-        ))
+        )
+        .adopting(cfg.election.adopt_existing_lease))
     }
 
     fn runnables(&self, cfg: &ResolvedConfig) -> Result<Vec<Arc<dyn Runnable>>, Failure> {

@@ -16,6 +16,8 @@
 
 pub mod claims;
 pub mod env;
+pub mod lease_access;
+pub mod limits;
 pub mod observer;
 pub mod status;
 
@@ -74,6 +76,8 @@ struct Entry {
     failures: u32,
     next_retry: Option<Instant>,
     last_failure: Option<Failure>,
+    /// Refused by `--max-configs-per-namespace`: retried as soon as the namespace has room.
+    waiting_for_quota: bool,
 }
 
 impl Entry {
@@ -85,6 +89,7 @@ impl Entry {
             failures: 0,
             next_retry: None,
             last_failure: None,
+            waiting_for_quota: false,
         }
     }
 }
@@ -103,6 +108,10 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// How managers reach the cluster.
     pub env: KubeEnv,
+    /// Per-tenant limits.
+    pub limits: limits::TenantLimits,
+    /// Cross-namespace Lease access of configs' service accounts (cached reviews).
+    pub lease_access: lease_access::LeaseAccess,
     registry: Mutex<HashMap<ObjectRef<ManagerConfig>, Entry>>,
     store: Arc<std::sync::OnceLock<Store<ManagerConfig>>>,
     trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ManagerConfig>>,
@@ -342,6 +351,29 @@ async fn sweep_vanished(
                 .map(|(k, _)| k.clone())
                 .collect()
         };
+        // Configs refused by --max-configs-per-namespace start as soon as their namespace has
+        // room (an older config was deleted).
+        let quota: Vec<ObjectRef<ManagerConfig>> = {
+            let reg = ctx.registry.lock().await;
+            reg.iter()
+                .filter(|(_, e)| e.manager.is_none() && e.waiting_for_quota)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        if !quota.is_empty() {
+            let all = store.state();
+            for key in quota {
+                if let Some(mc) = store.get(&key)
+                    && ctx.limits.check_namespace_quota(&mc, &all).is_ok()
+                {
+                    if let Some(e) = ctx.registry.lock().await.get_mut(&key) {
+                        e.next_retry = None;
+                        e.waiting_for_quota = false;
+                    }
+                    ctx.retrigger(key);
+                }
+            }
+        }
         if !waiting.is_empty() {
             let all = store.state();
             for key in waiting {
@@ -397,6 +429,32 @@ async fn check_lease_claim(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), Failure>
             ),
         )),
     }
+}
+
+/// The checks that protect other tenants, before anything of `mc` starts: the namespace's
+/// config quota, the spec limits (workers, timing floors), and — for a Lease outside the
+/// config's namespace — the service account's right to use Leases there. `Err(true, _)`: the
+/// namespace quota refused it.
+async fn check_tenant(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), (bool, Failure)> {
+    if let Some(store) = ctx.store.get() {
+        ctx.limits
+            .check_namespace_quota(mc, &store.state())
+            .map_err(|f| (true, f))?;
+    }
+    // An invalid spec is reported by `Manager::start` (InvalidSpec/HookRejected).
+    let Ok(cfg) = crate::validation::resolve(mc, &ctx.policy) else {
+        return Ok(());
+    };
+    ctx.limits.check_spec(&cfg).map_err(|f| (false, f))?;
+    ctx.lease_access
+        .check(
+            &cfg.namespace,
+            &cfg.service_account,
+            &cfg.election.lease_namespace,
+            &cfg.election.lease_name,
+        )
+        .await
+        .map_err(|f| (false, f))
 }
 
 async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -474,10 +532,20 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
         // A new spec gets a fresh start, not the old backoff.
         info!(namespace = %ns, name = %name, ?generation, "spec changed: restarting the manager");
         stop_entry(old).await;
+        // Series of workers the new spec no longer has (renamed or removed) go away.
+        let keep: Vec<&str> = mc.spec.workers.iter().map(|w| w.name.as_str()).collect();
+        ctx.metrics.forget_workers(&ns, &name, &keep);
     }
 
+    let mut quota = false;
     let started = match check_lease_claim(&ctx, &mc).await {
-        Ok(()) => Manager::start(&mc, &ctx.policy, &ctx.me, &ctx.env).await,
+        Ok(()) => match check_tenant(&ctx, &mc).await {
+            Ok(()) => Manager::start(&mc, &ctx.policy, &ctx.me, &ctx.env).await,
+            Err((q, f)) => {
+                quota = q;
+                Err(f)
+            }
+        },
         Err(f) => Err(f),
     };
     match started {
@@ -499,6 +567,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             entry.manager = Some(manager);
             entry.observer = Some(observer);
             entry.next_retry = None;
+            entry.waiting_for_quota = false;
             Ok(Action::requeue(Duration::from_secs(300)))
         }
         Err(f) => {
@@ -506,6 +575,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 let mut reg = ctx.registry.lock().await;
                 let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
                 entry.generation = generation;
+                entry.waiting_for_quota = quota;
             }
             let delay = ctx.record_failure(&mc, &f).await;
             Ok(Action::requeue(delay))
@@ -550,6 +620,8 @@ pub struct RunParams {
     pub store: Arc<std::sync::OnceLock<Store<ManagerConfig>>>,
     /// Placement among replicas (None: this replica leads whatever it wins).
     pub placement: Option<PlacementParams>,
+    /// Per-tenant limits.
+    pub limits: limits::TenantLimits,
 }
 
 /// What placement needs from the controller's run.
@@ -616,6 +688,7 @@ pub async fn run(p: RunParams) {
         namespace,
         store: store_cell,
         placement,
+        limits,
     } = p;
     let reporter = Reporter {
         controller: "manager-operator".into(),
@@ -630,6 +703,10 @@ pub async fn run(p: RunParams) {
         metrics,
         recorder,
         env,
+        limits,
+        lease_access: lease_access::LeaseAccess::new(Arc::new(lease_access::KubeLeaseReviewer(
+            client.clone(),
+        ))),
         registry: Mutex::new(HashMap::new()),
         store: store_cell,
         trigger,

@@ -172,6 +172,9 @@ pub enum ElectionError {
     /// RBAC forbids reading or writing the Lease.
     #[error("{0}")]
     Forbidden(String),
+    /// The Lease was not created by the operator and the config does not adopt it.
+    #[error("{0}")]
+    NotOwned(String),
 }
 
 impl ElectionError {
@@ -181,6 +184,7 @@ impl ElectionError {
                 "lease namespace {ns:?} does not exist"
             ))),
             StoreError::Forbidden(m) => Some(ElectionError::Forbidden(m.clone())),
+            StoreError::NotOwned(m) => Some(ElectionError::NotOwned(m.clone())),
             _ => None,
         }
     }

@@ -28,6 +28,10 @@ pub struct KubeLeaseStore {
     /// Metadata of the Lease as last read, so updates keep foreign labels and annotations
     /// (a full-object update, like client-go's).
     meta: std::sync::Mutex<Option<ObjectMeta>>,
+    /// An existing Lease without [`MANAGED_BY_LABEL`] may be written (taken over).
+    adopt: bool,
+    /// The Lease as last read exists and lacks [`MANAGED_BY_LABEL`].
+    foreign: AtomicBool,
 }
 
 /// Maps a kube error to what election logic branches on.
@@ -95,13 +99,24 @@ impl KubeLeaseStore {
             sub: hub.subscribe(namespace, name),
             labelled: AtomicBool::new(false),
             meta: std::sync::Mutex::new(None),
+            adopt: false,
+            foreign: AtomicBool::new(false),
         }
+    }
+
+    /// Lets this store write an existing Lease that the operator did not create (one without
+    /// [`MANAGED_BY_LABEL`]); by default such a Lease is only read, and updates are refused
+    /// with [`StoreError::NotOwned`].
+    pub fn adopting(mut self, adopt: bool) -> Self {
+        self.adopt = adopt;
+        self
     }
 
     fn remember(&self, lease: Lease) -> LeaseRecord {
         let rec = to_record(&lease);
-        self.labelled
-            .store(has_label(&lease.metadata), Ordering::Release);
+        let labelled = has_label(&lease.metadata);
+        self.labelled.store(labelled, Ordering::Release);
+        self.foreign.store(!labelled, Ordering::Release);
         if let Ok(mut m) = self.meta.lock() {
             *m = Some(lease.metadata);
         }
@@ -161,6 +176,7 @@ impl LeaseStore for KubeLeaseStore {
         if let Ok(mut m) = self.meta.lock() {
             *m = None;
         }
+        self.foreign.store(false, Ordering::Release);
         self.api
             .create(&PostParams::default(), &self.to_lease(&rec))
             .await
@@ -169,6 +185,12 @@ impl LeaseStore for KubeLeaseStore {
     }
 
     async fn update(&self, record: &LeaseRecord) -> Result<LeaseRecord, StoreError> {
+        if self.foreign.load(Ordering::Acquire) && !self.adopt {
+            return Err(StoreError::NotOwned(format!(
+                "Lease {}/{} was not created by manager-operator (no {}={} label)",
+                self.namespace, self.name, MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1
+            )));
+        }
         self.api
             .replace(&self.name, &PostParams::default(), &self.to_lease(record))
             .await
@@ -182,5 +204,9 @@ impl LeaseStore for KubeLeaseStore {
 
     fn watch_covers(&self) -> bool {
         self.labelled.load(Ordering::Acquire)
+    }
+
+    fn foreign(&self) -> bool {
+        self.foreign.load(Ordering::Acquire)
     }
 }

@@ -65,6 +65,10 @@ pub enum StoreError {
     /// The call did not answer within its timeout.
     #[error("lease API call timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The Lease exists, was not created by the operator, and the config does not adopt it:
+    /// the store refuses to write it.
+    #[error("not owned: {0}")]
+    NotOwned(String),
     /// Anything else (connection refused, 5xx, ...): transient.
     #[error("lease API call failed: {0}")]
     Other(String),
@@ -95,6 +99,13 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// when this is false.
     fn watch_covers(&self) -> bool {
         true
+    }
+
+    /// True when the Lease as last read exists and was not created by the operator (it lacks
+    /// the `app.kubernetes.io/managed-by=manager-operator` label). Such a Lease is written only
+    /// when the config adopts it.
+    fn foreign(&self) -> bool {
+        false
     }
 
     /// A background task that feeds [`LeaseStore::subscribe`] (e.g. a watch), owned and

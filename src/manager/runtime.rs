@@ -237,7 +237,20 @@ fn election_failure(e: ElectionError, cfg: &ResolvedConfig) -> Failure {
                 cfg.election.lease_name
             ),
         ),
+        ElectionError::NotOwned(m) => not_owned(&m),
     }
+}
+
+/// The `LeaseNotOwned` failure for `cfg`'s Lease.
+fn not_owned(detail: &str) -> Failure {
+    Failure::new(
+        StartupFailure::LeaseNotOwned,
+        format!(
+            "spec.leaderElection.leaseName: {detail}; the operator takes over a Lease it did not \
+             create only when spec.leaderElection.adoptExistingLease is true (the Lease was left \
+             untouched)"
+        ),
+    )
 }
 
 fn store_failure(e: StoreError, cfg: &ResolvedConfig) -> Failure {
@@ -247,6 +260,7 @@ fn store_failure(e: StoreError, cfg: &ResolvedConfig) -> Failure {
             cfg,
         ),
         StoreError::Forbidden(m) => election_failure(ElectionError::Forbidden(m), cfg),
+        StoreError::NotOwned(m) => not_owned(&m),
         other => Failure::new(
             StartupFailure::ApiUnavailable,
             format!(
@@ -270,6 +284,13 @@ async fn lease_preflight<S: LeaseStore>(
         Err(_) => Err(StoreError::Timeout(call_timeout)),
     };
     match bounded(timeout(call_timeout, store.get()).await) {
+        Ok(_) if store.foreign() && !cfg.election.adopt_existing_lease => Err(not_owned(
+            &format!(
+                "Lease {}/{} exists and was not created by manager-operator (no \
+                 app.kubernetes.io/managed-by=manager-operator label)",
+                cfg.election.lease_namespace, cfg.election.lease_name
+            ),
+        )),
         Ok(_) => Ok(()),
         Err(StoreError::NotFound) => {
             let free = LeaseRecord::default();

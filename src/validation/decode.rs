@@ -17,27 +17,38 @@ pub fn strict<'de, D>(de: D) -> Result<ManagerConfig, Vec<Violation>>
 where
     D: Deserializer<'de>,
 {
+    // Only the first [`MAX_UNKNOWN_LISTED`] unknown fields are kept (the rest are counted), so
+    // a document of a few MiB made of unknown fields costs kilobytes here, not megabytes.
     let mut unknown = Vec::new();
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut more = 0usize;
+    let mut record = |path: serde_ignored::Path<'_>| {
+        let p = path.to_string();
+        if ignorable(&p) {
+            return;
+        }
+        if unknown.len() < MAX_UNKNOWN_LISTED {
+            unknown.push(p);
+        } else {
+            more += 1;
+        }
+    };
     let ignored = serde_ignored::Deserializer::new(de, &mut record);
     let decoded: Result<ManagerConfig, _> = serde_path_to_error::deserialize(ignored);
     let mut violations: Vec<Violation> = unknown
         .into_iter()
-        .filter(|p| {
-            // apiVersion/kind are checked by `check_type_meta`; metadata belongs to the API
-            // server's schema; status is written by the operator only.
-            !(p == "apiVersion"
-                || p == "kind"
-                || p.starts_with("metadata.")
-                || p == "status"
-                || p.starts_with("status."))
-        })
         .map(|p| Violation {
             field: p,
             rule: Rule::Schema,
             message: "unknown field".into(),
         })
         .collect();
+    if more > 0 {
+        violations.push(Violation {
+            field: "(root)".into(),
+            rule: Rule::Schema,
+            message: format!("… and {more} more unknown fields"),
+        });
+    }
     match decoded {
         Ok(mc) if violations.is_empty() => Ok(mc),
         Ok(_) => Err(violations),
@@ -51,6 +62,19 @@ where
             Err(violations)
         }
     }
+}
+
+/// Unknown fields listed by [`strict`] at most; the rest are summed up in one violation.
+pub const MAX_UNKNOWN_LISTED: usize = 20;
+
+/// apiVersion/kind are checked by `check_type_meta`; metadata belongs to the API server's
+/// schema; status is written by the operator only.
+fn ignorable(p: &str) -> bool {
+    p == "apiVersion"
+        || p == "kind"
+        || p.starts_with("metadata.")
+        || p == "status"
+        || p.starts_with("status.")
 }
 
 /// Checks `apiVersion` and `kind` of a JSON-like document before decoding.
@@ -72,6 +96,23 @@ pub fn check_type_meta(api_version: Option<&str>, kind: Option<&str>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_are_capped() {
+        let mut spec = serde_json::Map::new();
+        for i in 0..5000 {
+            spec.insert(format!("f{i}"), serde_json::json!(i));
+        }
+        let doc = serde_json::json!({"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": "a"}, "spec": spec});
+        let v = strict(&doc).unwrap_err();
+        assert!(v.len() <= MAX_UNKNOWN_LISTED + 2, "{}", v.len());
+        assert!(
+            v.iter()
+                .any(|x| x.message.contains("and 4980 more unknown fields")),
+            "{v:?}"
+        );
+    }
 
     #[test]
     fn unknown_fields_are_named() {

@@ -119,6 +119,8 @@ pub struct ElectionConfig {
     pub retry_period: Duration,
     /// Clear the Lease on graceful stop.
     pub release_on_cancel: bool,
+    /// Take over an existing Lease the operator did not create.
+    pub adopt_existing_lease: bool,
 }
 
 /// One worker after validation and defaulting.
@@ -547,6 +549,7 @@ pub fn resolve_spec(
                     renew_deadline: renew.to_std(),
                     retry_period: retry.to_std(),
                     release_on_cancel: le.release_on_cancel,
+                    adopt_existing_lease: le.adopt_existing_lease,
                 },
                 startup_timeout: startup.to_std(),
                 graceful_shutdown_timeout: graceful.to_std(),

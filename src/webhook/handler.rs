@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use super::access::AccessReviewer;
 use crate::api::ManagerConfig;
+use crate::controller::limits::TenantLimits;
 use crate::validation::{self, HookPolicy, decode, names};
 
 /// The admission review `apiVersion` this webhook speaks.
@@ -222,6 +223,7 @@ async fn decide(
     policy: &HookPolicy,
     reviewer: &dyn AccessReviewer,
     claims: Option<&dyn LeaseClaims>,
+    tenant_limits: Option<&TenantLimits>,
 ) -> Result<Decision, String> {
     let req = &parsed.request;
     match req.operation {
@@ -290,7 +292,8 @@ async fn decide(
         }
     }
 
-    let mut mc: ManagerConfig = match decode::strict(object.clone()) {
+    // Decoded from the borrowed value: no second copy of a large document.
+    let mut mc: ManagerConfig = match decode::strict(object) {
         Ok(mc) => mc,
         Err(violations) => {
             let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
@@ -309,6 +312,11 @@ async fn decide(
         Ok(_) => Vec::new(),
         Err(violations) => violations.0.iter().map(ToString::to_string).collect(),
     };
+    if let Some(limits) = tenant_limits
+        && let Ok(cfg) = validation::resolve(&mc, policy)
+    {
+        lines.extend(limits.spec_violations(&cfg));
+    }
     if let Some(owner) = claims.and_then(|c| c.rival(&mc)) {
         lines.push(format!(
             "spec.leaderElection.leaseName: {}",
@@ -351,10 +359,34 @@ async fn decide(
         return Ok(Decision::Deny {
             code: 403,
             reason: "Forbidden",
-            message: format!("ManagerConfig {name:?} is forbidden: {}", lines.join("; ")),
+            message: format!("ManagerConfig {name:?} is forbidden: {}", listed(lines)),
         });
     }
     Ok(invalid(object, req, lines))
+}
+
+/// Problems listed in one denial at most; the rest are counted ("… and N more").
+pub const MAX_LISTED: usize = 50;
+
+/// `lines` joined by "; ", at most [`MAX_LISTED`] of them, each at most 1 KiB.
+fn listed(mut lines: Vec<String>) -> String {
+    let more = lines.len().saturating_sub(MAX_LISTED);
+    lines.truncate(MAX_LISTED);
+    for l in &mut lines {
+        if l.len() > 1024 {
+            let mut cut = 1024;
+            while !l.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            l.truncate(cut);
+            l.push('…');
+        }
+    }
+    let mut text = lines.join("; ");
+    if more > 0 {
+        text.push_str(&format!("; … and {more} more"));
+    }
+    text
 }
 
 fn invalid(object: &Value, req: &AdmissionRequest<DynamicObject>, lines: Vec<String>) -> Decision {
@@ -364,7 +396,7 @@ fn invalid(object: &Value, req: &AdmissionRequest<DynamicObject>, lines: Vec<Str
     Decision::Deny {
         code: 422,
         reason: "Invalid",
-        message: format!("ManagerConfig {name:?} is invalid: {}", lines.join("; ")),
+        message: format!("ManagerConfig {name:?} is invalid: {}", listed(lines)),
     }
 }
 
@@ -417,11 +449,23 @@ pub async fn review_with_claims(
     reviewer: &dyn AccessReviewer,
     claims: Option<&dyn LeaseClaims>,
 ) -> Outcome {
+    review_with_limits(body, policy, reviewer, claims, None).await
+}
+
+/// [`review_with_claims`], also refusing a spec over the operator's static tenant limits
+/// (workers per config, timing floors).
+pub async fn review_with_limits(
+    body: &[u8],
+    policy: &HookPolicy,
+    reviewer: &dyn AccessReviewer,
+    claims: Option<&dyn LeaseClaims>,
+    tenant_limits: Option<&TenantLimits>,
+) -> Outcome {
     let parsed = match parse(body) {
         Ok(p) => p,
         Err(message) => return Outcome::error(StatusCode::BAD_REQUEST, message),
     };
-    match decide(&parsed, policy, reviewer, claims).await {
+    match decide(&parsed, policy, reviewer, claims, tenant_limits).await {
         Ok(decision) => {
             let outcome = respond(&parsed.request, decision);
             if !outcome.allowed {

@@ -195,6 +195,9 @@ pub struct WebhookConfig {
     pub extra_dns_names: Vec<String>,
     /// Server limits.
     pub limits: ServerLimits,
+    /// The operator's static tenant limits (workers per config, timing floors), refused at
+    /// admission too (None: not checked here).
+    pub tenant_limits: Option<crate::controller::limits::TenantLimits>,
 }
 
 impl WebhookConfig {
@@ -216,6 +219,7 @@ impl WebhookConfig {
             check_interval: Duration::from_secs(60),
             extra_dns_names: Vec::new(),
             limits: ServerLimits::default(),
+            tenant_limits: None,
         }
     }
 
@@ -369,6 +373,7 @@ impl WebhookArgs {
                 max_concurrent_requests: usize::from(self.webhook_max_concurrent_requests),
                 ..ServerLimits::default()
             },
+            tenant_limits: None,
         };
         config.check()?;
         Ok(config)
@@ -642,6 +647,7 @@ pub async fn start_webhook_with_claims(
     let reviewer = reviewer.unwrap_or_else(|| Arc::new(SubjectAccessReviewer::new(client.clone())));
     let mut state = AdmissionState::new(policy, reviewer, metrics.clone(), config.limits);
     state.claims = claims;
+    state.tenant_limits = config.tenant_limits;
     let tls = server::tls_config(store)?;
     let server = tokio::spawn(server::serve(
         listener,

@@ -34,18 +34,21 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use futures::future::BoxFuture;
 use kube::api::{Api, DynamicObject, TypeMeta};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{Store, reflector};
+use kube::runtime::watcher::{self, watcher};
 use prometheus::{Histogram, HistogramVec, IntCounter, IntGauge};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::api::conditions::StartupFailure;
+use crate::controller::limits::TenantLimits;
 use crate::manager::fence::{Fence, FenceError};
 use crate::manager::runtime::{Failure, RunContext, Runnable};
 use crate::metrics::Metrics;
@@ -68,6 +71,8 @@ pub struct WorkerEnv {
     pub identity: String,
     /// Impersonating clients shared by the workers acting as the same service account.
     pub clients: clients::ClientCache,
+    /// Per-tenant limits (watched objects and hook calls per config).
+    pub limits: TenantLimits,
 }
 
 /// Errors building the pieces workers run on.
@@ -108,6 +113,12 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
         namespace: cfg.namespace.clone(),
         name: cfg.service_account.clone(),
     };
+    // Shared by the config's workers: its hook calls in flight and its watched objects.
+    let hook_slots = Arc::new(tokio::sync::Semaphore::new(env.limits.hook_calls_for(cfg)));
+    let watched = Arc::new(WatchBudget {
+        limit: env.limits.max_watched_objects_per_config,
+        total: std::sync::atomic::AtomicU64::new(0),
+    });
     cfg.workers
         .iter()
         .map(|w| {
@@ -124,6 +135,8 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
                 metrics: env.metrics.clone(),
                 identity: env.identity.clone(),
                 target: Mutex::new(None),
+                hook_slots: hook_slots.clone(),
+                watched: watched.clone(),
             }))) as Arc<dyn Runnable>
         })
         .collect()
@@ -142,6 +155,70 @@ struct Inner {
     identity: String,
     /// Resolved by preflight, reused by every term.
     target: Mutex<Option<WatchTarget>>,
+    /// Hook calls in flight for the whole config (`--max-hook-calls-per-config`).
+    hook_slots: Arc<tokio::sync::Semaphore>,
+    /// Objects in the watch caches of the whole config (`--max-watched-objects-per-config`).
+    watched: Arc<WatchBudget>,
+}
+
+/// The objects a config's workers hold in their watch caches, against the limit.
+pub struct WatchBudget {
+    /// The limit (0: unlimited).
+    pub limit: u64,
+    /// Objects held now (every worker's cache, plus a re-list's buffer while it fills).
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+/// One worker term's share of a [`WatchBudget`]; gives it back when dropped.
+struct WatchCount {
+    budget: Arc<WatchBudget>,
+    /// (objects buffered by a running initial list, objects in the store).
+    mine: Mutex<(u64, u64)>,
+}
+
+impl WatchCount {
+    fn new(budget: Arc<WatchBudget>) -> Self {
+        Self {
+            budget,
+            mine: Mutex::new((0, 0)),
+        }
+    }
+
+    /// Sets this worker's counts; true while the config stays within its limit.
+    fn set(&self, pending: Option<u64>, current: Option<u64>) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut mine = lock(&self.mine);
+        let before = mine.0 + mine.1;
+        if let Some(p) = pending {
+            mine.0 = p;
+        }
+        if let Some(c) = current {
+            mine.1 = c;
+        }
+        let after = mine.0 + mine.1;
+        let total = if after >= before {
+            self.budget
+                .total
+                .fetch_add(after - before, Ordering::AcqRel)
+                + (after - before)
+        } else {
+            self.budget
+                .total
+                .fetch_sub(before - after, Ordering::AcqRel)
+                .saturating_sub(before - after)
+        };
+        self.budget.limit == 0 || total <= self.budget.limit
+    }
+
+    fn pending(&self) -> u64 {
+        lock(&self.mine).0
+    }
+}
+
+impl Drop for WatchCount {
+    fn drop(&mut self) {
+        self.set(Some(0), Some(0));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,10 +300,52 @@ impl Inner {
         if let Some(sel) = &self.spec.label_selector {
             wc = wc.labels(sel);
         }
-        let controller = Controller::new_with(api, wc, target.resource.clone())
-            .with_config(controller::Config::default().concurrency(self.spec.concurrency))
-            .graceful_shutdown_on(ctx.stop.clone().cancelled_owned());
-        let store = controller.store();
+        // The reflector of `Controller::new_with`, with every object counted against the
+        // config's watch budget: the stream ends (and the worker fails with LimitExceeded)
+        // as soon as the caches would hold more than the limit, instead of growing until the
+        // replica is OOM-killed. During a (re-)list the old cache and the new buffer both count.
+        let writer = Writer::<DynamicObject>::new(target.resource.clone());
+        let store = writer.as_reader();
+        let count = Arc::new(WatchCount::new(self.watched.clone()));
+        let over = tokio_util::sync::CancellationToken::new();
+        let events = {
+            let (count, over) = (count.clone(), over.clone());
+            watcher(api, wc).map_ok(move |ev| {
+                let within = match &ev {
+                    watcher::Event::Init => count.set(Some(0), None),
+                    watcher::Event::InitApply(_) => count.set(Some(count.pending() + 1), None),
+                    _ => true,
+                };
+                if !within {
+                    over.cancel();
+                }
+                ev
+            })
+        };
+        let stop_on_over = over.clone();
+        let events = events.take_while(move |_| std::future::ready(!stop_on_over.is_cancelled()));
+        let counted = {
+            let (count, over, store) = (count.clone(), over.clone(), store.clone());
+            reflector(writer, events).inspect_ok(move |ev| {
+                let within = match ev {
+                    watcher::Event::InitDone => count.set(Some(0), Some(store.len() as u64)),
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) => {
+                        count.set(None, Some(store.len() as u64))
+                    }
+                    _ => true,
+                };
+                if !within {
+                    over.cancel();
+                }
+            })
+        };
+        let controller = Controller::for_stream_with(
+            counted.applied_objects(),
+            store.clone(),
+            target.resource.clone(),
+        )
+        .with_config(controller::Config::default().concurrency(self.spec.concurrency))
+        .graceful_shutdown_on(ctx.stop.clone().cancelled_owned());
         let shared = Arc::new(Shared {
             manager: self.manager.clone(),
             worker: self.spec.name.clone(),
@@ -244,6 +363,7 @@ impl Inner {
             delivered: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             metrics: self.metrics(),
+            hook_slots: self.hook_slots.clone(),
         });
         info!(namespace = %self.manager.namespace, name = %self.manager.name, worker = %self.spec.name,
             resource = %target.resource_name(), scope = %target.scope_phrase(),
@@ -281,6 +401,25 @@ impl Inner {
                     }
                 },
                 _ = tick.tick() => shared.refresh(&store),
+                _ = over.cancelled() => {
+                    break Err(Failure::new(
+                        StartupFailure::LimitExceeded,
+                        format!(
+                            "the watch caches of this ManagerConfig's workers would hold more \
+                             than {} objects (--max-watched-objects-per-config; this worker \
+                             watches {} {}{}); narrow spec.workers[].watch.labelSelector or \
+                             namespace, or ask the operator's administrator to raise the limit",
+                            self.watched.limit,
+                            target.resource_name(),
+                            target.scope_phrase(),
+                            self.spec
+                                .label_selector
+                                .as_deref()
+                                .map(|s| format!(" with selector {s:?}"))
+                                .unwrap_or_default(),
+                        ),
+                    ));
+                }
                 _ = ctx.stop.cancelled(), if drain_until.is_none() => {
                     if !is_ready {
                         // Nothing runs before the initial list: nothing to wait for.
@@ -390,6 +529,8 @@ struct Shared {
     /// Object keys with a hook call in flight.
     in_flight: Mutex<HashSet<String>>,
     metrics: Option<WorkerMetrics>,
+    /// The config's hook-call permits (shared by its workers).
+    hook_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -505,6 +646,12 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         holder: s.identity.clone(),
         object,
     };
+    // One of the config's hook-call permits: a config cannot hold more calls (sockets, tasks,
+    // buffers) than `--max-hook-calls-per-config`, whatever its workers' concurrency.
+    let _permit = tokio::select! {
+        p = s.hook_slots.acquire() => p.ok(),
+        _ = s.fence.revoked() => return Err(ReconcileError::Fenced(FenceError::Revoked(token))),
+    };
     let _in_flight = InFlight::new(&s, &k);
     let started = Instant::now();
     let result = tokio::select! {
@@ -519,7 +666,7 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
     };
     if let Some(m) = &s.metrics {
         m.duration.observe(took);
-        m.hook.with_label_values(&[code.as_str()]).observe(took);
+        m.hook.with_label_values(&[code_class(&code)]).observe(took);
     }
     match result {
         Ok(HookReply { requeue_after, .. }) => {
@@ -553,6 +700,21 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
                 retry_in,
             })
         }
+    }
+}
+
+/// The `code` label of `hook_request_duration_seconds`: a fixed set (`1xx`..`5xx`, `other`
+/// for a status outside 100..=599, `error` for no answer), so a hook answering many distinct
+/// status codes cannot grow `/metrics`.
+pub fn code_class(code: &str) -> &'static str {
+    match code.parse::<u16>() {
+        Ok(100..=199) => "1xx",
+        Ok(200..=299) => "2xx",
+        Ok(300..=399) => "3xx",
+        Ok(400..=499) => "4xx",
+        Ok(500..=599) => "5xx",
+        Ok(_) => "other",
+        Err(_) => "error",
     }
 }
 

@@ -248,7 +248,39 @@ fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -
             queue: m.queue_depth.with_label_values(&l3),
             hook: m.hook_request_duration_seconds.clone(),
         }),
+        hook_slots: Arc::new(tokio::sync::Semaphore::new(4)),
     })
+}
+
+#[test]
+fn hook_codes_are_a_fixed_set_of_classes() {
+    let mut seen = HashSet::new();
+    for code in 0..1000u32 {
+        seen.insert(code_class(&code.to_string()));
+    }
+    seen.insert(code_class("error"));
+    let mut v: Vec<_> = seen.into_iter().collect();
+    v.sort();
+    assert_eq!(v, ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "other"]);
+}
+
+#[test]
+fn watch_budget_is_shared_and_given_back() {
+    let budget = Arc::new(WatchBudget {
+        limit: 10,
+        total: std::sync::atomic::AtomicU64::new(0),
+    });
+    let a = WatchCount::new(budget.clone());
+    let b = WatchCount::new(budget.clone());
+    assert!(a.set(None, Some(6)));
+    assert!(b.set(Some(4), None));
+    // A re-list buffers while the old cache is still held: both count.
+    assert!(!b.set(Some(5), None));
+    assert!(b.set(Some(0), Some(4)));
+    drop(a);
+    assert_eq!(budget.total.load(std::sync::atomic::Ordering::SeqCst), 4);
+    drop(b);
+    assert_eq!(budget.total.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 fn cm(name: &str, rv: &str) -> Arc<DynamicObject> {
@@ -349,9 +381,8 @@ async fn reconcile_backs_off_per_object_and_resets_on_success() {
         .get();
     assert_eq!((ok, err), (1, 4));
     let text = metrics.encode().unwrap();
-    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"500\"} 3"));
-    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"503\"} 1"));
-    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"200\"} 1"));
+    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"5xx\"} 4"));
+    assert!(text.contains("manager_operator_hook_request_duration_seconds_count{code=\"2xx\"} 1"));
     assert_eq!(
         metrics
             .workers_active

@@ -1,0 +1,378 @@
+//! Tenant isolation (issue 13 §2, §3) against the real control plane and the operator binary
+//! (`manager-operator run`, webhook off: these are the runtime guards that hold when admission
+//! was bypassed).
+//!
+//! * A config naming a kube-system Lease (a `kube-controller-manager`-like Lease held by
+//!   "someone", without the operator's label) is refused with `LeaseForbidden` while its
+//!   service account may not use Leases in kube-system, and the Lease is untouched
+//!   (resourceVersion unchanged).
+//! * The same kind of Lease in the config's own namespace is refused with `LeaseNotOwned`
+//!   without `spec.leaderElection.adoptExistingLease`, untouched too.
+//! * With the opt-in and the service account's rights, the kube-system Lease is adopted once
+//!   its holder lets it expire (and gets the operator's label).
+//! * `--max-configs-per-namespace` and the timing floor refuse configs with `LimitExceeded`.
+
+mod support;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use manager_operator::api::ManagerConfig;
+use support::{TIMEOUT, kubectl_ok, wait_for};
+
+const SA: &str = "worker";
+
+struct Operator {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    fn start(ns: &str, extra: &[&str]) -> Operator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("operator.log");
+        let file = File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
+            .arg("run")
+            .args(["--identity", &format!("{ns}-op")])
+            .arg("--kubeconfig")
+            .arg(support::kubeconfig_path())
+            .args(["--metrics-bind-address", &support::free_addr().to_string()])
+            .args([
+                "--health-probe-bind-address",
+                &support::free_addr().to_string(),
+            ])
+            .args(["--watch-namespace", ns])
+            .arg("--disable-webhook")
+            .arg("--disable-placement")
+            .arg("--hook-allow-loopback")
+            .args(["--log-format", "text"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawning manager-operator run");
+        Operator {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn tail(&self) -> String {
+        support::log_tail(&self.log, 60)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn apply_yaml(yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("obj.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+fn config(ns: &str, name: &str, leader_election: &str, hook: &str) -> String {
+    format!(
+        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
+         leaderElection: {{{leader_election}}}\n  startupTimeout: 20s\n  \
+         gracefulShutdownTimeout: 5s\n  workers:\n    - name: cms\n      \
+         watch: {{apiVersion: v1, kind: ConfigMap}}\n      hook: {{url: '{hook}', timeout: 1s}}\n"
+    )
+}
+
+fn ready(mc: &ManagerConfig) -> Option<&Condition> {
+    mc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+}
+
+async fn wait_reason(
+    api: &Api<ManagerConfig>,
+    name: &str,
+    reason: &str,
+    op: &Operator,
+) -> (Condition, Duration) {
+    let t = Instant::now();
+    let c = wait_for(&format!("{name}: Ready reason {reason}"), TIMEOUT, || async {
+        let mc = api.get(name).await.map_err(|e| e.to_string())?;
+        match ready(&mc) {
+            Some(c) if c.reason == reason => Ok(c.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", op.tail()));
+    (c, t.elapsed())
+}
+
+/// A Lease held by "someone" (renewed just now), without the operator's label.
+async fn foreign_lease(client: &kube::Client, ns: &str, name: &str) -> Lease {
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("someone".into()),
+            lease_duration_seconds: Some(3),
+            acquire_time: Some(MicroTime(Timestamp::now())),
+            renew_time: Some(MicroTime(Timestamp::now())),
+            lease_transitions: Some(4),
+            ..Default::default()
+        }),
+    };
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap_or_else(|e| panic!("creating Lease {ns}/{name}: {e}"))
+}
+
+async fn lease(client: &kube::Client, ns: &str, name: &str) -> Lease {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_rights() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "ten-lease").await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "watch-cms",
+        "--verb=get,list,watch",
+        "--resource=configmaps",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "watch-cms",
+        "--role=watch-cms",
+        &format!("--serviceaccount={ns}:{SA}"),
+    ]);
+    let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
+    // A kube-controller-manager-like Lease in kube-system, and one in the tenant's namespace.
+    let kcm = format!("kube-controller-manager-{ns}");
+    let sys_before = foreign_lease(&client, "kube-system", &kcm).await;
+    let own_before = foreign_lease(&client, &ns, "kube-controller-manager").await;
+    let op = Operator::start(&ns, &[]);
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+
+    // 1. Cross-namespace, no rights for the service account: LeaseForbidden, Lease untouched.
+    apply_yaml(&config(
+        &ns,
+        "steal-sys",
+        &format!(
+            "leaseNamespace: kube-system, leaseName: {kcm}, leaseDuration: 3s, \
+             renewDeadline: 2s, retryPeriod: 500ms"
+        ),
+        &hook,
+    ));
+    let (c, took) = wait_reason(&api, "steal-sys", "LeaseForbidden", &op).await;
+    eprintln!("[timing] LeaseForbidden after {took:?}: {}", c.message);
+    assert!(
+        c.message
+            .contains(&format!("system:serviceaccount:{ns}:{SA} may not")),
+        "{}",
+        c.message
+    );
+    // 2. Own namespace, foreign Lease, no opt-in: LeaseNotOwned, Lease untouched.
+    apply_yaml(&config(
+        &ns,
+        "steal-own",
+        "leaseName: kube-controller-manager, leaseDuration: 3s, renewDeadline: 2s, \
+         retryPeriod: 500ms",
+        &hook,
+    ));
+    let (c, took) = wait_reason(&api, "steal-own", "LeaseNotOwned", &op).await;
+    eprintln!("[timing] LeaseNotOwned after {took:?}: {}", c.message);
+    assert!(c.message.contains("adoptExistingLease"), "{}", c.message);
+    // Both Leases expired long ago (3 s) and were retried with backoff: still untouched.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sys_now = lease(&client, "kube-system", &kcm).await;
+    let own_now = lease(&client, &ns, "kube-controller-manager").await;
+    assert_eq!(
+        sys_now.metadata.resource_version, sys_before.metadata.resource_version,
+        "kube-system Lease untouched"
+    );
+    assert_eq!(
+        own_now.metadata.resource_version, own_before.metadata.resource_version,
+        "own-namespace foreign Lease untouched"
+    );
+    for name in ["steal-sys", "steal-own"] {
+        let mc = api.get(name).await.unwrap();
+        assert_ne!(
+            ready(&mc).map(|c| c.status.as_str()),
+            Some("True"),
+            "{name}"
+        );
+    }
+
+    // 3. Opt-in alone is not enough across namespaces: still LeaseForbidden.
+    let adopt = format!(
+        "leaseNamespace: kube-system, leaseName: {kcm}, adoptExistingLease: true, \
+         leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms"
+    );
+    apply_yaml(&config(&ns, "steal-sys", &adopt, &hook));
+    wait_reason(&api, "steal-sys", "LeaseForbidden", &op).await;
+    assert_eq!(
+        lease(&client, "kube-system", &kcm).await.metadata.resource_version,
+        sys_before.metadata.resource_version
+    );
+    // 4. Rights for the service account in kube-system (only on this Lease's namespace) plus
+    //    the opt-in: adopted after expiry, and labelled as the operator's from then on.
+    let role = format!("{ns}-leases");
+    kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "role",
+        &role,
+        "--verb=get,create,update",
+        "--resource=leases.coordination.k8s.io",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "rolebinding",
+        &role,
+        &format!("--role={role}"),
+        &format!("--serviceaccount={ns}:{SA}"),
+    ]);
+    let granted = Instant::now();
+    let adopted = wait_for("kube-system Lease adopted", TIMEOUT, || async {
+        let l = lease(&client, "kube-system", &kcm).await;
+        let holder = l
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default();
+        if holder.starts_with(&format!("{ns}-op")) {
+            Ok(l)
+        } else {
+            Err(holder)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", op.tail()));
+    eprintln!(
+        "[timing] kube-system Lease adopted {:?} after the grant (SAR cache TTL 10 s)",
+        granted.elapsed()
+    );
+    assert_eq!(
+        adopted
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str),
+        Some("manager-operator")
+    );
+    assert_eq!(
+        adopted.spec.as_ref().and_then(|s| s.lease_transitions),
+        Some(5),
+        "a takeover counts one transition"
+    );
+    // The own-namespace Lease is still untouched.
+    assert_eq!(
+        lease(&client, &ns, "kube-controller-manager")
+            .await
+            .metadata
+            .resource_version,
+        own_before.metadata.resource_version
+    );
+    drop(op);
+    let _ = support::kubectl(&["-n", "kube-system", "delete", "lease", &kcm]);
+    let _ = support::kubectl(&["-n", "kube-system", "delete", "role,rolebinding", &role]);
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_configs_with_limit_exceeded() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "ten-limit").await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
+    let op = Operator::start(
+        &ns,
+        &["--max-configs-per-namespace", "2", "--min-retry-period", "1s"],
+    );
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let timings = "leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s";
+    for name in ["a1", "a2", "a3"] {
+        apply_yaml(&config(&ns, name, timings, &hook));
+        // Creation order decides who is within the quota.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let (c, _) = wait_reason(&api, "a3", "LimitExceeded", &op).await;
+    assert!(
+        c.message.contains("--max-configs-per-namespace"),
+        "{}",
+        c.message
+    );
+    for name in ["a1", "a2"] {
+        let mc = api.get(name).await.unwrap();
+        assert_ne!(
+            ready(&mc).map(|c| c.reason.as_str()),
+            Some("LimitExceeded"),
+            "{name}"
+        );
+    }
+    // Deleting an older one makes room: a3 starts by itself.
+    let freed = Instant::now();
+    kubectl_ok(&["-n", &ns, "delete", "managerconfig", "a1"]);
+    wait_for("a3 leaves LimitExceeded", TIMEOUT, || async {
+        let mc = api.get("a3").await.map_err(|e| e.to_string())?;
+        match ready(&mc) {
+            Some(c) if c.reason != "LimitExceeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    eprintln!(
+        "[timing] quota freed -> a3 started in {:?}",
+        freed.elapsed()
+    );
+    // Below the timing floor.
+    apply_yaml(&config(
+        &ns,
+        "a2",
+        "leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms",
+        &hook,
+    ));
+    let (c, _) = wait_reason(&api, "a2", "LimitExceeded", &op).await;
+    assert!(c.message.contains("--min-retry-period"), "{}", c.message);
+    drop(op);
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
