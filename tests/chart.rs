@@ -353,7 +353,7 @@ fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
         "",
         "manager-operator.io",
         "managerconfigs",
-        &["get", "list", "watch", "update", "patch"],
+        &["list", "watch", "patch"],
         "",
     );
     add(
@@ -361,15 +361,7 @@ fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
         "",
         "manager-operator.io",
         "managerconfigs/status",
-        &["get", "update", "patch"],
-        "",
-    );
-    add(
-        cr,
-        "",
-        "manager-operator.io",
-        "managerconfigs/finalizers",
-        &["update"],
+        &["patch"],
         "",
     );
     add(
@@ -382,7 +374,6 @@ fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
         ],
         "",
     );
-    add(cr, "", "", "events", &["create", "patch"], "");
     add(cr, "", "events.k8s.io", "events", &["create", "patch"], "");
     add(cr, "", "", "serviceaccounts", &["impersonate"], "");
     add(
@@ -410,7 +401,7 @@ fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
             "",
             "admissionregistration.k8s.io",
             "validatingwebhookconfigurations",
-            &["get", "update", "patch"],
+            &["get", "patch"],
             FULLNAME,
         );
         add("Role", NAMESPACE, "", "secrets", &["create"], "");
@@ -419,7 +410,7 @@ fn expected(self_managed: bool, metrics_secure: bool) -> BTreeSet<Perm> {
             NAMESPACE,
             "",
             "secrets",
-            &["get", "update", "patch"],
+            &["get", "update"],
             &format!("{FULLNAME}-webhook-tls"),
         );
     }
@@ -857,5 +848,35 @@ fn chart_args_parse_as_a_run_command_line() {
                 args.join(" ")
             );
         }
+    }
+}
+
+#[test]
+fn tenant_limit_args_follow_the_values() {
+    let args = container_args(&render(&[], &[]));
+    for want in [
+        "--max-configs-per-namespace=100",
+        "--max-workers-per-config=16",
+        "--min-retry-period=500ms",
+        "--min-lease-duration=2s",
+        "--max-watched-objects-per-config=10000",
+        "--max-hook-calls-per-config=64",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    let set = container_args(&render(
+        &[],
+        &[
+            "tenantLimits.maxConfigsPerNamespace=5",
+            "tenantLimits.maxWatchedObjectsPerConfig=2000000",
+            "tenantLimits.minLeaseDuration=10s",
+        ],
+    ));
+    for want in [
+        "--max-configs-per-namespace=5",
+        "--max-watched-objects-per-config=2000000",
+        "--min-lease-duration=10s",
+    ] {
+        assert!(set.iter().any(|a| a == want), "{want} in {set:?}");
     }
 }

@@ -79,6 +79,11 @@ SCHEMA = {
         "placement": obj({
             "enabled": b(), "handoverBatch": i(1), "handoverInterval": GO_DURATION,
         }),
+        "tenantLimits": obj({
+            "maxConfigsPerNamespace": i(0), "maxWorkersPerConfig": i(0),
+            "minRetryPeriod": GO_DURATION, "minLeaseDuration": GO_DURATION,
+            "maxWatchedObjectsPerConfig": i(0), "maxHookCallsPerConfig": i(0),
+        }),
         "image": obj({
             "repository": s(minLength=1),
             "tag": s(),
