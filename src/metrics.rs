@@ -299,7 +299,12 @@ impl Metrics {
     /// (called when a spec change renamed or removed workers), so renaming workers again and
     /// again does not grow `/metrics`.
     pub fn forget_workers(&self, namespace: &str, name: &str, keep: &[&str]) {
-        fn forget<T: MetricVecBuilder>(v: &MetricVec<T>, namespace: &str, name: &str, keep: &[&str]) {
+        fn forget<T: MetricVecBuilder>(
+            v: &MetricVec<T>,
+            namespace: &str,
+            name: &str,
+            keep: &[&str],
+        ) {
             for family in v.collect() {
                 for metric in family.get_metric() {
                     let labels: HashMap<&str, &str> = metric
@@ -373,16 +378,29 @@ mod tests {
     fn forget_workers_keeps_only_the_named_workers() {
         let m = Metrics::new().unwrap();
         for w in ["a", "b", "c"] {
-            m.reconcile_total.with_label_values(&["ns", "mc", w, "success"]).inc();
+            m.reconcile_total
+                .with_label_values(&["ns", "mc", w, "success"])
+                .inc();
             m.queue_depth.with_label_values(&["ns", "mc", w]).set(1);
         }
-        m.queue_depth.with_label_values(&["ns", "other", "a"]).set(1);
+        m.queue_depth
+            .with_label_values(&["ns", "other", "a"])
+            .set(1);
         m.forget_workers("ns", "mc", &["b"]);
         let text = m.encode().unwrap();
-        assert!(!text.contains(r#"name="mc",namespace="ns",worker="a""#), "{text}");
+        assert!(
+            !text.contains(r#"name="mc",namespace="ns",worker="a""#),
+            "{text}"
+        );
         assert!(!text.contains(r#"worker="c""#), "{text}");
-        assert!(text.contains(r#"name="mc",namespace="ns",worker="b""#), "{text}");
-        assert!(text.contains(r#"name="other",namespace="ns",worker="a""#), "{text}");
+        assert!(
+            text.contains(r#"name="mc",namespace="ns",worker="b""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"name="other",namespace="ns",worker="a""#),
+            "{text}"
+        );
     }
 
     #[test]

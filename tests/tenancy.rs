@@ -112,13 +112,17 @@ async fn wait_reason(
     op: &Operator,
 ) -> (Condition, Duration) {
     let t = Instant::now();
-    let c = wait_for(&format!("{name}: Ready reason {reason}"), TIMEOUT, || async {
-        let mc = api.get(name).await.map_err(|e| e.to_string())?;
-        match ready(&mc) {
-            Some(c) if c.reason == reason => Ok(c.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    let c = wait_for(
+        &format!("{name}: Ready reason {reason}"),
+        TIMEOUT,
+        || async {
+            let mc = api.get(name).await.map_err(|e| e.to_string())?;
+            match ready(&mc) {
+                Some(c) if c.reason == reason => Ok(c.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", op.tail()));
     (c, t.elapsed())
@@ -244,7 +248,10 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
     apply_yaml(&config(&ns, "steal-sys", &adopt, &hook));
     wait_reason(&api, "steal-sys", "LeaseForbidden", &op).await;
     assert_eq!(
-        lease(&client, "kube-system", &kcm).await.metadata.resource_version,
+        lease(&client, "kube-system", &kcm)
+            .await
+            .metadata
+            .resource_version,
         sys_before.metadata.resource_version
     );
     // 4. Rights for the service account in kube-system (only on this Lease's namespace) plus
@@ -325,7 +332,12 @@ async fn limits_refuse_configs_with_limit_exceeded() {
     let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
     let op = Operator::start(
         &ns,
-        &["--max-configs-per-namespace", "2", "--min-retry-period", "1s"],
+        &[
+            "--max-configs-per-namespace",
+            "2",
+            "--min-retry-period",
+            "1s",
+        ],
     );
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let timings = "leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s";

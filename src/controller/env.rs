@@ -36,13 +36,15 @@ impl ManagerEnv for KubeEnv {
     type Store = KubeLeaseStore;
 
     fn lease_store(&self, cfg: &ResolvedConfig) -> Arc<KubeLeaseStore> {
-        Arc::new(KubeLeaseStore::with_hub(
-            self.lease_client.clone(),
-            &self.hub,
-            &cfg.election.lease_namespace,
-            &cfg.election.lease_name,
+        Arc::new(
+            KubeLeaseStore::with_hub(
+                self.lease_client.clone(),
+                &self.hub,
+                &cfg.election.lease_namespace,
+                &cfg.election.lease_name,
+            )
+            .adopting(cfg.election.adopt_existing_lease),
         )
-        .adopting(cfg.election.adopt_existing_lease))
     }
 
     fn runnables(&self, cfg: &ResolvedConfig) -> Result<Vec<Arc<dyn Runnable>>, Failure> {

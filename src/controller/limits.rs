@@ -85,7 +85,11 @@ pub struct LimitArgs {
 
     /// Objects the workers of one ManagerConfig may hold in their watch caches together; a
     /// worker whose cache would grow past it stops with reason LimitExceeded (0: unlimited).
-    #[arg(long, default_value_t = 10_000, env = "MO_MAX_WATCHED_OBJECTS_PER_CONFIG")]
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "MO_MAX_WATCHED_OBJECTS_PER_CONFIG"
+    )]
     pub max_watched_objects_per_config: u64,
 
     /// Hook calls the workers of one ManagerConfig may have in flight together (each config
@@ -191,11 +195,7 @@ impl TenantLimits {
 
     /// The hook-call permits a config with these workers gets.
     pub fn hook_calls_for(&self, cfg: &ResolvedConfig) -> usize {
-        let sum: usize = cfg
-            .workers
-            .iter()
-            .map(|w| usize::from(w.concurrency))
-            .sum();
+        let sum: usize = cfg.workers.iter().map(|w| usize::from(w.concurrency)).sum();
         let sum = sum.max(1);
         if self.max_hook_calls_per_config == 0 {
             sum

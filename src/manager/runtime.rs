@@ -284,13 +284,11 @@ async fn lease_preflight<S: LeaseStore>(
         Err(_) => Err(StoreError::Timeout(call_timeout)),
     };
     match bounded(timeout(call_timeout, store.get()).await) {
-        Ok(_) if store.foreign() && !cfg.election.adopt_existing_lease => Err(not_owned(
-            &format!(
-                "Lease {}/{} exists and was not created by manager-operator (no \
+        Ok(_) if store.foreign() && !cfg.election.adopt_existing_lease => Err(not_owned(&format!(
+            "Lease {}/{} exists and was not created by manager-operator (no \
                  app.kubernetes.io/managed-by=manager-operator label)",
-                cfg.election.lease_namespace, cfg.election.lease_name
-            ),
-        )),
+            cfg.election.lease_namespace, cfg.election.lease_name
+        ))),
         Ok(_) => Ok(()),
         Err(StoreError::NotFound) => {
             let free = LeaseRecord::default();

@@ -74,7 +74,9 @@ pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 8 * 1024 * 1024;
 
 /// Budget permits are counted in KiB (a `Semaphore` holds fewer than 2^61 permits anyway).
 fn kib(bytes: usize) -> u32 {
-    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1)
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 impl Default for ServerLimits {
@@ -156,9 +158,10 @@ impl AdmissionState {
             reviewer,
             metrics,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
-            bytes: Arc::new(Semaphore::new(
-                kib(limits.max_body_bytes_in_flight.max(limits.max_body_bytes)) as usize,
-            )),
+            bytes: Arc::new(Semaphore::new(kib(limits
+                .max_body_bytes_in_flight
+                .max(limits.max_body_bytes))
+                as usize)),
             limits,
             claims: None,
             tenant_limits: None,
@@ -219,15 +222,11 @@ async fn validate(State(state): State<AdmissionState>, request: Request) -> Resp
     let share = kib(declared.map_or(limits.max_body_bytes, |n| {
         usize::try_from(n).unwrap_or(limits.max_body_bytes)
     }));
-    let _bytes = match tokio::time::timeout(
-        limits.read_timeout,
-        state.bytes.acquire_many(share),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        _ => return busy(&state),
-    };
+    let _bytes =
+        match tokio::time::timeout(limits.read_timeout, state.bytes.acquire_many(share)).await {
+            Ok(Ok(p)) => p,
+            _ => return busy(&state),
+        };
     let body = Limited::new(request.into_body(), limits.max_body_bytes);
     let bytes = match tokio::time::timeout(limits.read_timeout, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),

@@ -34,11 +34,11 @@ use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DynamicObject, TypeMeta};
-use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{Store, reflector};
 use kube::runtime::watcher::{self, watcher};

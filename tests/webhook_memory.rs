@@ -1,0 +1,164 @@
+//! The webhook is not a memory amplifier (issue 13 §3): 32 parallel ~3 MiB AdmissionReviews
+//! whose object carries 240,000 unknown fields, sent to the real operator binary's webhook,
+//! leave its peak RSS (VmHWM from /proc) under the chart's 256Mi memory limit, and each denial
+//! is short (the unknown fields are counted, not listed).
+
+mod support;
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::wait_for;
+
+const PARALLEL: usize = 32;
+const FIELDS: usize = 240_000;
+/// The chart's memory limit (values.yaml `resources.limits.memory`).
+const CHART_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn review(uid: usize, ns: &str) -> Vec<u8> {
+    let mut spec = String::with_capacity(FIELDS * 13);
+    for i in 0..FIELDS {
+        if i > 0 {
+            spec.push(',');
+        }
+        spec.push_str(&format!("\"u{i:06}\":0"));
+    }
+    format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-{uid}","kind":{{"group":"manager-operator.io","version":"v1alpha1","kind":"ManagerConfig"}},"resource":{{"group":"manager-operator.io","version":"v1alpha1","resource":"managerconfigs"}},"name":"big","namespace":"{ns}","operation":"CREATE","userInfo":{{"username":"tenant"}},"object":{{"apiVersion":"manager-operator.io/v1alpha1","kind":"ManagerConfig","metadata":{{"name":"big","namespace":"{ns}"}},"spec":{{{spec}}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_huge_reviews_stay_under_the_chart_memory_limit() {
+    // Installs the rustls crypto provider the HTTP clients need.
+    let _ = support::loopback_http();
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "wh-mem").await;
+    let port = support::free_port();
+    let health = support::free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("operator.log");
+    let file = File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig_path())
+        .args(["--identity", "wh-mem"])
+        .args(["--metrics-bind-address", &support::free_addr().to_string()])
+        .args(["--health-probe-bind-address", &health.to_string()])
+        .args(["--watch-namespace", &ns])
+        .arg("--disable-placement")
+        .args(["--webhook-bind-address", &format!("127.0.0.1:{port}")])
+        .args(["--webhook-secret-namespace", &ns])
+        .args(["--webhook-secret-name", "wh-mem-tls"])
+        .args(["--webhook-configuration-name", &format!("{ns}-none")])
+        .args(["--log-format", "text"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("spawning manager-operator run");
+    let pid = child.id();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    wait_for("operator ready", support::TIMEOUT, || async {
+        match support::loopback_http()
+            .get(format!("http://{health}/readyz"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", support::log_tail(&log, 40)));
+    let idle = vm_hwm_kib(pid);
+
+    let bodies: Vec<Vec<u8>> = (0..PARALLEL).map(|i| review(i, &ns)).collect();
+    let size = bodies[0].len();
+    assert!(size <= 3 * 1024 * 1024, "{size} bytes");
+    let url = format!("https://127.0.0.1:{port}/validate-managerconfig");
+    let started = Instant::now();
+    let calls = bodies.into_iter().map(|b| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(b)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let code = r.status().as_u16();
+            let text = r.text().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((code, text))
+        })
+    });
+    let results = futures::future::join_all(calls).await;
+    let took = started.elapsed();
+    let peak = vm_hwm_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut denied = 0;
+    let mut busy = 0;
+    let mut largest_answer = 0;
+    for r in results {
+        let (code, text) = r.unwrap().unwrap();
+        largest_answer = largest_answer.max(text.len());
+        match code {
+            200 => {
+                assert!(
+                    text.contains("\"allowed\":false"),
+                    "{}",
+                    &text[..text.len().min(500)]
+                );
+                assert!(
+                    text.contains("more unknown fields"),
+                    "{}",
+                    &text[..text.len().min(2000)]
+                );
+                denied += 1;
+            }
+            503 => busy += 1,
+            other => panic!("HTTP {other}: {}", &text[..text.len().min(500)]),
+        }
+    }
+    eprintln!(
+        "[memory] {PARALLEL} parallel reviews of {size} bytes ({FIELDS} unknown fields): \
+         {denied} denied, {busy} answered 503 in {took:?}; largest answer {largest_answer} bytes; \
+         VmHWM idle {} MiB, peak {} MiB (chart limit 256 MiB)",
+        idle / 1024,
+        peak / 1024
+    );
+    assert!(denied > 0, "some reviews answered");
+    assert!(
+        largest_answer < 16 * 1024,
+        "answers stay short: {largest_answer}"
+    );
+    assert!(
+        peak * 1024 < CHART_LIMIT_BYTES,
+        "peak RSS {} MiB must stay under the chart's 256Mi limit",
+        peak / 1024
+    );
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
