@@ -29,6 +29,9 @@ use crate::manager::handover::Pacer;
 /// in the cache without a notification).
 pub const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The members an assignment was computed over, and the takeover order per config key.
+type LastAssignment = (Vec<String>, HashMap<String, Vec<String>>);
+
 /// The config keys placement distributes: `namespace/name` of every ManagerConfig in the cache.
 pub type KeySource = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
@@ -38,7 +41,7 @@ pub struct PlacementService {
     members: watch::Receiver<Vec<String>>,
     ranks: Mutex<HashMap<String, watch::Sender<u32>>>,
     /// The last assignment computed (members it was computed over, takeover order per key).
-    last: Mutex<(Vec<String>, HashMap<String, Vec<String>>)>,
+    last: Mutex<LastAssignment>,
     /// A rank channel was seeded without the load cap: recompute at the next tick even if the
     /// view did not change.
     dirty: AtomicBool,
