@@ -104,6 +104,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "500ms", value_parser = parse_interval, env = "MO_HANDOVER_INTERVAL")]
     pub handover_interval: std::time::Duration,
 
+    /// How often a running worker re-reads its hook signing Secret
+    /// (`spec.workers[].hook.signingSecretRef`), so a rotation needs no restart (Go duration).
+    #[arg(long, default_value = "30s", value_parser = parse_interval, env = "MO_HOOK_SIGNING_REFRESH_PERIOD")]
+    pub hook_signing_refresh_period: std::time::Duration,
+
     /// Hook policy.
     #[command(flatten)]
     pub policy: HookPolicyArgs,
@@ -394,6 +399,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
         limits: args.limits.limits(),
+        signing_refresh: args.hook_signing_refresh_period,
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
     let lease_client = kube::Client::try_from(config_for_leases)?;

@@ -45,11 +45,14 @@ pub enum StartupFailure {
     /// The config exceeds one of the operator's per-tenant limits (configs per namespace,
     /// workers per config, timing floors, watched objects).
     LimitExceeded,
+    /// The hook's signing Secret cannot be read as the service account (missing, forbidden,
+    /// key absent, or not a usable key).
+    SigningSecretUnavailable,
 }
 
 impl StartupFailure {
     /// All reasons, for documentation and for pre-registering metric label values.
-    pub const ALL: [StartupFailure; 13] = [
+    pub const ALL: [StartupFailure; 14] = [
         StartupFailure::InvalidSpec,
         StartupFailure::LeaseNamespaceNotFound,
         StartupFailure::LeaseForbidden,
@@ -63,6 +66,7 @@ impl StartupFailure {
         StartupFailure::LeaseInUse,
         StartupFailure::LeaseNotOwned,
         StartupFailure::LimitExceeded,
+        StartupFailure::SigningSecretUnavailable,
     ];
 
     /// The stable CamelCase reason string.
@@ -81,6 +85,7 @@ impl StartupFailure {
             StartupFailure::LeaseInUse => "LeaseInUse",
             StartupFailure::LeaseNotOwned => "LeaseNotOwned",
             StartupFailure::LimitExceeded => "LimitExceeded",
+            StartupFailure::SigningSecretUnavailable => "SigningSecretUnavailable",
         }
     }
 
@@ -119,6 +124,9 @@ impl StartupFailure {
             }
             StartupFailure::LimitExceeded => {
                 "stay within the operator's per-tenant limits named above, or ask the operator's administrator to raise them"
+            }
+            StartupFailure::SigningSecretUnavailable => {
+                "create the Secret named by spec.workers[].hook.signingSecretRef in this namespace with that key (whsec_<base64> or at least 24 raw bytes), and grant the service account get on it (resourceNames: [the Secret])"
             }
         }
     }

@@ -5,7 +5,8 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    HookSpec, LeaderElectionSpec, ManagerConfig, ManagerConfigSpec, WatchSpec, WorkerSpec,
+    HookSpec, LeaderElectionSpec, ManagerConfig, ManagerConfigSpec, SigningSecretRef, WatchSpec,
+    WorkerSpec,
 };
 pub use status::{ManagerConfigStatus, WorkerStatus};
 

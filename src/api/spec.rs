@@ -11,6 +11,8 @@ use super::status::ManagerConfigStatus;
 pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$";
 /// DNS-1123 label (names of workers, namespaces).
 pub const DNS1123_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A key of a Secret's or ConfigMap's data.
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// DNS-1123 subdomain (object names such as the Lease's).
 pub const DNS1123_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -210,6 +212,30 @@ pub struct HookSpec {
     #[schemars(length(max = 64), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = kube::core::Rule::new("duration(self) > duration('0s') && duration(self) <= duration('30s')").message("spec.workers[].hook.timeout must be greater than 0 and at most 30s"))]
     pub timeout: String,
+
+    /// Optional: sign every call to this hook (Standard Webhooks: `webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature` headers, HMAC-SHA256; see docs/hooks.md). Names a
+    /// key of a Secret in the ManagerConfig's namespace, read as spec.serviceAccountName (which
+    /// needs `get` on it). The value is `whsec_<base64>` (Standard Webhooks form) or the raw key
+    /// bytes, at least 24 bytes of key either way. During a rotation the key `<key>.previous` may
+    /// hold the old secret: calls then carry both signatures. The Secret is re-read
+    /// periodically, so a rotation needs no restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SigningSecretRef>,
+}
+
+/// A key of a Secret in the ManagerConfig's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSecretRef {
+    /// Name of the Secret (in the ManagerConfig's namespace).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
+    pub name: String,
+
+    /// Key in the Secret's data holding the current signing secret. At most 244 characters, so
+    /// that `<key>.previous` (the previous secret during a rotation) is a valid key too.
+    #[schemars(length(min = 1, max = 244), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
 }
 
 fn default_service_account() -> String {

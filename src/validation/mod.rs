@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::api::{ManagerConfig, ManagerConfigSpec};
+use crate::api::{ManagerConfig, ManagerConfigSpec, SigningSecretRef};
 pub use duration::{DurationError, GoDuration};
 pub use hook_policy::HookPolicy;
 
@@ -146,6 +146,8 @@ pub struct ResolvedWorker {
     pub hook_url: Url,
     /// Hook request timeout.
     pub hook_timeout: Duration,
+    /// The Secret key whose value signs every hook call, if any (see `workers::signing`).
+    pub signing_secret: Option<SigningSecretRef>,
 }
 
 /// A ManagerConfig after validation and defaulting: what the runtime runs from.
@@ -510,6 +512,9 @@ pub fn resolve_spec(
                 None
             }
         };
+        if let Some(r) = &w.hook.signing_secret_ref {
+            signing_secret_ref(&mut ctx, &format!("{p}.hook.signingSecretRef"), r);
+        }
         if let (Some(resync_period), Some(hook_timeout), Some(hook_url)) =
             (resync, hook_timeout, hook_url)
         {
@@ -532,6 +537,7 @@ pub fn resolve_spec(
                 resync_period: resync_period.map(GoDuration::to_std),
                 hook_url,
                 hook_timeout: hook_timeout.to_std(),
+                signing_secret: w.hook.signing_secret_ref.clone(),
             });
         }
     }
@@ -557,6 +563,44 @@ pub fn resolve_spec(
             })
         }
         _ => Err(Violations(ctx.out)),
+    }
+}
+
+/// Longest `signingSecretRef.key`: `<key>.previous` must be a valid Secret key (253) too.
+pub const SIGNING_KEY_MAX: usize = 253 - ".previous".len();
+
+/// A Secret data key: `[-._a-zA-Z0-9]+`, not `.` or `..`, at most `max` characters.
+fn is_secret_key(key: &str, max: usize) -> bool {
+    !key.is_empty()
+        && key.len() <= max
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn signing_secret_ref(ctx: &mut Ctx, field: &str, r: &SigningSecretRef) {
+    if !names::is_dns1123_subdomain(&r.name) {
+        ctx.push(
+            format!("{field}.name"),
+            Rule::Name,
+            format!(
+                "must be a valid Secret name (DNS-1123 subdomain), got {:?}",
+                r.name
+            ),
+        );
+    }
+    if !is_secret_key(&r.key, SIGNING_KEY_MAX) {
+        ctx.push(
+            format!("{field}.key"),
+            Rule::Name,
+            format!(
+                "must be a Secret data key ([-._a-zA-Z0-9]+, not \".\" or \"..\") of at most \
+                 {SIGNING_KEY_MAX} characters (so that \"<key>.previous\" is one too), got {:?}",
+                r.key
+            ),
+        );
     }
 }
 

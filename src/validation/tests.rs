@@ -49,6 +49,15 @@ fn valid_samples_resolve_with_defaults() {
         Some("app=inventory")
     );
 
+    assert_eq!(full.workers[0].signing_secret, None);
+    assert_eq!(
+        full.workers[1].signing_secret,
+        Some(SigningSecretRef {
+            name: "inventory-hook-signing".into(),
+            key: "signing-key".into()
+        })
+    );
+
     let tight =
         resolve(&load("tight-timings.yaml"), &HookPolicy::default()).expect("tight is valid");
     assert_eq!(tight.election.renew_deadline, Duration::from_millis(1300));
@@ -170,6 +179,47 @@ fn empty_workers_and_missing_metadata() {
     let got: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
     assert!(got.contains(&"spec.workers"));
     assert!(got.contains(&"metadata.namespace"));
+}
+
+#[test]
+fn signing_secret_ref_names_a_secret_key() {
+    let mut mc = load("minimal.yaml");
+    let set = |mc: &mut ManagerConfig, name: &str, key: &str| {
+        mc.spec.workers[0].hook.signing_secret_ref = Some(SigningSecretRef {
+            name: name.into(),
+            key: key.into(),
+        });
+    };
+    for (name, key) in [
+        ("hook-signing", "key"),
+        ("a.b", "signing_key-1.current"),
+        ("s", &"k".repeat(SIGNING_KEY_MAX)),
+    ] {
+        set(&mut mc, name, key);
+        let r = resolve(&mc, &HookPolicy::default()).unwrap_or_else(|v| panic!("{key}: {v}"));
+        assert_eq!(r.workers[0].signing_secret.as_ref().unwrap().key, key);
+    }
+    for (name, key, field) in [
+        (
+            "Bad_Name",
+            "key",
+            "spec.workers[0].hook.signingSecretRef.name",
+        ),
+        ("ok", "", "spec.workers[0].hook.signingSecretRef.key"),
+        ("ok", "..", "spec.workers[0].hook.signingSecretRef.key"),
+        ("ok", "a/b", "spec.workers[0].hook.signingSecretRef.key"),
+        (
+            "ok",
+            &"k".repeat(SIGNING_KEY_MAX + 1),
+            "spec.workers[0].hook.signingSecretRef.key",
+        ),
+    ] {
+        set(&mut mc, name, key);
+        let v = resolve(&mc, &HookPolicy::default()).expect_err(key);
+        assert_eq!(v.0.len(), 1, "{v}");
+        assert_eq!(v.0[0].field, field);
+        assert_eq!(v.0[0].rule, Rule::Name);
+    }
 }
 
 #[test]

@@ -7,6 +7,11 @@
 //!  "fencingToken": 4, "holder": "manager-operator-5d8f9-x2x7q", "object": { ... }}
 //! ```
 //!
+//! Headers (see [`super::signing`]): `webhook-id` (the delivery id, the same across retries of
+//! one delivery), `webhook-timestamp` (unix seconds of this attempt) and, when the worker has a
+//! `hook.signingSecretRef`, `webhook-signature` (Standard Webhooks HMAC-SHA256 over
+//! `{id}.{timestamp}.{body}`, computed over the exact bytes sent).
+//!
 //! A 2xx answer is success; its body may be `{"requeueAfterSeconds": N}` (N > 0) to schedule
 //! the next run. Any other status, a timeout (the whole exchange, body included, is bounded by
 //! the hook timeout) or a connection error is a failure.
@@ -15,6 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use super::signing::{self, KeySet};
 
 /// Largest answer body read from a hook; the rest is ignored.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -121,14 +128,38 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+/// How one call is identified and signed.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    /// `webhook-id`: the same for every retry of one delivery.
+    pub id: &'a str,
+    /// The keys to sign with; `None`: no `webhook-signature` header.
+    pub keys: Option<&'a KeySet>,
+}
+
 async fn exchange(
     http: &reqwest::Client,
     url: &Url,
     body: &HookRequest,
+    delivery: Delivery<'_>,
 ) -> Result<HookReply, HookError> {
-    let mut resp = http
+    // The signature covers the exact bytes sent, so encode once.
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| HookError::Transport(format!("encoding the request: {e}")))?;
+    let timestamp = signing::unix_now();
+    let mut req = http
         .post(url.clone())
-        .json(body)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(signing::HEADER_ID, delivery.id)
+        .header(signing::HEADER_TIMESTAMP, timestamp.to_string());
+    if let Some(keys) = delivery.keys {
+        req = req.header(
+            signing::HEADER_SIGNATURE,
+            keys.signature_header(delivery.id, timestamp, &bytes),
+        );
+    }
+    let mut resp = req
+        .body(bytes)
         .send()
         .await
         .map_err(|e| HookError::Transport(describe(&e)))?;
@@ -155,15 +186,16 @@ async fn exchange(
     }
 }
 
-/// POSTs `body` to `url`; the whole exchange (connect, send, answer body) is bounded by
-/// `timeout`.
+/// POSTs `body` to `url` with the headers of `delivery`; the whole exchange (connect, send,
+/// answer body) is bounded by `timeout`.
 pub async fn call(
     http: &reqwest::Client,
     url: &Url,
     timeout: Duration,
     body: &HookRequest,
+    delivery: Delivery<'_>,
 ) -> Result<HookReply, HookError> {
-    match tokio::time::timeout(timeout, exchange(http, url, body)).await {
+    match tokio::time::timeout(timeout, exchange(http, url, body, delivery)).await {
         Ok(r) => r,
         Err(_) => Err(HookError::Timeout(timeout)),
     }

@@ -16,6 +16,12 @@
 //!   retried by the watcher.
 //! * each reconcile checks the fence, calls the hook ([`hook`]), and on failure retries with a
 //!   per-object exponential backoff ([`backoff`]: 500 ms doubling to 5 min, reset on success).
+//! * calls carry a delivery id that stays the same across retries and, with
+//!   `hook.signingSecretRef`, Standard Webhooks signatures ([`signing`]). The Secret is read as
+//!   the service account at preflight (`SigningSecretUnavailable` when it cannot be), again at
+//!   the start of every term, and every [`WorkerEnv::signing_refresh`] while running, so a
+//!   rotation needs no restart; a Secret that becomes unreadable while running ends the worker
+//!   with `SigningSecretUnavailable` (transient API errors keep the last keys).
 //!
 //! Metrics (all labelled `{namespace,name,worker}` except the hook histogram):
 //! `reconcile_total{result=success|error}` (one per hook call), `reconcile_duration_seconds`,
@@ -28,6 +34,7 @@ pub mod backoff;
 pub mod clients;
 pub mod hook;
 pub mod preflight;
+pub mod signing;
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
@@ -73,6 +80,9 @@ pub struct WorkerEnv {
     pub clients: clients::ClientCache,
     /// Per-tenant limits (watched objects and hook calls per config).
     pub limits: TenantLimits,
+    /// How often a running worker re-reads its hook signing Secret
+    /// ([`signing::DEFAULT_REFRESH`] unless `--hook-signing-refresh-period` says otherwise).
+    pub signing_refresh: Duration,
 }
 
 /// Errors building the pieces workers run on.
@@ -137,6 +147,8 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
                 target: Mutex::new(None),
                 hook_slots: hook_slots.clone(),
                 watched: watched.clone(),
+                keys: signing::KeyCell::default(),
+                signing_refresh: env.signing_refresh,
             }))) as Arc<dyn Runnable>
         })
         .collect()
@@ -159,6 +171,10 @@ struct Inner {
     hook_slots: Arc<tokio::sync::Semaphore>,
     /// Objects in the watch caches of the whole config (`--max-watched-objects-per-config`).
     watched: Arc<WatchBudget>,
+    /// The hook signing keys (empty without `signingSecretRef`).
+    keys: signing::KeyCell,
+    /// How often a running worker re-reads the signing Secret.
+    signing_refresh: Duration,
 }
 
 /// The objects a config's workers hold in their watch caches, against the limit.
@@ -239,10 +255,57 @@ impl Inner {
         })
     }
 
+    /// Reads the signing keys (if the worker signs). `Ok(true)` when they changed.
+    async fn load_keys(
+        &self,
+        client: &kube::Client,
+    ) -> Result<bool, (signing::LoadError, Failure)> {
+        let Some(r) = &self.spec.signing_secret else {
+            return Ok(false);
+        };
+        match signing::load(client, &self.manager.namespace, r, preflight::CALL_TIMEOUT).await {
+            Ok(keys) => {
+                let n = keys.len();
+                let changed = self.keys.set(keys);
+                if changed {
+                    info!(namespace = %self.manager.namespace, name = %self.manager.name,
+                        worker = %self.spec.name, secret = %r.name, key = %r.key, signatures = n,
+                        "hook signing keys loaded");
+                }
+                Ok(changed)
+            }
+            Err(e) => {
+                let f = e.failure(&self.spec.name, &self.manager.namespace, &self.who.user, r);
+                Err((e, f))
+            }
+        }
+    }
+
+    /// Re-reads the signing Secret every `signing_refresh` while a term runs; returns only
+    /// when it can no longer be read for a reason the tenant has to fix.
+    async fn refresh_keys(&self, client: &kube::Client) -> Failure {
+        if self.spec.signing_secret.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(self.signing_refresh).await;
+            match self.load_keys(client).await {
+                Ok(_) => {}
+                Err((e, f)) if e.is_permanent() => return f,
+                Err((e, _)) => {
+                    warn!(namespace = %self.manager.namespace, name = %self.manager.name,
+                        worker = %self.spec.name, error = %e,
+                        "re-reading the hook signing Secret failed; signing with the last keys");
+                }
+            }
+        }
+    }
+
     async fn preflight(&self) -> Result<(), Failure> {
         let client = self.client()?;
         let target = preflight::discover(&client, &self.spec, &self.who).await?;
         preflight::check_access(&client, &self.spec, &target, &self.who).await?;
+        self.load_keys(&client).await.map_err(|(_, f)| f)?;
         debug!(namespace = %self.manager.namespace, name = %self.manager.name, worker = %self.spec.name,
             resource = %target.resource_name(), "worker preflight passed");
         *lock(&self.target) = Some(target);
@@ -292,6 +355,19 @@ impl Inner {
     async fn run_term(self: Arc<Self>, mut ctx: RunContext) -> Result<(), Failure> {
         let client = self.client()?;
         let target = self.target(&client).await?;
+        // The Secret may have changed (or gone) since preflight, which ran when this replica
+        // started campaigning: read it again; keep the last keys only on a transient error.
+        match self.load_keys(&client).await {
+            Ok(_) => {}
+            Err((e, f)) if e.is_permanent() || self.keys.get().is_none() => return Err(f),
+            Err((e, _)) => {
+                warn!(namespace = %self.manager.namespace, name = %self.manager.name,
+                    worker = %self.spec.name, error = %e,
+                    "reading the hook signing Secret failed; signing with the keys read at preflight");
+            }
+        }
+        let keys = self.spec.signing_secret.as_ref().map(|_| self.keys.clone());
+        let secret_client = client.clone();
         let api: Api<DynamicObject> = match &target.namespace {
             Some(ns) => Api::namespaced_with(client, ns, &target.resource),
             None => Api::all_with(client, &target.resource),
@@ -364,6 +440,8 @@ impl Inner {
             in_flight: Mutex::new(HashSet::new()),
             metrics: self.metrics(),
             hook_slots: self.hook_slots.clone(),
+            ids: signing::DeliveryIds::default(),
+            keys,
         });
         info!(namespace = %self.manager.namespace, name = %self.manager.name, worker = %self.spec.name,
             resource = %target.resource_name(), scope = %target.scope_phrase(),
@@ -379,9 +457,11 @@ impl Inner {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let started = Instant::now();
+        let mut refresher = pin!(self.refresh_keys(&secret_client));
 
         let result = loop {
             tokio::select! {
+                f = &mut refresher => break Err(f),
                 r = &mut ready, if !is_ready => {
                     is_ready = true;
                     if r.is_ok() {
@@ -531,12 +611,17 @@ struct Shared {
     metrics: Option<WorkerMetrics>,
     /// The config's hook-call permits (shared by its workers).
     hook_slots: Arc<tokio::sync::Semaphore>,
+    /// Delivery ids (`webhook-id`) of objects whose delivery is pending or being retried.
+    ids: signing::DeliveryIds,
+    /// The signing keys, when the worker signs its calls.
+    keys: Option<signing::KeyCell>,
 }
 
 impl Shared {
     fn forget(&self, k: &str) {
         self.backoff.reset(k);
         lock(&self.delivered).remove(k);
+        self.ids.delivered(k);
     }
 
     /// Recomputes `queue_depth` and drops bookkeeping of objects that are gone.
@@ -561,6 +646,7 @@ impl Shared {
         }
         lock(&self.delivered).retain(|k, _| live.contains(k));
         self.backoff.retain(|k| live.contains(k));
+        self.ids.retain(|k| live.contains(k));
         if let Some(m) = &self.metrics {
             m.queue.set(waiting);
         }
@@ -604,6 +690,10 @@ pub enum ReconcileError {
     /// The object could not be encoded.
     #[error("encoding the object: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The worker signs its calls but holds no keys (cannot happen after a passed preflight);
+    /// the hook is not called unsigned.
+    #[error("no hook signing keys loaded; not calling the hook unsigned")]
+    NoSigningKeys,
     /// The hook call failed; retried after `retry_in`.
     #[error("{source} (failure {attempt}, retrying in {retry_in:?})")]
     Hook {
@@ -652,10 +742,20 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         p = s.hook_slots.acquire() => p.ok(),
         _ = s.fence.revoked() => return Err(ReconcileError::Fenced(FenceError::Revoked(token))),
     };
+    let rv = obj.metadata.resource_version.as_deref().unwrap_or("");
+    let id = s.ids.for_attempt(&k, rv);
+    let keys = match &s.keys {
+        Some(cell) => Some(cell.get().ok_or(ReconcileError::NoSigningKeys)?),
+        None => None,
+    };
+    let delivery = hook::Delivery {
+        id: &id,
+        keys: keys.as_deref(),
+    };
     let _in_flight = InFlight::new(&s, &k);
     let started = Instant::now();
     let result = tokio::select! {
-        r = hook::call(&s.http, &s.url, s.timeout, &body) => r,
+        r = hook::call(&s.http, &s.url, s.timeout, &body, delivery) => r,
         // Leadership lost mid-call: abandon it (the hook can tell by the token anyway).
         _ = s.fence.revoked() => return Err(ReconcileError::Fenced(FenceError::Revoked(token))),
     };
@@ -671,6 +771,7 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
     match result {
         Ok(HookReply { requeue_after, .. }) => {
             s.backoff.reset(&k);
+            s.ids.delivered(&k);
             if let Some(rv) = &obj.metadata.resource_version {
                 lock(&s.delivered).insert(k.clone(), rv.clone());
             }
@@ -723,6 +824,7 @@ fn error_policy(_obj: Arc<DynamicObject>, err: &ReconcileError, _s: Arc<Shared>)
         // The term is ending; the next leader starts from a full list.
         ReconcileError::Fenced(_) => Action::await_change(),
         ReconcileError::Encode(_) => Action::requeue(backoff::DEFAULT_CAP),
+        ReconcileError::NoSigningKeys => Action::requeue(Duration::from_secs(1)),
         ReconcileError::Hook { retry_in, .. } => Action::requeue(*retry_in),
     }
 }

@@ -40,11 +40,14 @@ fn reply(status: u16, body: &str) -> Reply {
 struct Srv {
     replies: Mutex<VecDeque<Reply>>,
     seen: Mutex<Vec<(serde_json::Value, HeaderMap)>>,
+    /// The exact bytes of every body, in order.
+    raw: Mutex<Vec<String>>,
 }
 
 async fn handle(State(s): State<Arc<Srv>>, headers: HeaderMap, body: String) -> Response {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
     s.seen.lock().unwrap().push((v, headers));
+    s.raw.lock().unwrap().push(body);
     let r = s
         .replies
         .lock()
@@ -86,6 +89,13 @@ fn body() -> HookRequest {
     }
 }
 
+fn unsigned() -> hook::Delivery<'static> {
+    hook::Delivery {
+        id: "msg_test",
+        keys: None,
+    }
+}
+
 fn http() -> reqwest::Client {
     hook::http_client().unwrap()
 }
@@ -93,7 +103,7 @@ fn http() -> reqwest::Client {
 #[tokio::test]
 async fn posts_the_documented_json_body() {
     let (srv, url) = server(vec![]).await;
-    let r = hook::call(&http(), &url, Duration::from_secs(5), &body()).await;
+    let r = hook::call(&http(), &url, Duration::from_secs(5), &body(), unsigned()).await;
     assert_eq!(
         r,
         Ok(HookReply {
@@ -141,12 +151,18 @@ async fn answers_map_to_success_requeue_or_failure() {
             requeue_after: s.map(Duration::from_millis),
         })
     };
-    assert_eq!(hook::call(&c, &url, t, &b).await, ok(Some(3000), 200));
-    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 204));
-    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 200));
-    assert_eq!(hook::call(&c, &url, t, &b).await, ok(None, 200));
-    assert_eq!(hook::call(&c, &url, t, &b).await, ok(Some(1500), 202));
-    let e = hook::call(&c, &url, t, &b).await.unwrap_err();
+    assert_eq!(
+        hook::call(&c, &url, t, &b, unsigned()).await,
+        ok(Some(3000), 200)
+    );
+    assert_eq!(hook::call(&c, &url, t, &b, unsigned()).await, ok(None, 204));
+    assert_eq!(hook::call(&c, &url, t, &b, unsigned()).await, ok(None, 200));
+    assert_eq!(hook::call(&c, &url, t, &b, unsigned()).await, ok(None, 200));
+    assert_eq!(
+        hook::call(&c, &url, t, &b, unsigned()).await,
+        ok(Some(1500), 202)
+    );
+    let e = hook::call(&c, &url, t, &b, unsigned()).await.unwrap_err();
     assert_eq!(
         e,
         HookError::Status {
@@ -155,12 +171,12 @@ async fn answers_map_to_success_requeue_or_failure() {
         }
     );
     assert_eq!(e.code_label(), "500");
-    match hook::call(&c, &url, t, &b).await {
+    match hook::call(&c, &url, t, &b, unsigned()).await {
         Err(HookError::Status { code: 404, body }) => assert_eq!(body.len(), 200),
         other => panic!("{other:?}"),
     }
     // Redirects are never followed (they could lead past the hook policy).
-    match hook::call(&c, &url, t, &b).await {
+    match hook::call(&c, &url, t, &b, unsigned()).await {
         Err(e @ HookError::Status { code: 302, .. }) => assert_eq!(e.code_label(), "302"),
         other => panic!("{other:?}"),
     }
@@ -174,9 +190,15 @@ async fn timeout_and_connection_errors_are_failures() {
     }])
     .await;
     let t0 = Instant::now();
-    let e = hook::call(&http(), &url, Duration::from_millis(300), &body())
-        .await
-        .unwrap_err();
+    let e = hook::call(
+        &http(),
+        &url,
+        Duration::from_millis(300),
+        &body(),
+        unsigned(),
+    )
+    .await
+    .unwrap_err();
     let took = t0.elapsed();
     assert_eq!(e, HookError::Timeout(Duration::from_millis(300)));
     assert_eq!(e.code_label(), "error");
@@ -187,7 +209,7 @@ async fn timeout_and_connection_errors_are_failures() {
     let addr = l.local_addr().unwrap();
     drop(l);
     let url = Url::parse(&format!("http://{addr}/hook")).unwrap();
-    match hook::call(&http(), &url, Duration::from_secs(5), &body()).await {
+    match hook::call(&http(), &url, Duration::from_secs(5), &body(), unsigned()).await {
         Err(e @ HookError::Transport(_)) => assert_eq!(e.code_label(), "error"),
         other => panic!("{other:?}"),
     }
@@ -236,6 +258,8 @@ fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -
         backoff: RetryBackoff::default(),
         delivered: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashSet::new()),
+        ids: signing::DeliveryIds::default(),
+        keys: None,
         metrics: Some(WorkerMetrics {
             success: m
                 .reconcile_total
@@ -480,4 +504,103 @@ fn impersonation_sets_only_the_user() {
     );
     assert_eq!(c.auth_info.impersonate_groups, None);
     assert_eq!(c.cluster_url, base.cluster_url);
+}
+
+/// Verifies a `webhook-signature` header the way a hook would (any `v1` entry made with `key`).
+fn verifies(key: &[u8], id: &str, ts: &str, body: &str, header: &str) -> bool {
+    use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    header.split(' ').any(|e| {
+        let Some(sig) = e
+            .strip_prefix("v1,")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        else {
+            return false;
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        mac.update(format!("{id}.{ts}.{body}").as_bytes());
+        mac.verify_slice(&sig).is_ok()
+    })
+}
+
+#[tokio::test]
+async fn signed_reconciles_keep_the_delivery_id_across_retries_and_sign_the_exact_body() {
+    let (srv, url) = server(vec![
+        reply(500, "a"),
+        reply(503, "b"),
+        reply(200, ""),
+        reply(200, ""),
+    ])
+    .await;
+    let metrics = Metrics::new().unwrap();
+    let old = [1u8; 32];
+    let new = [2u8; 32];
+    let cell = signing::KeyCell::default();
+    cell.set(signing::KeySet {
+        current: signing::SigningKey::parse(&new).unwrap(),
+        previous: Some(signing::SigningKey::parse(&old).unwrap()),
+    });
+    let mut s = shared(url, fence(2), Some(Duration::from_secs(60)), &metrics);
+    Arc::get_mut(&mut s).unwrap().keys = Some(cell);
+    let obj = cm("x", "7");
+    // Two failures, then success: one delivery, three attempts.
+    for _ in 0..2 {
+        assert!(matches!(
+            reconcile(obj.clone(), s.clone()).await,
+            Err(ReconcileError::Hook { .. })
+        ));
+    }
+    reconcile(obj.clone(), s.clone()).await.unwrap();
+    // The resync of the same version is a new delivery.
+    reconcile(obj.clone(), s.clone()).await.unwrap();
+
+    let seen = srv.seen.lock().unwrap();
+    let raw = srv.raw.lock().unwrap();
+    assert_eq!(seen.len(), 4);
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|(_, h)| h["webhook-id"].to_str().unwrap())
+        .collect();
+    assert!(ids[0].starts_with("msg_"));
+    assert_eq!(ids[0], ids[1], "a retry keeps the delivery id");
+    assert_eq!(ids[1], ids[2], "a retry keeps the delivery id");
+    assert_ne!(ids[2], ids[3], "a resync after success is a new delivery");
+    let now = signing::unix_now();
+    for ((v, h), body) in seen.iter().zip(raw.iter()) {
+        let ts = h["webhook-timestamp"].to_str().unwrap();
+        assert!(
+            (ts.parse::<i64>().unwrap() - now).abs() <= 5,
+            "{ts} vs {now}"
+        );
+        let sig = h["webhook-signature"].to_str().unwrap();
+        assert_eq!(sig.split(' ').count(), 2, "two keys, two signatures: {sig}");
+        let id = h["webhook-id"].to_str().unwrap();
+        assert!(verifies(&old, id, ts, body, sig));
+        assert!(verifies(&new, id, ts, body, sig));
+        assert!(!verifies(&[3u8; 32], id, ts, body, sig));
+        // A forged body with the largest token does not verify with these headers.
+        let forged = body.replace(r#""fencingToken":2"#, r#""fencingToken":2147483647"#);
+        assert_ne!(&forged, body);
+        assert!(!verifies(&new, id, ts, &forged, sig));
+        assert_eq!(v["fencingToken"], 2);
+    }
+}
+
+#[tokio::test]
+async fn unsigned_calls_carry_id_and_timestamp_but_no_signature() {
+    let (srv, url) = server(vec![]).await;
+    hook::call(&http(), &url, Duration::from_secs(5), &body(), unsigned())
+        .await
+        .unwrap();
+    let seen = srv.seen.lock().unwrap();
+    let h = &seen[0].1;
+    assert_eq!(h["webhook-id"], "msg_test");
+    assert!(
+        h["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .is_ok()
+    );
+    assert!(h.get("webhook-signature").is_none());
 }
