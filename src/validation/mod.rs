@@ -626,6 +626,13 @@ pub fn warnings(spec: &ManagerConfigSpec) -> Vec<String> {
         ));
     }
     for (i, w) in spec.workers.iter().enumerate() {
+        if w.hook.signing_secret_ref.is_some()
+            && w.hook.url.trim().to_ascii_lowercase().starts_with("http:")
+        {
+            out.push(format!(
+                "spec.workers[{i}].hook: calls to a plain http URL are signed (only HMACs travel, never the secret), but their bodies, the watched objects, can be read on the network; prefer https"
+            ));
+        }
         if w.concurrency > 16 {
             out.push(format!(
                 "spec.workers[{i}].concurrency: {} is above 16; the hook will see that many concurrent requests",

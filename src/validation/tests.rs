@@ -223,6 +223,25 @@ fn signing_secret_ref_names_a_secret_key() {
 }
 
 #[test]
+fn signing_over_plain_http_is_allowed_with_a_warning() {
+    let mut mc = load("minimal.yaml");
+    mc.spec.workers[0].hook.signing_secret_ref = Some(SigningSecretRef {
+        name: "s".into(),
+        key: "k".into(),
+    });
+    mc.spec.workers[0].hook.url = "http://hook.team-a.svc:8080/".into();
+    assert!(resolve(&mc, &HookPolicy::default()).is_ok());
+    let w = warnings(&mc.spec);
+    assert!(
+        w.iter()
+            .any(|w| w.contains("spec.workers[0].hook") && w.contains("https")),
+        "{w:?}"
+    );
+    mc.spec.workers[0].hook.url = "https://hook.team-a.svc:8443/".into();
+    assert!(warnings(&mc.spec).is_empty());
+}
+
+#[test]
 fn warnings_for_risky_settings() {
     let mut mc = load("minimal.yaml");
     assert!(warnings(&mc.spec).is_empty());
