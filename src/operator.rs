@@ -117,6 +117,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: crate::controller::limits::LimitArgs,
 
+    /// Test aid (hidden): answer hook host NAME with IP instead of asking DNS, like curl's
+    /// `--resolve` (e.g. `hook.test.invalid=127.0.0.1`; repeatable). The answer is judged by
+    /// the hook policy like any other, so this cannot widen what hooks may reach.
+    #[arg(long = "hook-resolve", value_name = "NAME=IP", value_parser = parse_hook_resolve, hide = true)]
+    pub hook_resolve: Vec<(String, std::net::IpAddr)>,
+
     /// Webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -132,7 +138,33 @@ fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+fn parse_hook_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok((name.trim_end_matches('.').to_ascii_lowercase(), ip))
+}
+
 impl RunArgs {
+    /// How hook host names are looked up: the system resolver, with `--hook-resolve` answers
+    /// first.
+    pub fn hook_lookup(&self) -> std::sync::Arc<dyn workers::dns::Lookup> {
+        if self.hook_resolve.is_empty() {
+            return std::sync::Arc::new(workers::dns::SystemLookup);
+        }
+        let mut fixed = workers::dns::FixedLookup {
+            fallback_to_system: true,
+            ..Default::default()
+        };
+        for (name, ip) in &self.hook_resolve {
+            fixed.names.entry(name.clone()).or_default().push(*ip);
+        }
+        std::sync::Arc::new(fixed)
+    }
+
     /// The placement group and where its membership Leases live.
     pub fn membership(&self, identity: &str) -> MembershipConfig {
         let namespace = self
@@ -394,7 +426,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let config_for_leases = config.clone();
     let worker_env = WorkerEnv {
         base: config,
-        http: workers::hook::http_client()?,
+        http: workers::hook::http_client_with(&args.policy.policy(), args.hook_lookup())?,
         metrics: Some(metrics.clone()),
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),

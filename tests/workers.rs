@@ -208,7 +208,7 @@ async fn admin_env(identity: &str, metrics: Option<Metrics>) -> Env {
         lease_client: support::admin_client().await,
         workers: WorkerEnv {
             base: kube_config(&support::kubeconfig_path()).await,
-            http: workers::hook_http_client().unwrap(),
+            http: workers::hook_http_client(&policy()).unwrap(),
             metrics,
             identity: identity.into(),
             clients: Default::default(),
@@ -814,7 +814,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
         lease_client: support::unprivileged_client().await,
         workers: WorkerEnv {
             base: kube_config(&support::unprivileged_kubeconfig_path()).await,
-            http: workers::hook_http_client().unwrap(),
+            http: workers::hook_http_client(&policy()).unwrap(),
             metrics: None,
             identity: "w-1".into(),
             clients: Default::default(),

@@ -99,17 +99,29 @@ fn check_document(
     if let Err(v) = decode::check_type_meta(api_version, kind) {
         return vec![v];
     }
-    let mut mc = match decode::strict(doc) {
-        Ok(mc) => mc,
-        Err(v) => return v,
+    // The CRD's own limits (maxLength, pattern, ...), as the API server's schema validation
+    // applies them; a field the rules below also flag is reported once, by them.
+    let limits = serde_json::to_value(&doc)
+        .map(|json| validation::schema::check_limits(&json))
+        .unwrap_or_default();
+    let mut out = match decode::strict(doc) {
+        Ok(mut mc) => {
+            if mc.metadata.namespace.is_none() {
+                mc.metadata.namespace = Some(namespace.to_string());
+            }
+            match validation::resolve(&mc, policy) {
+                Ok(_) => vec![],
+                Err(v) => v.0,
+            }
+        }
+        Err(v) => v,
     };
-    if mc.metadata.namespace.is_none() {
-        mc.metadata.namespace = Some(namespace.to_string());
+    for l in limits {
+        if !out.iter().any(|v| v.field == l.field) {
+            out.push(l);
+        }
     }
-    match validation::resolve(&mc, policy) {
-        Ok(_) => vec![],
-        Err(v) => v.0,
-    }
+    out
 }
 
 fn read_input(path: &PathBuf) -> Result<String, String> {
@@ -205,6 +217,33 @@ mod tests {
                 "f.yaml#2: spec.leaderElection.renewDeadline: must be less than leaseDuration (5s), got 6s"
             ]
         );
+    }
+
+    #[test]
+    fn the_crd_limits_are_checked_too() {
+        for (from, to, field) in [
+            ("url: 'http://h.svc/'", "url: 'http://h.svc/\t'", "hook.url"),
+            (
+                "kind: ConfigMap}",
+                "kind: ConfigMap, labelSelector: 'a in (LONG)'}",
+                "labelSelector",
+            ),
+            ("name: a}", "name: Bad_Name}", "metadata.name"),
+            (
+                "spec:\n",
+                "spec:\n  startupTimeout: +5s\n",
+                "spec.startupTimeout",
+            ),
+            ("hook: {url", "concurrency: 65, hook: {url", "concurrency"),
+        ] {
+            let long = format!("{}b", "b,".repeat(600));
+            let doc = VALID.replace(from, &to.replace("LONG", &long));
+            assert_ne!(doc, VALID, "{from}");
+            let r = check(&doc);
+            assert!(r.invalid, "{field}: {r:?}");
+            assert!(r.lines.iter().any(|l| l.contains(field)), "{field}: {r:?}");
+            assert_eq!(r.lines.len(), 1, "one line per broken field: {r:?}");
+        }
     }
 
     #[test]

@@ -59,6 +59,29 @@ pub struct HookPolicyArgs {
     /// addresses are refused whatever the flags say.
     #[arg(long, env = "MO_HOOK_ALLOW_LOOPBACK")]
     pub hook_allow_loopback: bool,
+    /// More networks no hook may reach, as CIDRs or addresses (comma-separated), on top of the
+    /// built-in list (docs/hooks-security.md), e.g. the node network. Judged on the URL's
+    /// literal address and on every address a hook host name resolves to.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = parse_network,
+        env = "MO_HOOK_DENIED_NETWORKS"
+    )]
+    pub hook_denied_networks: Vec<ipnet::IpNet>,
+    /// Allow workers that watch v1/Secret to call plain-http hooks (the Secrets' data then
+    /// crosses the network unencrypted). Without it such a config is refused (HookRejected).
+    #[arg(long, env = "MO_HOOK_ALLOW_INSECURE_SECRETS")]
+    pub hook_allow_insecure_secrets: bool,
+}
+
+/// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{s:?} is not a CIDR (e.g. 10.0.0.0/8) or an IP address"))
 }
 
 impl HookPolicyArgs {
@@ -75,6 +98,8 @@ impl HookPolicyArgs {
             allowed_schemes: normalized(&self.hook_allowed_schemes),
             allowed_hosts: normalized(&self.hook_allowed_hosts),
             allow_loopback: self.hook_allow_loopback,
+            denied_networks: self.hook_denied_networks.clone(),
+            allow_insecure_secrets: self.hook_allow_insecure_secrets,
         }
     }
 }

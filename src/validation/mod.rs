@@ -9,6 +9,7 @@ pub mod decode;
 pub mod duration;
 pub mod hook_policy;
 pub mod names;
+pub mod schema;
 pub mod selector;
 
 use std::fmt;
@@ -337,6 +338,22 @@ pub fn resolve_spec(
     }
     if name.is_empty() {
         ctx.push("metadata.name", Rule::Required, "is required");
+    } else if !names::is_dns1123_subdomain(name) {
+        // The API server's own rule for custom resource names.
+        ctx.push(
+            "metadata.name",
+            Rule::Name,
+            format!(
+                "must be a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.', at most 253 characters), got {name:?}"
+            ),
+        );
+    }
+    if !namespace.is_empty() && !names::is_dns1123_label(namespace) {
+        ctx.push(
+            "metadata.namespace",
+            Rule::Name,
+            format!("must be a DNS-1123 label, got {namespace:?}"),
+        );
     }
 
     if !names::is_dns1123_subdomain(&spec.service_account_name) {
@@ -501,7 +518,10 @@ pub fn resolve_spec(
             }
             other => other,
         };
-        let hook_url = match policy.check(&w.hook.url) {
+        let hook_url = match policy
+            .check(&w.hook.url)
+            .and_then(|u| policy.check_secrets(group, &w.watch.kind, &u).map(|()| u))
+        {
             Ok(u) => Some(u),
             Err(reason) => {
                 ctx.push(

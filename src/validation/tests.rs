@@ -263,6 +263,48 @@ fn secs_or_millis() -> impl Strategy<Value = GoDuration> {
     ]
 }
 
+#[test]
+fn secrets_are_not_sent_to_plain_http_hooks_unless_allowed() {
+    let mut mc = load("full.yaml");
+    assert_eq!(mc.spec.workers[1].watch.kind, "Secret");
+    mc.spec.workers[1].hook.url = "http://hooks.team-a.svc/secrets".into();
+    let e = resolve(&mc, &HookPolicy::default()).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].field, "spec.workers[1].hook.url");
+    assert_eq!(e.0[0].rule, Rule::HookUrl);
+    assert!(
+        e.0[0].message.contains("--hook-allow-insecure-secrets"),
+        "{e}"
+    );
+    let allowing = HookPolicy {
+        allow_insecure_secrets: true,
+        ..HookPolicy::default()
+    };
+    assert!(resolve(&mc, &allowing).is_ok());
+    // ConfigMaps may go to http hooks.
+    mc.spec.workers[0].hook.url = "http://hooks.team-a.svc/cms".into();
+    mc.spec.workers[1].hook.url = "https://hooks.team-a.svc/secrets".into();
+    assert!(resolve(&mc, &HookPolicy::default()).is_ok());
+}
+
+#[test]
+fn object_name_and_namespace_follow_the_api_server_rules() {
+    let mut mc = load("minimal.yaml");
+    for bad in ["Bad_Name", "-a", &"a".repeat(254), "a..b"] {
+        mc.metadata.name = Some(bad.to_string());
+        let e = resolve(&mc, &HookPolicy::default()).unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|v| v.field == "metadata.name" && v.rule == Rule::Name),
+            "{bad}: {e}"
+        );
+    }
+    mc.metadata.name = Some("a.b-c".into());
+    assert!(resolve(&mc, &HookPolicy::default()).is_ok());
+    mc.metadata.namespace = Some("Team_A".into());
+    assert!(resolve(&mc, &HookPolicy::default()).is_err());
+}
+
 proptest! {
     /// Any (lease, renew, retry) triple is accepted iff it satisfies client-go's rules
     /// (lease > renew, renew > 1.2 × retry) plus the Lease's whole seconds and our bounds.

@@ -13,20 +13,32 @@
 //! `{id}.{timestamp}.{body}`, computed over the exact bytes sent).
 //!
 //! A 2xx answer is success; its body may be `{"requeueAfterSeconds": N}` (N > 0) to schedule
-//! the next run. Any other status, a timeout (the whole exchange, body included, is bounded by
-//! the hook timeout) or a connection error is a failure.
+//! the next run, at least [`MIN_REQUEUE`] (1 s) and at most [`MAX_REQUEUE`] (24 h) later, so a
+//! hook cannot make a hot loop. Any other status, a timeout (the whole exchange, body included,
+//! is bounded by the hook timeout) or a connection error is a failure.
+//!
+//! Destinations are judged where the connection is made ([`super::dns`]): a literal address
+//! before the request, every address a host name resolves to by the client's resolver. A
+//! refused destination is a failure with code `refused` ([`HookError::Refused`]), naming the
+//! address and the rule.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::dns::{DestinationRefused, Lookup, PolicyResolver, SystemLookup};
 use super::signing::{self, KeySet};
+use crate::validation::HookPolicy;
 
 /// Largest answer body read from a hook; the rest is ignored.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Longest `requeueAfterSeconds` honoured (24 h, the largest resyncPeriod).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+/// Shortest `requeueAfterSeconds` honoured: smaller positive values are raised to it, so a
+/// hook answering `0.001` cannot make the worker call it in a hot loop.
+pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// How much of an error answer is kept for logs.
 const ERROR_SNIPPET_CHARS: usize = 200;
 
@@ -82,6 +94,11 @@ pub enum HookError {
     /// Connection refused, reset, TLS failure, ...
     #[error("hook request failed: {0}")]
     Transport(String),
+    /// The destination (a literal address, or every address the host name resolved to) is
+    /// refused by the hook policy: the message names each address and the rule. Nothing was
+    /// sent.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl HookError {
@@ -90,13 +107,14 @@ impl HookError {
         match self {
             HookError::Status { code, .. } => code.to_string(),
             HookError::Timeout(_) | HookError::Transport(_) => "error".to_string(),
+            HookError::Refused(_) => "refused".to_string(),
         }
     }
 }
 
 /// Reads `requeueAfterSeconds` from a 2xx body. An empty body, a body that is not JSON, a
-/// missing, zero or negative value all mean "no explicit requeue"; values above
-/// [`MAX_REQUEUE`] are capped.
+/// missing, zero or negative value all mean "no explicit requeue"; values below
+/// [`MIN_REQUEUE`] are raised to it, values above [`MAX_REQUEUE`] are capped.
 pub fn parse_requeue(body: &[u8]) -> Option<Duration> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return None;
@@ -106,7 +124,9 @@ pub fn parse_requeue(body: &[u8]) -> Option<Duration> {
     if !secs.is_finite() || secs <= 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(secs.min(MAX_REQUEUE.as_secs_f64())))
+    Some(Duration::from_secs_f64(
+        secs.clamp(MIN_REQUEUE.as_secs_f64(), MAX_REQUEUE.as_secs_f64()),
+    ))
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -137,17 +157,48 @@ pub struct Delivery<'a> {
     pub keys: Option<&'a KeySet>,
 }
 
+/// The hook policy's refusal in a reqwest error's source chain, if any.
+fn refusal(e: &reqwest::Error) -> Option<&DestinationRefused> {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<DestinationRefused>() {
+            return Some(r);
+        }
+        src = s.source();
+    }
+    None
+}
+
+fn send_error(e: &reqwest::Error) -> HookError {
+    match refusal(e) {
+        Some(r) => HookError::Refused(r.to_string()),
+        None => HookError::Transport(describe(e)),
+    }
+}
+
 async fn exchange(
-    http: &reqwest::Client,
+    http: &HookClient,
     url: &Url,
     body: &HookRequest,
     delivery: Delivery<'_>,
 ) -> Result<HookReply, HookError> {
+    // reqwest connects to literal addresses without asking the resolver: judge them here.
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        http.policy
+            .judge_ip(ip)
+            .map_err(|r| HookError::Refused(format!("hook destination refused: {r}")))?;
+    }
     // The signature covers the exact bytes sent, so encode once.
     let bytes = serde_json::to_vec(body)
         .map_err(|e| HookError::Transport(format!("encoding the request: {e}")))?;
     let timestamp = signing::unix_now();
     let mut req = http
+        .http
         .post(url.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(signing::HEADER_ID, delivery.id)
@@ -158,11 +209,7 @@ async fn exchange(
             keys.signature_header(delivery.id, timestamp, &bytes),
         );
     }
-    let mut resp = req
-        .body(bytes)
-        .send()
-        .await
-        .map_err(|e| HookError::Transport(describe(&e)))?;
+    let mut resp = req.body(bytes).send().await.map_err(|e| send_error(&e))?;
     let code = resp.status().as_u16();
     let mut buf: Vec<u8> = Vec::new();
     while buf.len() < MAX_ANSWER_BYTES {
@@ -189,7 +236,7 @@ async fn exchange(
 /// POSTs `body` to `url` with the headers of `delivery`; the whole exchange (connect, send,
 /// answer body) is bounded by `timeout`.
 pub async fn call(
-    http: &reqwest::Client,
+    http: &HookClient,
     url: &Url,
     timeout: Duration,
     body: &HookRequest,
@@ -201,15 +248,43 @@ pub async fn call(
     }
 }
 
+/// The HTTP client hooks are called with, and the policy its destinations are judged by.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct HookClient {
+    http: reqwest::Client,
+    policy: Arc<HookPolicy>,
+}
+
+impl HookClient {
+    /// The policy destinations are judged by.
+    pub fn policy(&self) -> &HookPolicy {
+        &self.policy
+    }
+}
+
 /// The HTTP client hooks are called with: rustls on the ring provider (installed once), never
-/// a proxy (hook traffic goes straight to the URL the hook policy allowed) and no redirects (a
-/// redirect could lead past the hook policy; a 3xx answer is a failure).
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// a proxy (hook traffic goes straight to the URL the hook policy allowed), no redirects (a
+/// redirect could lead past the hook policy; a 3xx answer is a failure), and a resolver that
+/// filters every address by `policy` ([`super::dns::PolicyResolver`], the system resolver).
+pub fn http_client(policy: &HookPolicy) -> Result<HookClient, reqwest::Error> {
+    http_client_with(policy, Arc::new(SystemLookup))
+}
+
+/// [`http_client`] looking host names up with `lookup` (fixed answers in tests, or
+/// `--hook-resolve`); every answer is still judged by `policy`.
+pub fn http_client_with(
+    policy: &HookPolicy,
+    lookup: Arc<dyn Lookup>,
+) -> Result<HookClient, reqwest::Error> {
     // Another part of the process may have installed it already; that is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let policy = Arc::new(policy.clone());
+    let http = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(PolicyResolver::new(policy.clone(), lookup))
         .user_agent(concat!("manager-operator/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .build()?;
+    Ok(HookClient { http, policy })
 }

@@ -32,6 +32,7 @@
 
 pub mod backoff;
 pub mod clients;
+pub mod dns;
 pub mod hook;
 pub mod preflight;
 pub mod signing;
@@ -70,8 +71,9 @@ pub struct WorkerEnv {
     /// The operator's own API server config; workers clone it and impersonate the config's
     /// service account.
     pub base: kube::Config,
-    /// The hook HTTP client (see [`hook::http_client`]: no proxy, no redirects).
-    pub http: reqwest::Client,
+    /// The hook HTTP client (see [`hook::http_client`]: no proxy, no redirects, destinations
+    /// judged by the hook policy when connecting).
+    pub http: hook::HookClient,
     /// Metrics to record into, if any.
     pub metrics: Option<Metrics>,
     /// This replica's Lease holder identity (sent to hooks as `holder`).
@@ -93,9 +95,11 @@ pub enum WorkersError {
     Http(#[from] reqwest::Error),
 }
 
-/// Builds the hook HTTP client (see [`hook::http_client`]).
-pub fn hook_http_client() -> Result<reqwest::Client, WorkersError> {
-    Ok(hook::http_client()?)
+/// Builds the hook HTTP client judging destinations by `policy` (see [`hook::http_client`]).
+pub fn hook_http_client(
+    policy: &crate::validation::HookPolicy,
+) -> Result<hook::HookClient, WorkersError> {
+    Ok(hook::http_client(policy)?)
 }
 
 /// The user name of a service account, as the API server authenticates it.
@@ -162,7 +166,7 @@ struct Inner {
     spec: ResolvedWorker,
     who: Identity,
     client: Result<Arc<kube::Client>, String>,
-    http: reqwest::Client,
+    http: hook::HookClient,
     metrics: Option<Metrics>,
     identity: String,
     /// Resolved by preflight, reused by every term.
@@ -597,7 +601,7 @@ struct Shared {
     worker: String,
     identity: String,
     fence: Fence,
-    http: reqwest::Client,
+    http: hook::HookClient,
     url: Url,
     timeout: Duration,
     resync: Option<Duration>,

@@ -96,8 +96,29 @@ fn unsigned() -> hook::Delivery<'static> {
     }
 }
 
-fn http() -> reqwest::Client {
-    hook::http_client().unwrap()
+fn loopback_policy() -> crate::validation::HookPolicy {
+    crate::validation::HookPolicy {
+        allow_loopback: true,
+        ..Default::default()
+    }
+}
+
+fn http() -> hook::HookClient {
+    hook::http_client(&loopback_policy()).unwrap()
+}
+
+/// A hook client whose resolver answers `names` (name → address) and judges by `policy`.
+fn http_resolving(
+    policy: &crate::validation::HookPolicy,
+    names: &[(&str, &str)],
+) -> hook::HookClient {
+    let mut fixed = dns::FixedLookup::default();
+    for (n, a) in names {
+        fixed
+            .names
+            .insert((*n).to_string(), vec![a.parse().unwrap()]);
+    }
+    hook::http_client_with(policy, Arc::new(fixed)).unwrap()
 }
 
 #[tokio::test]
@@ -234,6 +255,73 @@ fn requeue_parsing() {
         hook::parse_requeue(br#"{"requeueAfterSeconds": 1e12}"#),
         Some(hook::MAX_REQUEUE)
     );
+}
+
+#[test]
+fn requeue_has_a_floor_so_a_hook_cannot_make_a_hot_loop() {
+    assert_eq!(hook::MIN_REQUEUE, Duration::from_secs(1));
+    for tiny in ["0.001", "1e-9", "0.5", "0.999999"] {
+        let body = format!(r#"{{"requeueAfterSeconds": {tiny}}}"#);
+        assert_eq!(
+            hook::parse_requeue(body.as_bytes()),
+            Some(hook::MIN_REQUEUE),
+            "{tiny}"
+        );
+    }
+    assert_eq!(
+        hook::parse_requeue(br#"{"requeueAfterSeconds": 1.25}"#),
+        Some(Duration::from_millis(1250))
+    );
+}
+
+#[tokio::test]
+async fn names_resolving_to_refused_addresses_are_refused_at_connect_time() {
+    let (srv, url) = server(vec![reply(200, ""); 4]).await;
+    let port = url.port().unwrap();
+    let names = [
+        ("hook.test.invalid", "127.0.0.1"),
+        ("imds.test.invalid", "169.254.169.254"),
+        ("nat64.test.invalid", "64:ff9b::a9fe:a9fe"),
+    ];
+    let strict = http_resolving(&crate::validation::HookPolicy::default(), &names);
+    let at = |host: &str| Url::parse(&format!("http://{host}:{port}/hook")).unwrap();
+    let t = Duration::from_secs(5);
+    for (host, addr, rule) in [
+        ("hook.test.invalid", "127.0.0.1", "loopback"),
+        ("imds.test.invalid", "169.254.169.254", "link-local"),
+        ("nat64.test.invalid", "64:ff9b::a9fe:a9fe", "link-local"),
+    ] {
+        let e = hook::call(&strict, &at(host), t, &body(), unsigned())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code_label(), "refused", "{host}: {e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(host) && text.contains(addr) && text.contains(&format!("rule {rule}")),
+            "{text}"
+        );
+    }
+    // A literal loopback URL is judged before the request (reqwest does not resolve literals).
+    let e = hook::call(&strict, &url, t, &body(), unsigned())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code_label(), "refused", "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    assert_eq!(
+        srv.seen.lock().unwrap().len(),
+        0,
+        "nothing reached the hook"
+    );
+
+    // With loopback allowed the same name reaches the hook; metadata stays refused.
+    let lenient = http_resolving(&loopback_policy(), &names);
+    let r = hook::call(&lenient, &at("hook.test.invalid"), t, &body(), unsigned()).await;
+    assert!(r.is_ok(), "{r:?}");
+    let e = hook::call(&lenient, &at("imds.test.invalid"), t, &body(), unsigned())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code_label(), "refused");
+    assert_eq!(srv.seen.lock().unwrap().len(), 1);
 }
 
 fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -> Arc<Shared> {
