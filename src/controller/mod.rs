@@ -117,6 +117,24 @@ pub struct Ctx {
     trigger: futures::channel::mpsc::UnboundedSender<ObjectRef<ManagerConfig>>,
 }
 
+/// The API server refuses Events whose `note` is longer than this many bytes (events.k8s.io/v1
+/// `NoteLengthLimit`).
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// `note` cut to at most `limit` bytes on a character boundary, ending with "…" when cut. The
+/// full text stays in the condition message (status has no such limit).
+pub fn truncate_note(note: &str, limit: usize) -> String {
+    const ELLIPSIS: &str = "…";
+    if note.len() <= limit {
+        return note.to_string();
+    }
+    let mut end = limit.saturating_sub(ELLIPSIS.len());
+    while end > 0 && !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &note[..end])
+}
+
 /// Backoff after `failures` consecutive failed starts.
 pub fn backoff(failures: u32) -> Duration {
     let secs = 1u64
@@ -143,7 +161,7 @@ impl Ctx {
         let ev = Event {
             type_,
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(truncate_note(&note, EVENT_NOTE_MAX_BYTES)),
             action: action.to_string(),
             secondary: None,
         };
@@ -798,4 +816,28 @@ pub async fn run(p: RunParams) {
     }
     info!("controller stopped; stopping every manager and releasing leases");
     ctx.stop_all().await;
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary_with_an_ellipsis() {
+        assert_eq!(truncate_note("short", 1024), "short");
+        let exact = "a".repeat(1024);
+        assert_eq!(truncate_note(&exact, 1024), exact);
+        let long = "a".repeat(5000);
+        let t = truncate_note(&long, 1024);
+        assert!(t.len() <= 1024 && t.ends_with('…'), "{}", t.len());
+        assert_eq!(t.len(), 1024);
+        // Multi-byte characters: never split one, never exceed the limit.
+        for pad in 0..4 {
+            let s = format!("{}{}", "x".repeat(pad), "é✓😀".repeat(400));
+            let t = truncate_note(&s, 1024);
+            assert!(t.len() <= 1024, "pad {pad}: {}", t.len());
+            assert!(t.ends_with('…'));
+            assert!(s.starts_with(t.trim_end_matches('…')));
+        }
+    }
 }
