@@ -477,7 +477,7 @@ async fn samples_are_judged_through_the_api_server() {
         eprintln!("kubectl {} said:\n{}", args.join(" "), r.stderr.trim_end());
         assert!(r.stderr.contains(WEBHOOK_DENIED), "{args:?}: {}", r.stderr);
         assert!(
-            r.stderr.contains("spec.workers[0].hook.url: refused by the hook policy: host 169.254.169.254 is a link-local, metadata or unspecified address"),
+            r.stderr.contains("spec.workers[0].hook.url: refused by the hook policy: address 169.254.169.254 is in 169.254.0.0/16 [rule link-local"),
             "{args:?}: {}",
             r.stderr
         );
@@ -504,9 +504,9 @@ async fn samples_are_judged_through_the_api_server() {
     assert!(!r.ok);
     for needle in [
         WEBHOOK_DENIED,
-        "spec.workers[0].hook.url: refused by the hook policy: host 127.0.0.1 is a loopback address",
+        "spec.workers[0].hook.url: refused by the hook policy: address 127.0.0.1 is in 127.0.0.0/8 [rule loopback",
         "spec.workers[0].watch.labelSelector:",
-        "spec.workers[1].hook.url: refused by the hook policy: host fd00:ec2::254 is a link-local",
+        "spec.workers[1].hook.url: refused by the hook policy: address fd00:ec2::254 is in fd00:ec2::254/128 [rule aws-imds",
     ] {
         assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
     }

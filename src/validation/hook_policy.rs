@@ -68,13 +68,13 @@ pub const REFUSED_NETWORKS: &[RefusedNetwork] = &[
         network: v4(127, 0, 0, 0, 8),
         scope: Scope::Loopback,
         rule: "loopback",
-        what: "loopback: the operator's own pod",
+        what: "the operator's own pod",
     },
     RefusedNetwork {
         network: v4(169, 254, 0, 0, 16),
         scope: Scope::Always,
         rule: "link-local",
-        what: "link-local: AWS/GCP/Azure/OpenStack/DigitalOcean metadata 169.254.169.254, \
+        what: "cloud metadata 169.254.169.254 (AWS, GCP, Azure, OpenStack, DigitalOcean), \
                ECS task metadata 169.254.170.2, EKS Pod Identity 169.254.170.23",
     },
     RefusedNetwork {
@@ -473,8 +473,7 @@ impl HookPolicy {
             Host::Ipv6(v6) => (v6.to_string(), Some(IpAddr::V6(*v6))),
         };
         if let Some(ip) = ip {
-            self.judge_ip(ip)
-                .map_err(|r| format!("host {host_text}: {r}"))?;
+            self.judge_ip(ip).map_err(|r| r.to_string())?;
         } else if let Some(reason) = self.refused_name(&host_text) {
             return Err(reason);
         }
