@@ -104,6 +104,7 @@ expect_refused "a string replicaCount" --set-string replicaCount=two
 expect_refused "an unknown failurePolicy" --set webhook.failurePolicy=Sometimes
 expect_refused "timeoutSeconds above 30" --set webhook.timeoutSeconds=31
 expect_refused "a non-boolean allowLoopback" --set-string hookPolicy.allowLoopback=yes
+expect_refused "a deniedNetworks entry that is not a CIDR" --set 'hookPolicy.deniedNetworks={not-a-cidr}'
 expect_refused "an http webhook URL" --set webhook.url=http://127.0.0.1:9443/validate
 expect_refused "an unknown certMode" --set webhook.certMode=vault
 expect_refused "a misspelt key" --set webhok.url=https://x

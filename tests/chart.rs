@@ -880,3 +880,49 @@ fn tenant_limit_args_follow_the_values() {
         assert!(set.iter().any(|a| a == want), "{want} in {set:?}");
     }
 }
+
+/// `hookPolicy.deniedNetworks` and `hookPolicy.allowInsecureSecrets` become the run flags the
+/// operator parses into its hook policy; by default neither is set (Secrets only over https,
+/// only the built-in refused networks).
+#[test]
+fn hook_policy_values_become_flags() {
+    use clap::Parser;
+    let defaults = container_args(&render(&[], &[]));
+    assert!(
+        !defaults.iter().any(
+            |a| a.starts_with("--hook-denied-networks") || a == "--hook-allow-insecure-secrets"
+        ),
+        "{defaults:?}"
+    );
+    let url = container_args(&render(&["url-mode"], &[]));
+    assert!(
+        url.contains(&"--hook-allow-insecure-secrets".to_string()),
+        "the e2e's url-mode values let samples/full.yaml's Secret worker use the http test hook: {url:?}"
+    );
+    let denied = container_args(&render(
+        &[],
+        &[
+            "hookPolicy.deniedNetworks={10.0.0.0/24,fd00:10::/64}",
+            "hookPolicy.allowInsecureSecrets=true",
+        ],
+    ));
+    assert!(
+        denied.contains(&"--hook-denied-networks=10.0.0.0/24,fd00:10::/64".to_string()),
+        "{denied:?}"
+    );
+    let argv = std::iter::once("manager-operator".to_string()).chain(denied.iter().cloned());
+    let cli = manager_operator::cli::Cli::try_parse_from(argv).expect("the CLI accepts the args");
+    let manager_operator::cli::Command::Run(run) = cli.command else {
+        panic!("not a run command line");
+    };
+    let policy = run.policy.policy();
+    assert!(policy.allow_insecure_secrets);
+    assert_eq!(
+        policy
+            .denied_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["10.0.0.0/24", "fd00:10::/64"]
+    );
+}

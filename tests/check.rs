@@ -67,13 +67,7 @@ fn documents() -> Vec<(&'static str, String)> {
         ),
         (
             "valid-selector-1024",
-            doc(
-                "valid-selector-1024",
-                "",
-                "",
-                URL,
-            )
-            .replace(
+            doc("valid-selector-1024", "", "", URL).replace(
                 "kind: ConfigMap}",
                 &format!("kind: ConfigMap, labelSelector: '{}'}}", selector(1024)),
             ),
@@ -85,8 +79,14 @@ fn documents() -> Vec<(&'static str, String)> {
                 &format!("kind: ConfigMap, labelSelector: '{}'}}", selector(1026)),
             ),
         ),
-        ("valid-url-2048", doc("valid-url-2048", "", "", &url_of(2048))),
-        ("invalid-url-2049", doc("invalid-url-2049", "", "", &url_of(2049))),
+        (
+            "valid-url-2048",
+            doc("valid-url-2048", "", "", &url_of(2048)),
+        ),
+        (
+            "invalid-url-2049",
+            doc("invalid-url-2049", "", "", &url_of(2049)),
+        ),
         (
             "invalid-plus-duration",
             doc("invalid-plus-duration", "  startupTimeout: +5s\n", "", URL),
@@ -97,14 +97,8 @@ fn documents() -> Vec<(&'static str, String)> {
                 .replace("hook: {url: ", "hook: {timeout: '+2s', url: "),
         ),
         ("invalid-name-syntax", doc("Bad_Name", "", "", URL)),
-        (
-            "invalid-name-254",
-            doc(&long_name(254), "", "", URL),
-        ),
-        (
-            "valid-name-253",
-            doc(&long_name(253), "", "", URL),
-        ),
+        ("invalid-name-254", doc(&long_name(254), "", "", URL)),
+        ("valid-name-253", doc(&long_name(253), "", "", URL)),
         (
             "invalid-url-control-char",
             doc(
@@ -162,7 +156,12 @@ fn documents() -> Vec<(&'static str, String)> {
         ),
         (
             "invalid-sa-name",
-            doc("invalid-sa-name", "  serviceAccountName: Robot_1\n", "", URL),
+            doc(
+                "invalid-sa-name",
+                "  serviceAccountName: Robot_1\n",
+                "",
+                URL,
+            ),
         ),
     ]
 }

@@ -251,13 +251,17 @@ async fn wait_condition(
     reason: &str,
     timeout: Duration,
 ) -> Condition {
-    wait_for(&format!("{name}: {ty}={status} {reason}"), timeout, || async {
-        let mc = api.get(name).await.map_err(|e| e.to_string())?;
-        match condition(&mc, ty) {
-            Some(c) if c.status == status && c.reason == reason => Ok(c.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    wait_for(
+        &format!("{name}: {ty}={status} {reason}"),
+        timeout,
+        || async {
+            let mc = api.get(name).await.map_err(|e| e.to_string())?;
+            match condition(&mc, ty) {
+                Some(c) if c.status == status && c.reason == reason => Ok(c.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -379,7 +383,15 @@ async fn a_startup_failure_longer_than_the_event_note_limit_still_has_its_event(
     apply_yaml(&config(&ns, "long-note", &sa, &url, "app=x"));
     let _op = Operator::start("hooks-note", &ns, &["--hook-allow-loopback"]).await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
-    let ready = wait_condition(&api, "long-note", "Ready", "False", "WatchForbidden", TIMEOUT).await;
+    let ready = wait_condition(
+        &api,
+        "long-note",
+        "Ready",
+        "False",
+        "WatchForbidden",
+        TIMEOUT,
+    )
+    .await;
     assert!(
         ready.message.len() > 1024,
         "the condition keeps the full text ({} bytes)",

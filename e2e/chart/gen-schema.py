@@ -102,6 +102,8 @@ SCHEMA = {
             "allowedSchemes": arr(s(enum=["http", "https"])),
             "allowedHosts": arr(s(minLength=1, pattern=r"^[^,\s]+$")),
             "allowLoopback": b(),
+            "deniedNetworks": arr(s(minLength=1, pattern=r"^[0-9a-fA-F.:]+(/[0-9]{1,3})?$")),
+            "allowInsecureSecrets": b(),
         }),
         "extraArgs": arr(s()),
         "extraEnv": arr(anyobj()),
