@@ -819,6 +819,9 @@ pub fn code_class(code: &str) -> &'static str {
         Ok(400..=499) => "4xx",
         Ok(500..=599) => "5xx",
         Ok(_) => "other",
+        // The hook policy refused the destination (by resolved address): its own series, so
+        // a refusal is never mistaken for a network error.
+        Err(_) if code == "refused" => "refused",
         Err(_) => "error",
     }
 }

@@ -371,9 +371,16 @@ fn hook_codes_are_a_fixed_set_of_classes() {
         seen.insert(code_class(&code.to_string()));
     }
     seen.insert(code_class("error"));
+    seen.insert(code_class("refused"));
+    seen.insert(code_class("anything else"));
     let mut v: Vec<_> = seen.into_iter().collect();
     v.sort();
-    assert_eq!(v, ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "other"]);
+    assert_eq!(
+        v,
+        [
+            "1xx", "2xx", "3xx", "4xx", "5xx", "error", "other", "refused"
+        ]
+    );
 }
 
 #[test]
