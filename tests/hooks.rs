@@ -429,3 +429,52 @@ async fn a_startup_failure_longer_than_the_event_note_limit_still_has_its_event(
         note.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_to_a_plain_http_hook_are_refused_at_runtime_unless_allowed() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "hooks-secrets").await;
+    let hook = Hook::start().await;
+    let url = format!("http://127.0.0.1:{}/hook", hook.port);
+    // The webhook is off (as if bypassed): the operator itself must refuse the config.
+    let yaml = config(&ns, "secrets-http", "default", &url, "app=x")
+        .replace("kind: ConfigMap", "kind: Secret");
+    apply_yaml(&yaml);
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let op = Operator::start("hooks-secrets", &ns, &["--hook-allow-loopback"]).await;
+    let c = wait_condition(
+        &api,
+        "secrets-http",
+        "Ready",
+        "False",
+        "HookRejected",
+        TIMEOUT,
+    )
+    .await;
+    assert!(
+        c.message.contains("--hook-allow-insecure-secrets") && c.message.contains("v1/Secret"),
+        "{}",
+        c.message
+    );
+    drop(op);
+    // With the flag the config is accepted (and then fails only because "default" may not
+    // list Secrets: the operator's own rights never leak to the tenant).
+    let _op = Operator::start(
+        "hooks-secrets-allowed",
+        &ns,
+        &["--hook-allow-loopback", "--hook-allow-insecure-secrets"],
+    )
+    .await;
+    wait_condition(
+        &api,
+        "secrets-http",
+        "Ready",
+        "False",
+        "WatchForbidden",
+        TIMEOUT,
+    )
+    .await;
+    assert_eq!(hook.calls(), 0);
+    eprintln!("[secrets] http hook for Secrets: HookRejected without the flag; with it, accepted");
+}
