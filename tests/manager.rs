@@ -248,8 +248,9 @@ async fn foreign_client_go_holder_is_respected_until_expiry_by_observation() {
     let activity = Arc::new(Activity::default());
     let tasks = IntGauge::new("t", "t").unwrap();
     let t = Instant::now();
+    // A Lease the operator did not create: taken over only with the opt-in (issue 13).
     let m = Manager::start(
-        &config(&ns, ""),
+        &config(&ns, ", adoptExistingLease: true"),
         &HookPolicy::default(),
         &me("a"),
         &env(&client, "a", &activity, &tasks),

@@ -252,7 +252,12 @@ impl Operator {
             .arg(cluster.kubeconfig())
             .args(["--metrics-bind-address", &metrics.to_string()])
             .args(["--health-probe-bind-address", &health.to_string()])
-            .args(["--disable-webhook", "--hook-allow-loopback"])
+            // The tenant case watches Secrets with the loopback http hook: allowed explicitly.
+            .args([
+                "--disable-webhook",
+                "--hook-allow-loopback",
+                "--hook-allow-insecure-secrets",
+            ])
             .args(["--log-format", "text"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -97,6 +97,7 @@ pub async fn run(
     );
     let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut last_own_ok: Option<Instant> = None;
+    let mut was_judging = false;
     let mut warned = false;
     let mut tick = tokio::time::interval(MEMBER_RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,6 +136,16 @@ pub async fn run(
                 None => break,
             },
         }
+        let judging = is_judging(last_own_ok);
+        if judging && !was_judging {
+            // Back after our own renewals failed: we could not see the others' renewals either,
+            // so their clocks restart now rather than expiring them for our outage.
+            let now = Instant::now();
+            for s in seen.values_mut() {
+                s.changed_at = now;
+            }
+        }
+        was_judging = judging;
         let live = live_members(&seen, &cfg.identity, *ready.borrow(), last_own_ok);
         members.send_if_modified(|m| {
             if *m != live {
@@ -181,6 +192,11 @@ fn observe(seen: &mut HashMap<String, Seen>, l: &Lease) {
     );
 }
 
+/// True while our own membership renewals succeed (so we can see the others' too).
+fn is_judging(last_own_ok: Option<Instant>) -> bool {
+    last_own_ok.is_some_and(|t| Instant::now().duration_since(t) < MEMBER_RENEW * 3)
+}
+
 /// Live, ready members by identity, sorted. While our own renewals fail we cannot judge the
 /// others, so nobody expires then.
 fn live_members(
@@ -190,7 +206,7 @@ fn live_members(
     last_own_ok: Option<Instant>,
 ) -> Vec<String> {
     let now = Instant::now();
-    let judging = last_own_ok.is_some_and(|t| now.duration_since(t) < MEMBER_RENEW * 3);
+    let judging = is_judging(last_own_ok);
     let mut out: Vec<String> = seen
         .values()
         .filter(|s| s.ready && !s.holder.is_empty() && s.holder != me)
