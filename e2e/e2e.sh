@@ -323,6 +323,22 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: configmap-reade
 subjects:
   - {kind: ServiceAccount, name: default, namespace: $NS}
   - {kind: ServiceAccount, name: inventory-sync, namespace: $NS}
+---
+# lease-namespace-missing elects on a Lease in another namespace: its service account must
+# itself be allowed to use Leases there (docs/security.md), or it fails with LeaseForbidden
+# before the missing namespace is even noticed.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: e2e-sample-leases}
+rules:
+  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: e2e-sample-leases}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: e2e-sample-leases}
+subjects:
+  - {kind: ServiceAccount, name: default, namespace: $NS}
 EOF
 # Objects to reconcile, one of them makes the hook answer 500.
 for i in 1 2 3; do

@@ -85,6 +85,22 @@ up() {
 
   log "applying samples/local/inventory.yaml (valid) and samples/broken/lease-namespace-missing.yaml (broken)"
   "${k[@]}" apply -n "$NS" -f "$ROOT/samples/local/inventory.yaml"
+  # The broken sample elects on a Lease in another namespace: its service account (default)
+  # must be allowed to use Leases there, or it fails with LeaseForbidden first.
+  "${k[@]}" apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: mo-local-sample-leases}
+rules:
+  - {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, create, update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: mo-local-sample-leases}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: mo-local-sample-leases}
+subjects:
+  - {kind: ServiceAccount, name: default, namespace: $NS}
+EOF
   "${k[@]}" apply -n "$NS" -f "$ROOT/samples/broken/lease-namespace-missing.yaml"
   "${k[@]}" -n "$NS" wait --for=condition=Ready --timeout=60s mc/inventory >/dev/null
   "${k[@]}" -n "$NS" wait --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=LeaseNamespaceNotFound \

@@ -60,11 +60,14 @@ struct Env {
 impl ManagerEnv for Env {
     type Store = KubeLeaseStore;
     fn lease_store(&self, cfg: &ResolvedConfig) -> Arc<KubeLeaseStore> {
-        Arc::new(KubeLeaseStore::new(
-            self.client.clone(),
-            &cfg.election.lease_namespace,
-            &cfg.election.lease_name,
-        ))
+        Arc::new(
+            KubeLeaseStore::new(
+                self.client.clone(),
+                &cfg.election.lease_namespace,
+                &cfg.election.lease_name,
+            )
+            .adopting(cfg.election.adopt_existing_lease),
+        )
     }
     fn runnables(&self, _: &ResolvedConfig) -> Result<Vec<Arc<dyn Runnable>>, Failure> {
         Ok(vec![Arc::new(Recorder {
