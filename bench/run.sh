@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Benchmarks of issue 7 (`make bench`): every scenario on its own fresh local control plane,
+# Benchmarks of issues 7 and 12 (`make bench`): every scenario on its own fresh local control plane,
 # raw data in bench/results/*.csv, the report in docs/benchmarks.md.
 #
-#   bench/run.sh                    full run (about 30 minutes on 2 cores)
+#   bench/run.sh                    full run (about an hour on 2 cores)
 #   BENCH_QUICK=1 bench/run.sh      quick variant (a few minutes): fewer trials and objects
 #
 # Environment:
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
-#                    scale dispatch); the report is rendered from every CSV present
+#                    scale scaleout dispatch); the report is rendered from every CSV present
 #   BENCH_PROFILE    1 (default) records perf profiles of the operator when `perf` is
 #                    installed, each in an extra run after the measured ones (admission at 64
 #                    concurrent, a second steady-state window at scale's largest size, dispatch
 #                    at concurrency 8), so no reported number comes from a profiled process
-#   BENCH_SCALE_SIZES  override the scale sizes (e.g. "1000")
+#   BENCH_SCALE_SIZES  override the scale cases: N[xR][*K] = N configs on R replicas (default
+#                    1), K runs (default 1), e.g. "1000 1000x2*3 2000x3"
+#   BENCH_SCALEOUT_CONFIGS, BENCH_SCALEOUT_TRIALS  override scaleout's configs and the trials
+#                    per signal
 #   BENCH_NOTE       free text recorded with the machine description (e.g. "shared machine")
 #   BENCH_RESULTS    CSV directory (default bench/results); BENCH_REPORT report path
 #                    (default docs/benchmarks.md); BENCH_KEEP_WORK=1 keeps logs and perf data;
@@ -25,7 +28,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 QUICK="${BENCH_QUICK:-0}"
 RESULTS="${BENCH_RESULTS:-$HERE/results}"
 REPORT="${BENCH_REPORT:-$ROOT/docs/benchmarks.md}"
-SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale dispatch}"
+SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale scaleout dispatch}"
 PROFILE="${BENCH_PROFILE:-1}"
 CARGO="${CARGO:-cargo}"
 NS=bench
@@ -37,9 +40,11 @@ if [[ "$QUICK" == 1 ]]; then
   ADMISSION_SECONDS=3
   ADMISSION_WARMUP=0.5
   ADMISSION_BURST=100
-  SCALE_SIZES="100"
+  SCALE_SIZES="100 100x2 150x3"
   SCALE_SETTLE=5
   SCALE_WINDOW=20
+  SCALEOUT_CONFIGS=60
+  SCALEOUT_TRIALS=1
   DISPATCH_OBJECTS=2000
 else
   TRIALS=20
@@ -47,12 +52,16 @@ else
   ADMISSION_SECONDS=10
   ADMISSION_WARMUP=1
   ADMISSION_BURST=400
-  SCALE_SIZES="100 500 1000"
+  SCALE_SIZES="100 500 1000 1000x2*3 2000x3"
   SCALE_SETTLE=30
   SCALE_WINDOW=60
+  SCALEOUT_CONFIGS=300
+  SCALEOUT_TRIALS=3
   DISPATCH_OBJECTS=10000
 fi
 SCALE_SIZES="${BENCH_SCALE_SIZES:-$SCALE_SIZES}"
+SCALEOUT_CONFIGS="${BENCH_SCALEOUT_CONFIGS:-$SCALEOUT_CONFIGS}"
+SCALEOUT_TRIALS="${BENCH_SCALEOUT_TRIALS:-$SCALEOUT_TRIALS}"
 ADMISSION_LEVELS="1,16,64"
 DISPATCH_LEVELS="1,8,32"
 
@@ -133,7 +142,8 @@ outputs() {
   handoff) echo failover-graceful.csv ;;
   surfacing) echo surfacing.csv ;;
   admission) echo admission-direct.csv admission-apiserver.csv profile-admission.csv profile-admission-groups.csv ;;
-  scale) echo scale.csv scale-ready.csv scale-apiserver-requests.csv profile-scale.csv profile-scale-groups.csv ;;
+  scale) echo scale.csv scale-ready.csv scale-apiserver-requests.csv scale-replicas.csv scale-leases.csv profile-scale.csv profile-scale-groups.csv ;;
+  scaleout) echo scaleout.csv scaleout-distribution.csv scaleout-moves.csv scaleout-failover.csv scaleout-violations.csv ;;
   dispatch) echo dispatch.csv profile-dispatch.csv profile-dispatch-groups.csv ;;
   *) return 1 ;;
   esac
@@ -197,21 +207,52 @@ run_admission() {
   fi
 }
 
+# scale_case ITEM: "N R K" for a scale case N[xR][*K].
+scale_case() {
+  local item="$1" n r runs
+  if [[ ! "$item" =~ ^([0-9]+)(x([0-9]+))?(\*([0-9]+))?$ ]]; then
+    log "bad scale case $item (want N[xR][*K])"
+    return 1
+  fi
+  n="${BASH_REMATCH[1]}"
+  r="${BASH_REMATCH[3]:-1}"
+  runs="${BASH_REMATCH[5]:-1}"
+  echo "$n $r $runs"
+}
+
 run_scale() {
-  local n largest="" perf_args=()
-  for n in $SCALE_SIZES; do largest="$n"; done
-  for n in $SCALE_SIZES; do
-    cluster_up "scale-$n"
-    mapfile -t args < <(common "scale-$n")
-    perf_args=()
-    if [[ "$n" == "$largest" ]] && want_perf; then perf_args=(--perf-out "$WORK/perf-scale.data"); fi
-    "$BENCH" scale "${args[@]}" --configs "$n" --settle "$SCALE_SETTLE" --window "$SCALE_WINDOW" \
-      --apiserver-pid "$(pid_of APISERVER_PID)" --etcd-pid "$(pid_of ETCD_PID)" "${perf_args[@]}"
-    cluster_down
+  local item n r runs run profiled="" perf_args=()
+  # The profile: the first run of the last single-replica case (the issue-7 size).
+  for item in $SCALE_SIZES; do
+    read -r n r runs <<<"$(scale_case "$item")"
+    [[ -n "$n" ]] || exit 2
+    if [[ "$r" == 1 ]]; then profiled="$n"; fi
+  done
+  for item in $SCALE_SIZES; do
+    read -r n r runs <<<"$(scale_case "$item")"
+    for ((run = 1; run <= runs; run++)); do
+      cluster_up "scale-$n-$r-$run"
+      mapfile -t args < <(common "scale-$n-$r-$run")
+      perf_args=()
+      if [[ "$n" == "$profiled" && "$r" == 1 && "$run" == 1 ]] && want_perf; then
+        perf_args=(--perf-out "$WORK/perf-scale.data")
+      fi
+      "$BENCH" scale "${args[@]}" --configs "$n" --replicas "$r" --run "$run" \
+        --settle "$SCALE_SETTLE" --window "$SCALE_WINDOW" \
+        --apiserver-pid "$(pid_of APISERVER_PID)" --etcd-pid "$(pid_of ETCD_PID)" "${perf_args[@]}"
+      cluster_down
+    done
   done
   if [[ -s "$WORK/perf-scale.data" ]]; then
     perf_to_csv "$WORK/perf-scale.data" scale
   fi
+}
+
+run_scaleout() {
+  cluster_up scaleout
+  mapfile -t args < <(common scaleout)
+  "$BENCH" scaleout "${args[@]}" --configs "$SCALEOUT_CONFIGS" --trials "$SCALEOUT_TRIALS"
+  cluster_down
 }
 
 want_perf() { [[ "$PROFILE" == 1 ]] && command -v perf >/dev/null 2>&1; }
@@ -267,7 +308,7 @@ run_dispatch() {
   fi
 }
 
-settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale sizes=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS"
+settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale cases=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); scaleout $SCALEOUT_CONFIGS configs on 3+1 replicas with $SCALEOUT_TRIALS trials per signal; dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS"
 "$BENCH" machine --out "$RESULTS/machine.csv" \
   --set "quick=$QUICK" \
   --set "date=$(date -u +%Y-%m-%dT%H:%MZ)" \

@@ -189,6 +189,9 @@ pub async fn run(
             loop {
                 let (holder, token) = lease(&leases).await?;
                 if let Some(h) = holder {
+                    // With placement (issue 12) the holder is `<replica>/<uid>`; the hook
+                    // payload's holder is the replica.
+                    let h = util::replica_of(&h).to_string();
                     let called = hook
                         .log_since(0)
                         .iter()

@@ -6,7 +6,11 @@
 //!   in the watched ConfigMaps);
 //! * `gen` accounting: for each generation, how many distinct objects were delivered at that
 //!   generation, and when the first and the last of them arrived;
-//! * optionally the full call log (failover scenarios: few calls).
+//! * optionally the full call log (failover scenarios: few calls);
+//! * optionally the terms of each ManagerConfig (`manager.name` of the body): the runs of calls
+//!   by one (holder, fencing token), with their first and last arrival, and the fencing
+//!   violations seen on arrival (a token lower than one already seen for that config, or a
+//!   token already used by another holder).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,10 +48,43 @@ pub struct GenProgress {
     pub last: Instant,
 }
 
+/// The calls one holder made for one ManagerConfig under one fencing token.
+#[derive(Clone, Debug)]
+pub struct Term {
+    /// `holder` of the calls.
+    pub holder: String,
+    /// `fencingToken` of the calls.
+    pub token: i64,
+    /// First call.
+    pub first: Instant,
+    /// Latest call.
+    pub last: Instant,
+    /// Number of calls.
+    pub calls: u64,
+}
+
+/// A call that broke fencing, as seen when it arrived.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// The ManagerConfig.
+    pub config: String,
+    /// When the call arrived.
+    pub at: Instant,
+    /// `stale-token` (lower than one already seen) or `shared-token` (another holder used it).
+    pub kind: &'static str,
+    /// The offending call's holder.
+    pub holder: String,
+    /// The offending call's token.
+    pub token: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     calls: u64,
     log: Vec<Call>,
+    /// ManagerConfig name → its terms in order of their first call.
+    terms: HashMap<String, Vec<Term>>,
+    violations: Vec<Violation>,
     /// object → highest generation delivered.
     best: HashMap<String, u64>,
     gens: HashMap<u64, GenProgress>,
@@ -56,6 +93,7 @@ struct Inner {
 #[derive(Default)]
 struct Shared {
     record_calls: bool,
+    record_terms: bool,
     inner: Mutex<Inner>,
 }
 
@@ -73,7 +111,15 @@ struct Body {
     holder: String,
     #[serde(default, rename = "fencingToken")]
     token: i64,
+    #[serde(default)]
+    manager: Option<ManagerRef>,
     object: Obj,
+}
+
+#[derive(Deserialize)]
+struct ManagerRef {
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +167,11 @@ async fn handle(State(s): State<Arc<Shared>>, body: Bytes) -> (StatusCode, &'sta
         e.objects += 1;
         e.last = at;
     }
+    if s.record_terms
+        && let Some(m) = &b.manager
+    {
+        record_term(&mut g, &m.name, &b.holder, b.token, at);
+    }
     if s.record_calls {
         g.log.push(Call {
             at,
@@ -131,11 +182,53 @@ async fn handle(State(s): State<Arc<Shared>>, body: Bytes) -> (StatusCode, &'sta
     (StatusCode::OK, "{}")
 }
 
+fn record_term(g: &mut Inner, config: &str, holder: &str, token: i64, at: Instant) {
+    let terms = g.terms.entry(config.to_string()).or_default();
+    let known = terms
+        .iter()
+        .rposition(|t| t.token == token && t.holder == holder);
+    let kind = if terms.iter().any(|o| o.token > token) {
+        Some("stale-token")
+    } else if known.is_none() && terms.iter().any(|o| o.token == token) {
+        Some("shared-token")
+    } else {
+        None
+    };
+    match known {
+        Some(i) => {
+            terms[i].last = at;
+            terms[i].calls += 1;
+        }
+        None => terms.push(Term {
+            holder: holder.to_string(),
+            token,
+            first: at,
+            last: at,
+            calls: 1,
+        }),
+    }
+    if let Some(kind) = kind {
+        g.violations.push(Violation {
+            config: config.to_string(),
+            at,
+            kind,
+            holder: holder.to_string(),
+            token,
+        });
+    }
+}
+
 impl Hook {
     /// Starts the hook on 127.0.0.1 (a free port); `record_calls` keeps every call.
     pub async fn start(record_calls: bool) -> Result<Self> {
+        Self::start_with(record_calls, false).await
+    }
+
+    /// Starts the hook; `record_terms` keeps the terms of each ManagerConfig and checks fencing.
+    pub async fn start_with(record_calls: bool, record_terms: bool) -> Result<Self> {
         let shared = Arc::new(Shared {
             record_calls,
+            record_terms,
             inner: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -177,6 +270,16 @@ impl Hook {
     /// Progress of generation `gen_`.
     pub fn progress(&self, gen_: u64) -> Option<GenProgress> {
         self.lock().gens.get(&gen_).copied()
+    }
+
+    /// Runs `f` on the terms of every ManagerConfig (see [`Term`]), under the hook's lock.
+    pub fn with_terms<R>(&self, f: impl FnOnce(&HashMap<String, Vec<Term>>) -> R) -> R {
+        f(&self.lock().terms)
+    }
+
+    /// The fencing violations seen so far.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.lock().violations.clone()
     }
 
     /// Forgets everything (between runs).

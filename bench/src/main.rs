@@ -1,4 +1,4 @@
-//! `mo-bench`: the benchmark harness of manager-operator (issue 7). Each subcommand runs one
+//! `mo-bench`: the benchmark harness of manager-operator (issues 7 and 12). Each subcommand runs one
 //! scenario against an already started local control plane (`e2e/cluster.sh up`, with the CRD,
 //! the namespace and its RBAC installed: see `bench/run.sh`) and writes raw CSV; `report`
 //! turns the CSV files into `docs/benchmarks.md`.
@@ -10,6 +10,7 @@ mod failover;
 mod hook;
 mod report;
 mod scale;
+mod scaleout;
 mod surfacing;
 mod util;
 
@@ -18,7 +19,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mo-bench", about = "manager-operator benchmarks (issue 7)")]
+#[command(
+    name = "mo-bench",
+    about = "manager-operator benchmarks (issues 7 and 12)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -109,12 +113,18 @@ enum Cmd {
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
-    /// Scenario 5: N ManagerConfigs on one replica.
+    /// Scenario 5: N ManagerConfigs on R replicas (one membership group).
     Scale {
         #[command(flatten)]
         common: Common,
         #[arg(long)]
         configs: usize,
+        /// Operator replicas sharing the configs.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// Run number of this (configs, replicas) case (repeated runs keep their own rows).
+        #[arg(long, default_value_t = 1)]
+        run: usize,
         #[arg(long, default_value_t = 30.0)]
         settle: f64,
         #[arg(long, default_value_t = 60.0)]
@@ -126,6 +136,32 @@ enum Cmd {
         /// `perf record` the operator over a second steady-state window into this file.
         #[arg(long)]
         perf_out: Option<PathBuf>,
+    },
+    /// Scenario 7 (issue 12): placement over R replicas, a replica joining, SIGTERM and SIGKILL.
+    Scaleout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 300)]
+        configs: usize,
+        /// Replicas before the join.
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Seconds after the joining replica's start at which its share is read.
+        #[arg(long, default_value_t = 60.0)]
+        join_window: f64,
+        /// resyncPeriod of every worker (each leader calls the hook this often).
+        #[arg(long, default_value = "1s")]
+        resync: String,
+        /// leaseDuration, whole seconds.
+        #[arg(long, default_value_t = 15)]
+        lease_duration: u64,
+        #[arg(long, default_value = "10s")]
+        renew_deadline: String,
+        #[arg(long, default_value = "2s")]
+        retry_period: String,
+        /// Trials per signal (SIGTERM, then SIGKILL).
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
     },
     /// Scenario 6: dispatch throughput (operator and bare controller).
     Dispatch {
@@ -234,6 +270,8 @@ async fn main_() -> util::Result<()> {
         Cmd::Scale {
             common,
             configs,
+            replicas,
+            run,
             settle,
             window,
             apiserver_pid,
@@ -242,6 +280,8 @@ async fn main_() -> util::Result<()> {
         } => {
             let s = scale::Settings {
                 configs,
+                replicas,
+                run,
                 settle,
                 window,
                 apiserver_pid,
@@ -249,6 +289,29 @@ async fn main_() -> util::Result<()> {
                 perf_out,
             };
             scale::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
+        }
+        Cmd::Scaleout {
+            common,
+            configs,
+            replicas,
+            join_window,
+            resync,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+            trials,
+        } => {
+            let s = scaleout::Settings {
+                configs,
+                replicas,
+                join_window,
+                resync,
+                lease_duration,
+                renew_deadline,
+                retry_period,
+                trials,
+            };
+            scaleout::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
         }
         Cmd::Dispatch {
             common,

@@ -489,7 +489,7 @@ fn scale_section(
     rows: Option<Vec<Row>>,
     breakdown: Option<Vec<Row>>,
 ) {
-    let _ = writeln!(out, "### 5. Scale (one replica)\n");
+    let _ = writeln!(out, "### 5. Scale\n");
     let Some(rows) = rows else {
         let _ = writeln!(out, "Not run (no `bench/results/scale.csv`).\n");
         sum.add(
@@ -511,24 +511,28 @@ fn scale_section(
     let window = rows.first().map(|r| num(r, "window_s")).unwrap_or(f64::NAN);
     let _ = writeln!(
         out,
-        "N ManagerConfigs on one replica (fresh cluster per N), each with one worker watching the \
-         one ConfigMap labelled `bench=scale` (concurrency 1, a loopback hook), default lease \
-         timings (15 s / 10 s / 2 s, so N/2 lease renewals per second). Created with 16 creates \
-         in flight; \"all Ready\" is from the first create to the last `Ready=True` seen by a \
-         watch. Then a settle period and a {}-s steady-state window: CPU from /proc (user+system) \
-         for the operator, kube-apiserver and etcd; RSS from /proc; the API server's request rate \
-         from `apiserver_request_total`; lease renew latency from the operator's \
-         `manager_operator_lease_renew_duration_seconds` (window delta, interpolated in its \
-         buckets 1, 2.5, 5, 10, 25 ms...). Raw data: `bench/results/scale.csv`, \
-         `bench/results/scale-ready.csv`.\n",
+        "N ManagerConfigs on R operator replicas (fresh cluster per case; R > 1: one membership \
+         group, the configs created once every replica sees R members), each config with one \
+         worker watching the one ConfigMap labelled `bench=scale` (concurrency 1, a loopback \
+         hook), default lease timings (15 s / 10 s / 2 s). Created with 16 creates in flight; \
+         \"all Ready\" is from the first create to the last `Ready=True` seen by a watch. Then a \
+         settle period and a {}-s steady-state window: CPU from /proc (user+system) for the \
+         operator replicas (summed), kube-apiserver and etcd; RSS from /proc (summed over \
+         replicas); the API server's request rate from `apiserver_request_total`; lease renew \
+         latency from the replicas' `manager_operator_lease_renew_duration_seconds` (summed, \
+         window delta, interpolated in its buckets 1, 2.5, 5, 10, 25 ms...). Rows with R > 1 \
+         and repeated runs are discussed under 7. Raw data: `bench/results/scale.csv`, \
+         `bench/results/scale-ready.csv`, `bench/results/scale-replicas.csv`.\n",
         fmt(window, 0)
     );
     let mut t = Vec::new();
     let mut sorted = rows.clone();
-    sorted.sort_by_key(|r| num(r, "configs") as u64);
+    sorted.sort_by_key(|r| (replicas(r), num(r, "configs") as u64, run(r)));
     for r in &sorted {
         t.push(vec![
             fmt(num(r, "configs"), 0),
+            replicas(r).to_string(),
+            run(r).to_string(),
             fmt(num(r, "ready"), 0),
             fmt(num(r, "all_ready_s"), 1),
             fmt(num(r, "ready_p50_s"), 2),
@@ -551,6 +555,8 @@ fn scale_section(
         out,
         &[
             "configs",
+            "replicas",
+            "run",
             "Ready",
             "all Ready s",
             "create→Ready p50 s",
@@ -582,19 +588,34 @@ fn scale_section(
             .map(|r| {
                 vec![
                     r.get("configs").cloned().unwrap_or_default(),
+                    replicas(r).to_string(),
+                    run(r).to_string(),
                     r.get("resource").cloned().unwrap_or_default(),
                     r.get("verb").cloned().unwrap_or_default(),
                     fmt(num(r, "per_s"), 1),
                 ]
             })
             .collect();
-        table(out, &["configs", "resource", "verb", "requests/s"], &t);
+        table(
+            out,
+            &[
+                "configs",
+                "replicas",
+                "run",
+                "resource",
+                "verb",
+                "requests/s",
+            ],
+            &t,
+        );
     }
-    let at1000 = rows.iter().find(|r| num(r, "configs") as u64 == 1000);
+    let at1000 = rows
+        .iter()
+        .find(|r| num(r, "configs") as u64 == 1000 && replicas(r) == 1 && run(r) == 1);
     let (rss, cpu) = at1000.map_or((f64::NAN, f64::NAN), |r| {
         (num(r, "rss_mib"), num(r, "cpu_s_per_min") / 60.0)
     });
-    let largest = sorted.last();
+    let largest = sorted.iter().rfind(|r| replicas(r) == 1);
     // A run where not every config became Ready measured an overloaded control plane, not a
     // steady state: say so beside the number.
     let partial = at1000
@@ -642,6 +663,630 @@ fn scale_section(
         "≤ 0.2 core",
         note(cpu, "core"),
         le(cpu, 0.2),
+    );
+}
+
+/// Replicas of a scale row (rows written before the column existed: 1).
+fn replicas(r: &Row) -> u64 {
+    r.get("replicas").and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Run number of a scale row (rows written before the column existed: 1).
+fn run(r: &Row) -> u64 {
+    r.get("run").and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+fn rows_where<'a>(rows: &'a [Row], key: &str, value: &str) -> Vec<&'a Row> {
+    rows.iter()
+        .filter(|r| r.get(key).map(String::as_str) == Some(value))
+        .collect()
+}
+
+const PLACEMENT: &str = "7. Placement (issue 12)";
+
+fn placement_section(out: &mut String, sum: &mut Summary, dir: &Path) {
+    let _ = writeln!(out, "### {PLACEMENT}\n");
+    scaleout_part(out, sum, dir);
+    scale_replicas_part(out, sum, dir);
+}
+
+fn scaleout_part(out: &mut String, sum: &mut Summary, dir: &Path) {
+    let Some(so) = load(dir, "scaleout.csv") else {
+        let _ = writeln!(
+            out,
+            "Scale-out not run (no `bench/results/scaleout.csv`).\n"
+        );
+        for (metric, target) in [
+            (
+                "managers led per replica after all Ready",
+                "each within ±10 % of N/R",
+            ),
+            ("joining replica's share after 60 s", "≥ 0.9 × N/R"),
+            ("fencing violations", "0"),
+            ("per-config gap p99 (configs moved by the join)", "≤ 250 ms"),
+            ("SIGTERM: all Ready again on the survivors (p95)", "≤ 5 s"),
+            (
+                "SIGKILL: all Ready again on the survivors (p95)",
+                "≤ leaseDuration + 2 s",
+            ),
+        ] {
+            sum.add(PLACEMENT, metric, target, "—".into(), None);
+        }
+        return;
+    };
+    let r = &so[0];
+    let n = num(r, "configs");
+    let reps = num(r, "replicas");
+    let lease = num(r, "lease_duration_s");
+    let get = |k: &str| r.get(k).cloned().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "**Scale-out** (`mo-bench scaleout`). {} operator replicas (distinct `--identity`, one \
+         `--membership-group`, webhook off) and {} ManagerConfigs, each with one worker watching \
+         one ConfigMap with `resyncPeriod: {}`, so every config's leader calls the harness's hook \
+         about once per resync period; lease timings {} s / {} / {}. The hook records, per \
+         config, every (holder, fencing token) term with its first and last call and checks \
+         fencing on arrival: a *violation* is a call whose token is lower than one already seen \
+         for that config, or a token used by two holders. The harness also watches the \
+         ManagerConfigs (`Ready`, `status.leader`) and the Leases (holderIdentity \
+         `<replica>/<uid>`), timestamps taken on arrival in its own process. Phases: (1) all \
+         Ready, then until no Lease holder changed for 5 s: managers led per replica; (2) a \
+         replica joins: its share {} s after its start; (3) {} trial(s) each of SIGTERM and \
+         SIGKILL of the replica leading the most configs, which then restarts under the same \
+         identity and gets its share back before the next trial. Raw data: \
+         `bench/results/scaleout*.csv`.\n",
+        fmt(reps, 0),
+        fmt(n, 0),
+        get("resync"),
+        fmt(lease, 0),
+        get("renew_deadline"),
+        get("retry_period"),
+        fmt(num(r, "join_window_s"), 0),
+        load(dir, "scaleout-failover.csv")
+            .map(|f| rows_where(&f, "signal", "SIGTERM").len())
+            .unwrap_or(0),
+    );
+    let dist = load(dir, "scaleout-distribution.csv").unwrap_or_default();
+    let t: Vec<Vec<String>> = dist
+        .iter()
+        .map(|d| {
+            vec![
+                d.get("phase").cloned().unwrap_or_default(),
+                d.get("replica").cloned().unwrap_or_default(),
+                fmt(num(d, "leading_leases"), 0),
+                fmt(num(d, "leading_metric"), 0),
+                fmt(num(d, "preferred_metric"), 0),
+                fmt(num(d, "replicas_seen"), 0),
+                fmt(num(d, "fair_share"), 1),
+                fmt(num(d, "share_ratio"), 2),
+            ]
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "Managers led per replica: `initial` after all {} configs were Ready and the holders \
+         settled ({} s after all Ready), `joined` {} s after the new replica started. \"Lease \
+         holders\" counts the Leases whose holderIdentity names the replica; the metrics are the \
+         replica's own `manager_operator_managers_leading`, `managers_preferred` and \
+         `replicas_seen`.\n",
+        fmt(n, 0),
+        fmt(num(r, "settle_s"), 1),
+        fmt(num(r, "join_window_s"), 0)
+    );
+    table(
+        out,
+        &[
+            "phase",
+            "replica",
+            "Lease holders",
+            "managers_leading",
+            "managers_preferred",
+            "replicas_seen",
+            "N/R",
+            "share ÷ N/R",
+        ],
+        &t,
+    );
+    let initial = rows_where(&dist, "phase", "initial");
+    let ratios: Vec<f64> = initial.iter().map(|d| num(d, "share_ratio")).collect();
+    let within10 = (!ratios.is_empty() && ratios.iter().all(|x| x.is_finite()))
+        .then(|| ratios.iter().all(|x| (x - 1.0).abs() <= 0.1));
+    sum.add(
+        PLACEMENT,
+        &format!(
+            "{} replicas, {} configs: managers led per replica after all Ready (Lease holders; metric)",
+            fmt(reps, 0),
+            fmt(n, 0)
+        ),
+        &format!("each within ±10 % of {}", fmt(n / reps, 0)),
+        format!(
+            "{}; {}",
+            initial
+                .iter()
+                .map(|d| fmt(num(d, "leading_leases"), 0))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            initial
+                .iter()
+                .map(|d| fmt(num(d, "leading_metric"), 0))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+        within10,
+    );
+
+    // The join.
+    let fair = num(r, "joined_fair");
+    let share = num(r, "joined_leases");
+    let _ = writeln!(
+        out,
+        "The join: the new replica was ready {} s after its start and held {} Leases (its metric: \
+         {}) {} s after its start, against N/R = {}; it first held 90 % of N/R after {} s. {} \
+         configs moved. Per-config gap of a moved config, two ways: *hook to hook* = the old \
+         holder's last hook call → the new holder's first (an upper bound: it includes up to one \
+         resync period, {}, in which no call was due); *Lease left → first call* = the harness's \
+         Lease watch seeing holderIdentity leave the old replica (the release) → the new holder's \
+         first hook call (the old holder stops calling before it releases: any call after that \
+         would show as a fencing violation). Raw: `bench/results/scaleout-moves.csv`.\n",
+        fmt(num(r, "join_ready_s"), 1),
+        fmt(share, 0),
+        fmt(num(r, "joined_metric"), 0),
+        fmt(num(r, "join_window_s"), 0),
+        fmt(fair, 1),
+        fmt(num(r, "reach90_s"), 1),
+        fmt(num(r, "moved"), 0),
+        get("resync"),
+    );
+    table(
+        out,
+        &[
+            "gap",
+            "moved configs",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "target (p99)",
+            "verdict",
+        ],
+        &[
+            vec![
+                "Lease left → new holder's first call".into(),
+                fmt(num(r, "moved"), 0),
+                fmt(num(r, "gap_lease_p50_ms"), 0),
+                fmt(num(r, "gap_lease_p99_ms"), 0),
+                fmt(num(r, "gap_lease_max_ms"), 0),
+                "≤ 250 ms".into(),
+                verdict(le(num(r, "gap_lease_p99_ms"), 250.0)).into(),
+            ],
+            vec![
+                "old holder's last call → new holder's first call".into(),
+                fmt(num(r, "moved"), 0),
+                fmt(num(r, "gap_hook_p50_ms"), 0),
+                fmt(num(r, "gap_hook_p99_ms"), 0),
+                fmt(num(r, "gap_hook_max_ms"), 0),
+                String::new(),
+                String::new(),
+            ],
+        ],
+    );
+    sum.add(
+        PLACEMENT,
+        "a replica joins: its share after 60 s (Lease holders)",
+        &format!("≥ 0.9 × N/R = {}", fmt(0.9 * fair, 1)),
+        format!(
+            "{} (metric {})",
+            fmt(share, 0),
+            fmt(num(r, "joined_metric"), 0)
+        ),
+        ge(share, 0.9 * fair),
+    );
+    sum.add(
+        PLACEMENT,
+        "per-config gap p99 of the configs the join moved (Lease left → new holder's first call)",
+        "≤ 250 ms",
+        format!(
+            "{} ms over {} configs (hook to hook, incl. up to one resync period: {} ms)",
+            fmt(num(r, "gap_lease_p99_ms"), 0),
+            fmt(num(r, "moved"), 0),
+            fmt(num(r, "gap_hook_p99_ms"), 0)
+        ),
+        le(num(r, "gap_lease_p99_ms"), 250.0),
+    );
+
+    // SIGTERM and SIGKILL.
+    let fo = load(dir, "scaleout-failover.csv").unwrap_or_default();
+    if !fo.is_empty() {
+        let _ = writeln!(
+            out,
+            "A replica stops (the one leading the most configs). For each config it led: signal → \
+             the first hook call by another replica, and signal → the config seen `Ready=True` \
+             with a surviving `status.leader`; \"all\" is the slowest config of the trial. \
+             \"rebalanced\" is restart → the restarted replica holding 90 % of N/R again. Raw: \
+             `bench/results/scaleout-failover.csv`.\n"
+        );
+        let t: Vec<Vec<String>> = fo
+            .iter()
+            .map(|x| {
+                vec![
+                    x.get("signal").cloned().unwrap_or_default(),
+                    x.get("trial").cloned().unwrap_or_default(),
+                    x.get("victim").cloned().unwrap_or_default(),
+                    fmt(num(x, "affected"), 0),
+                    fmt(num(x, "all_called_s"), 2),
+                    fmt(num(x, "all_ready_s"), 2),
+                    fmt(num(x, "ready_p50_s"), 2),
+                    fmt(num(x, "ready_p95_s"), 2),
+                    fmt(num(x, "not_recovered"), 0),
+                    fmt(num(x, "victim_exit_ms"), 0),
+                    fmt(num(x, "violations"), 0),
+                    fmt(num(x, "rebalanced_s"), 1),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &[
+                "signal",
+                "trial",
+                "victim",
+                "configs it led",
+                "all called s",
+                "all Ready s",
+                "per-config Ready p50 s",
+                "p95 s",
+                "not recovered",
+                "victim exit ms",
+                "violations",
+                "rebalanced s",
+            ],
+            &t,
+        );
+        for (label, target) in [("SIGTERM", 5.0), ("SIGKILL", lease + 2.0)] {
+            let trials = rows_where(&fo, "signal", label);
+            if trials.is_empty() {
+                continue;
+            }
+            // A trial in which some config never recovered counts as infinitely slow.
+            let all: Vec<f64> = trials
+                .iter()
+                .map(|x| {
+                    let v = num(x, "all_ready_s");
+                    if v.is_finite() { v } else { f64::INFINITY }
+                })
+                .collect();
+            let p95 = if all.iter().any(|x| x.is_infinite()) {
+                f64::INFINITY
+            } else {
+                percentile(&all, 95.0)
+            };
+            sum.add(
+                PLACEMENT,
+                &format!("{label} one of {} replicas: all Ready again on the survivors (p95 over trials)", fmt(reps + 1.0, 0)),
+                &if label == "SIGTERM" {
+                    "≤ 5 s".to_string()
+                } else {
+                    format!("≤ leaseDuration + 2 s = {} s", fmt(target, 0))
+                },
+                format!(
+                    "{} s ({} trial(s); max per-config p95 {} s)",
+                    if p95.is_finite() { fmt(p95, 2) } else { "not all recovered".into() },
+                    trials.len(),
+                    fmt(
+                        trials
+                            .iter()
+                            .map(|x| num(x, "ready_p95_s"))
+                            .fold(f64::NAN, f64::max),
+                        2
+                    )
+                ),
+                Some(p95 <= target),
+            );
+        }
+    }
+
+    // Fencing.
+    let viol = load(dir, "scaleout-violations.csv").unwrap_or_default();
+    let total = num(r, "violations");
+    if viol.is_empty() {
+        let _ = writeln!(
+            out,
+            "Fencing violations over the whole run ({} hook calls): {}.\n",
+            fmt(num(r, "hook_calls"), 0),
+            fmt(total, 0)
+        );
+    } else {
+        let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for v in &viol {
+            *by.entry((
+                v.get("phase").cloned().unwrap_or_default(),
+                v.get("kind").cloned().unwrap_or_default(),
+            ))
+            .or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "Fencing violations over the whole run ({} hook calls), by phase and kind (raw: \
+             `bench/results/scaleout-violations.csv`):\n",
+            fmt(num(r, "hook_calls"), 0)
+        );
+        let t: Vec<Vec<String>> = by
+            .into_iter()
+            .map(|((p, k), c)| vec![p, k, c.to_string()])
+            .collect();
+        table(out, &["phase", "kind", "calls"], &t);
+    }
+    sum.add(
+        PLACEMENT,
+        "fencing violations (join, SIGTERM, SIGKILL)",
+        "0",
+        format!(
+            "{} (during the join: {})",
+            fmt(total, 0),
+            fmt(num(r, "join_violations"), 0)
+        ),
+        total.is_finite().then_some(total == 0.0),
+    );
+}
+
+fn scale_replicas_part(out: &mut String, sum: &mut Summary, dir: &Path) {
+    let rows = load(dir, "scale.csv").unwrap_or_default();
+    let verbs = load(dir, "scale-leases.csv").unwrap_or_default();
+    let per_replica = load(dir, "scale-replicas.csv").unwrap_or_default();
+    let with_budget: Vec<&Row> = rows
+        .iter()
+        .filter(|r| num(r, "lease_rps_per_manager").is_finite())
+        .collect();
+    let same = |a: &Row, b: &Row| {
+        num(a, "configs") == num(b, "configs") && replicas(a) == replicas(b) && run(a) == run(b)
+    };
+    if with_budget.is_empty() {
+        let _ = writeln!(
+            out,
+            "Lease budget, memory per manager and multi-replica scale not measured (no scale rows \
+             with the issue-12 columns in `bench/results/scale.csv`).\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "**Lease requests and memory per idle manager** (the scale runs of 5, idle configs at \
+             default timings). Lease requests: the API server's own `apiserver_request_total\
+             {{resource=\"leases\"}}`, every verb, delta over the steady-state window, divided by \
+             N; it includes every client (the replicas' membership Leases, kube-controller-manager's \
+             own election: about 1 req/s together, 0.001 per manager at N = 1,000). Memory per idle \
+             manager: (RSS at the end of the window − RSS before any config existed) / N, summed \
+             over the replicas (fleet) and for the replica that grew most (every replica holds a \
+             manager per config, leading or not). Raw: `bench/results/scale.csv`, \
+             `bench/results/scale-leases.csv`.\n"
+        );
+        let mut sorted = with_budget.clone();
+        sorted.sort_by_key(|r| (replicas(r), num(r, "configs") as u64, run(r)));
+        let t: Vec<Vec<String>> = sorted
+            .iter()
+            .map(|r| {
+                let by_verb: Vec<String> = verbs
+                    .iter()
+                    .filter(|v| same(v, r))
+                    .map(|v| {
+                        format!(
+                            "{} {}",
+                            v.get("verb").cloned().unwrap_or_default(),
+                            fmt(num(v, "per_manager_per_s"), 3)
+                        )
+                    })
+                    .collect();
+                vec![
+                    fmt(num(r, "configs"), 0),
+                    replicas(r).to_string(),
+                    run(r).to_string(),
+                    fmt(num(r, "ready"), 0),
+                    fmt(num(r, "all_ready_s"), 1),
+                    fmt(num(r, "lease_rps"), 1),
+                    fmt(num(r, "lease_rps_per_manager"), 3),
+                    by_verb.join(", "),
+                    fmt(num(r, "rss_per_manager_mib"), 3),
+                    fmt(num(r, "rss_per_manager_replica_mib"), 3),
+                    fmt(num(r, "renew_p99_ms"), 1),
+                    fmt(num(r, "renew_failures"), 0),
+                    fmt(num(r, "apiserver_cpu_s_per_min"), 1),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &[
+                "configs",
+                "replicas",
+                "run",
+                "Ready",
+                "all Ready s",
+                "Lease req/s",
+                "per manager",
+                "per manager by verb",
+                "RSS MiB per manager (fleet)",
+                "(largest replica)",
+                "renew p99 ms",
+                "renew failures",
+                "kube-apiserver CPU s/min",
+            ],
+            &t,
+        );
+    }
+    let multi: Vec<&Row> = per_replica.iter().filter(|r| replicas(r) > 1).collect();
+    if !multi.is_empty() {
+        let _ = writeln!(
+            out,
+            "Every replica of the multi-replica scale runs, over the same window. Raw: \
+             `bench/results/scale-replicas.csv`.\n"
+        );
+        let t: Vec<Vec<String>> = multi
+            .iter()
+            .map(|r| {
+                vec![
+                    fmt(num(r, "configs"), 0),
+                    replicas(r).to_string(),
+                    run(r).to_string(),
+                    r.get("replica").cloned().unwrap_or_default(),
+                    fmt(num(r, "leading"), 0),
+                    fmt(num(r, "rss_idle_mib"), 1),
+                    fmt(num(r, "rss_mib"), 1),
+                    fmt(num(r, "cpu_s_per_min"), 2),
+                    fmt(num(r, "fds"), 0),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &[
+                "configs",
+                "replicas",
+                "run",
+                "replica",
+                "leading",
+                "RSS idle MiB",
+                "RSS MiB",
+                "CPU s/min",
+                "open fds",
+            ],
+            &t,
+        );
+    }
+
+    // Lease requests per idle manager: the 1,000 × 2 runs, else the largest multi-replica case,
+    // else any.
+    let pick = |want: &dyn Fn(&Row) -> bool| -> Vec<&Row> {
+        with_budget.iter().copied().filter(|r| want(r)).collect()
+    };
+    let mut budget_rows = pick(&|r| num(r, "configs") as u64 == 1000 && replicas(r) == 2);
+    if budget_rows.is_empty() {
+        budget_rows = pick(&|r| replicas(r) > 1);
+    }
+    if budget_rows.is_empty() {
+        budget_rows = with_budget.clone();
+    }
+    let worst = budget_rows
+        .iter()
+        .copied()
+        .max_by(|a, b| num(a, "lease_rps_per_manager").total_cmp(&num(b, "lease_rps_per_manager")));
+    sum.add(
+        PLACEMENT,
+        "Lease requests per idle manager, default timings (API server's counters, steady window)",
+        "≤ 0.2 req/s",
+        worst.map_or("—".into(), |r| {
+            format!(
+                "{} req/s ({} configs on {} replica(s), worst of {} run(s))",
+                fmt(num(r, "lease_rps_per_manager"), 3),
+                fmt(num(r, "configs"), 0),
+                replicas(r),
+                budget_rows.len()
+            )
+        }),
+        worst.and_then(|r| le(num(r, "lease_rps_per_manager"), 0.2)),
+    );
+
+    // 1,000 configs on 2 replicas.
+    let k2: Vec<&Row> = rows
+        .iter()
+        .filter(|r| num(r, "configs") as u64 == 1000 && replicas(r) == 2)
+        .collect();
+    let all_ready = k2
+        .iter()
+        .filter(|r| num(r, "ready") >= num(r, "configs"))
+        .count();
+    sum.add(
+        PLACEMENT,
+        "1,000 configs on 2 replicas: all Ready",
+        "3 of 3 runs",
+        if k2.is_empty() {
+            "—".into()
+        } else {
+            format!(
+                "{all_ready} of {} runs (all Ready after {} s)",
+                k2.len(),
+                k2.iter()
+                    .map(|r| fmt(num(r, "all_ready_s"), 1))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        (!k2.is_empty()).then_some(k2.len() >= 3 && all_ready == k2.len()),
+    );
+    let renew = k2
+        .iter()
+        .map(|r| num(r, "renew_p99_ms"))
+        .fold(f64::NAN, f64::max);
+    sum.add(
+        PLACEMENT,
+        "1,000 configs on 2 replicas: lease renew p99 (worst run)",
+        "≤ 500 ms",
+        if k2.is_empty() {
+            "—".into()
+        } else {
+            format!("{} ms", fmt(renew, 1))
+        },
+        le(renew, 500.0),
+    );
+
+    // 2,000 configs on 3 replicas.
+    let k3 = rows
+        .iter()
+        .find(|r| num(r, "configs") as u64 == 2000 && replicas(r) == 3);
+    sum.add(
+        PLACEMENT,
+        "2,000 configs on 3 replicas: all Ready (RSS and CPU per replica; kube-apiserver CPU)",
+        "all Ready; report",
+        k3.map_or("—".into(), |r| {
+            let reps: Vec<&Row> = per_replica.iter().filter(|p| same(p, r)).collect();
+            format!(
+                "{} of {} Ready after {} s; RSS {} MiB; CPU {} s/min; kube-apiserver {} s/min",
+                fmt(num(r, "ready"), 0),
+                fmt(num(r, "configs"), 0),
+                fmt(num(r, "all_ready_s"), 1),
+                reps.iter()
+                    .map(|p| fmt(num(p, "rss_mib"), 0))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                reps.iter()
+                    .map(|p| fmt(num(p, "cpu_s_per_min"), 1))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                fmt(num(r, "apiserver_cpu_s_per_min"), 1)
+            )
+        }),
+        k3.map(|r| num(r, "ready") >= num(r, "configs")),
+    );
+
+    // Memory per idle manager: one replica holding every manager (the figure issue 12 compares
+    // with), at its largest size.
+    let one = with_budget
+        .iter()
+        .copied()
+        .filter(|r| replicas(r) == 1)
+        .max_by_key(|r| (num(r, "configs") as u64, std::cmp::Reverse(run(r))));
+    let fleet = with_budget
+        .iter()
+        .copied()
+        .filter(|r| replicas(r) > 1)
+        .max_by_key(|r| (num(r, "configs") as u64, replicas(r)));
+    sum.add(
+        PLACEMENT,
+        "operator RSS per idle manager ((RSS at N − RSS at 0) / N, one replica)",
+        "≤ 0.15 MiB",
+        match one {
+            Some(r) => format!(
+                "{} MiB at {} configs{}",
+                fmt(num(r, "rss_per_manager_mib"), 3),
+                fmt(num(r, "configs"), 0),
+                fleet.map_or(String::new(), |m| format!(
+                    "; {} replicas at {}: {} MiB per config over the fleet, {} on the largest replica",
+                    replicas(m),
+                    fmt(num(m, "configs"), 0),
+                    fmt(num(m, "rss_per_manager_mib"), 3),
+                    fmt(num(m, "rss_per_manager_replica_mib"), 3)
+                ))
+            ),
+            None => "—".into(),
+        },
+        one.and_then(|r| le(num(r, "rss_per_manager_mib"), 0.15)),
     );
 }
 
@@ -886,7 +1531,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
          (etcd, kube-apiserver, kube-controller-manager as processes on 127.0.0.1, built by \
          `e2e/tools.sh`), a fresh cluster per scenario (`e2e/cluster.sh up`), the operator as a \
          release build (`manager-operator run`, admin kubeconfig, loopback hooks allowed). The \
-         targets come from issue 7; they are measured here, never asserted in tests. `make bench` \
+         targets come from issues 7 and 12; they are measured here, never asserted in tests. `make bench` \
          reruns everything and rewrites this file and `bench/results/*.csv`; `BENCH_QUICK=1 make \
          bench` is the few-minutes variant.\n"
     );
@@ -894,7 +1539,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
         let _ = writeln!(
             out,
             "> **These numbers come from the quick variant (`BENCH_QUICK=1`)**: fewer trials and \
-             objects (see the settings below), scale at 100 configs only. Percentiles over 5 trials \
+             objects (see the settings below), small scale and scale-out cases. Percentiles over 5 trials \
              are the largest samples. Run `make bench` for the full tables.\n"
         );
     }
@@ -992,6 +1637,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
         load(dir, "scale-apiserver-requests.csv"),
     );
     dispatch_section(&mut body, &mut sum, load(dir, "dispatch.csv"));
+    placement_section(&mut body, &mut sum, dir);
     profile_section(
         &mut body,
         dir,
@@ -1028,7 +1674,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "## Reproducing\n\n```sh\nmake bench                 # everything, full sizes (20–35 minutes on 2 cores)\n\
+        "## Reproducing\n\n```sh\nmake bench                 # everything, full sizes (about an hour on 2 cores)\n\
          BENCH_QUICK=1 make bench   # the quick variant (a few minutes)\n\
          BENCH_SCENARIOS=\"failover dispatch\" bench/run.sh   # a subset (the report keeps the other CSVs)\n\
          target/release/mo-bench report   # or: re-render this file from bench/results/*.csv\n```\n"

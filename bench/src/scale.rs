@@ -1,13 +1,15 @@
-//! Scenario 5: scale. N ManagerConfigs on one replica, each with one small worker (watches the
-//! one ConfigMap labelled `bench=scale`, concurrency 1, a loopback hook), default lease timings
-//! (15s/10s/2s: N/2 lease renewals per second).
+//! Scenario 5: scale. N ManagerConfigs on R replicas (one membership group; R = 1 is the
+//! issue-7 case), each config with one small worker (watches the one ConfigMap labelled
+//! `bench=scale`, concurrency 1, a loopback hook), default lease timings (15s/10s/2s). With
+//! R > 1 the configs are created once every replica sees R members.
 //!
 //! Measured: time from the first create to every config `Ready=True` (watch), per-config
-//! create→Ready; then, after a settle period, over a steady-state window: operator CPU seconds
-//! per minute and RSS (from /proc), the same CPU figures for kube-apiserver and etcd, the API
-//! server's request rate (`apiserver_request_total`), and the operator's
-//! `lease_renew_duration_seconds` histogram (window delta, p50/p99 interpolated in buckets) and
-//! `lease_renew_failures_total`.
+//! create→Ready; then, after a settle period, over a steady-state window: CPU seconds per minute
+//! and RSS of every replica (from /proc; RSS also before any config existed, so (RSS − RSS at
+//! 0 configs) / N is the memory per idle manager), the same CPU figures for kube-apiserver and
+//! etcd, the API server's request rate (`apiserver_request_total`, also every Lease verb on
+//! its own), and the replicas' `lease_renew_duration_seconds` histograms (summed, window delta,
+//! p50/p99 interpolated in buckets) and `lease_renew_failures_total`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,10 @@ use crate::util::{self, Csv, Operator, OperatorOpts, Result, f};
 pub struct Settings {
     /// Number of ManagerConfigs.
     pub configs: usize,
+    /// Operator replicas.
+    pub replicas: usize,
+    /// Run number of this (configs, replicas) case.
+    pub run: usize,
     /// Seconds between "all Ready" and the steady-state window.
     pub settle: f64,
     /// Steady-state window in seconds.
@@ -46,7 +52,28 @@ fn apiserver_requests(m: &[util::Sample]) -> f64 {
     util::sum_of(m, "apiserver_request_total", &[])
 }
 
-/// Runs one size; appends to `scale.csv` and `scale-ready.csv` in `out_dir`.
+/// A CSV at `path` with `header`, holding the rows already there whose (configs, replicas,
+/// run) differ from `key` (sizes run in separate clusters and processes; rows written before
+/// the replicas and run columns existed count as replicas 1, run 1).
+fn keep_others(path: &std::path::Path, header: &[&str], key: &[String; 3]) -> Csv {
+    let mut csv = Csv::new(path, header);
+    if let Ok(rows) = util::read_csv(path) {
+        for r in rows {
+            let get = |k: &str, d: &str| r.get(k).cloned().unwrap_or_else(|| d.to_string());
+            if [get("configs", ""), get("replicas", "1"), get("run", "1")] != *key {
+                csv.row(
+                    &header
+                        .iter()
+                        .map(|h| r.get(*h).cloned().unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    csv
+}
+
+/// Runs one case; appends to the `scale*.csv` files in `out_dir`.
 pub async fn run(
     o: &OperatorOpts,
     ns: &str,
@@ -58,9 +85,24 @@ pub async fn run(
     util::target_configmap(&client, ns, "scale-target", "scale").await?;
 
     let extra = util::no_webhook_args(ns);
-    let mut op = Operator::spawn(o, "bench-scale", &extra)?;
-    op.wait_ready(Duration::from_secs(60)).await?;
-    let rss_idle = util::rss_mib(op.pid).unwrap_or(f64::NAN);
+    let mut ops = Vec::new();
+    for i in 1..=s.replicas.max(1) {
+        let id = if s.replicas <= 1 {
+            "bench-scale".to_string()
+        } else {
+            format!("bench-scale-{i}")
+        };
+        let mut op = Operator::spawn(o, &id, &extra)?;
+        op.wait_ready(Duration::from_secs(60)).await?;
+        ops.push(op);
+    }
+    if ops.len() > 1 {
+        crate::scaleout::wait_members(&ops, ops.len(), Duration::from_secs(60)).await?;
+    }
+    let rss_idle: Vec<f64> = ops
+        .iter()
+        .map(|op| util::rss_mib(op.pid).unwrap_or(f64::NAN))
+        .collect();
 
     let api = util::mc_api(&client, ns);
     let log = Arc::new(Mutex::new(ReadyLog::default()));
@@ -145,14 +187,27 @@ pub async fn run(
         "[bench] scale {n}: {ready_count} Ready, all after {all_ready_s:.1} s; settling {} s",
         s.settle
     );
-    let rss_ready = util::rss_mib(op.pid).unwrap_or(f64::NAN);
+    let rss_of = |ops: &[Operator]| -> Vec<f64> {
+        ops.iter()
+            .map(|op| util::rss_mib(op.pid).unwrap_or(f64::NAN))
+            .collect()
+    };
+    let cpu_of = |ops: &[Operator]| -> Vec<f64> {
+        ops.iter()
+            .map(|op| util::cpu_seconds(op.pid).unwrap_or(f64::NAN))
+            .collect()
+    };
+    let rss_ready: f64 = rss_of(&ops).iter().sum();
     tokio::time::sleep(Duration::from_secs_f64(s.settle)).await;
 
     // Steady-state window.
     let lost_before = log.lock().unwrap_or_else(|e| e.into_inner()).lost;
-    let m0 = op.metrics().await?;
+    let mut m0 = Vec::new();
+    for op in &ops {
+        m0.push(op.metrics().await?);
+    }
     let a0 = util::apiserver_metrics(&client).await?;
-    let cpu0 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
+    let cpu0 = cpu_of(&ops);
     let api0 = s
         .apiserver_pid
         .and_then(util::cpu_seconds)
@@ -161,42 +216,85 @@ pub async fn run(
     let w0 = Instant::now();
     let load1_window = util::loadavg().0;
     tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
-    let cpu1 = util::cpu_seconds(op.pid).unwrap_or(f64::NAN);
+    let cpu1 = cpu_of(&ops);
     let api1 = s
         .apiserver_pid
         .and_then(util::cpu_seconds)
         .unwrap_or(f64::NAN);
     let etcd1 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
     let secs = w0.elapsed().as_secs_f64();
-    let m1 = op.metrics().await?;
+    let mut m1 = Vec::new();
+    for op in &ops {
+        m1.push(op.metrics().await?);
+    }
     let a1 = util::apiserver_metrics(&client).await?;
-    let rss = util::rss_mib(op.pid).unwrap_or(f64::NAN);
-    let hwm = util::status_mib(op.pid, "VmHWM:").unwrap_or(f64::NAN);
-    let threads = std::fs::read_dir(format!("/proc/{}/task", op.pid)).map_or(0, |d| d.count());
-    let fds = std::fs::read_dir(format!("/proc/{}/fd", op.pid)).map_or(0, |d| d.count());
+    let rss_each = rss_of(&ops);
+    let rss: f64 = rss_each.iter().sum();
+    let hwm: f64 = ops
+        .iter()
+        .map(|op| util::status_mib(op.pid, "VmHWM:").unwrap_or(f64::NAN))
+        .sum();
+    let count_dir = |op: &Operator, d: &str| {
+        std::fs::read_dir(format!("/proc/{}/{d}", op.pid)).map_or(0, |d| d.count())
+    };
+    let threads: usize = ops.iter().map(|op| count_dir(op, "task")).sum();
+    let fds: usize = ops.iter().map(|op| count_dir(op, "fd")).sum();
     let lost = log.lock().unwrap_or_else(|e| e.into_inner()).lost - lost_before;
 
     // The profile: a second window of the same length under `perf record`, after everything
     // above was measured (sampling slows the process it profiles).
     if let Some(file) = &s.perf_out {
-        let perf = util::perf_start(op.pid, file).await?;
+        let perf = util::perf_start(ops[0].pid, file).await?;
         tokio::time::sleep(Duration::from_secs_f64(s.window)).await;
         util::perf_stop(perf).await;
     }
 
+    // Every replica's samples in one list: histograms and counters sum over replicas.
+    let m0_all: Vec<util::Sample> = m0.iter().flatten().cloned().collect();
+    let m1_all: Vec<util::Sample> = m1.iter().flatten().cloned().collect();
     let renew = util::delta(
-        &util::histogram(&m1, "manager_operator_lease_renew_duration_seconds", &[]),
-        &util::histogram(&m0, "manager_operator_lease_renew_duration_seconds", &[]),
+        &util::histogram(
+            &m1_all,
+            "manager_operator_lease_renew_duration_seconds",
+            &[],
+        ),
+        &util::histogram(
+            &m0_all,
+            "manager_operator_lease_renew_duration_seconds",
+            &[],
+        ),
     );
-    let renew_failures = util::sum_of(&m1, "manager_operator_lease_renew_failures_total", &[])
-        - util::sum_of(&m0, "manager_operator_lease_renew_failures_total", &[]);
+    let renew_failures = util::sum_of(&m1_all, "manager_operator_lease_renew_failures_total", &[])
+        - util::sum_of(&m0_all, "manager_operator_lease_renew_failures_total", &[]);
     let api_rps = (apiserver_requests(&a1) - apiserver_requests(&a0)) / secs;
     let per_min = |a: f64, b: f64| (b - a) / secs * 60.0;
+    let cpu: f64 = cpu0.iter().zip(&cpu1).map(|(a, b)| per_min(*a, *b)).sum();
     let ready_secs: Vec<f64> = per_config.iter().map(|x| x.1).collect();
+    // Memory per idle manager: (RSS now − RSS at 0 configs) / N, over the fleet and per replica.
+    let rss_growth: Vec<f64> = rss_each.iter().zip(&rss_idle).map(|(a, b)| a - b).collect();
+    let rss_per_manager = rss_growth.iter().sum::<f64>() / n as f64;
+    let rss_per_manager_replica = rss_growth.iter().copied().fold(f64::NAN, f64::max) / n as f64;
+    // Lease requests by verb, from the API server's own counters (every client: the replicas'
+    // config and membership Leases, kube-controller-manager's own election).
+    let mut lease_verbs: std::collections::BTreeMap<String, f64> = Default::default();
+    for (sign, samples) in [(1.0, &a1), (-1.0, &a0)] {
+        for x in samples.iter().filter(|x| {
+            x.name == "apiserver_request_total"
+                && x.labels.get("resource").map(String::as_str) == Some("leases")
+        }) {
+            *lease_verbs
+                .entry(x.labels.get("verb").cloned().unwrap_or_default())
+                .or_default() += sign * x.value;
+        }
+    }
+    let lease_rps = lease_verbs.values().sum::<f64>() / secs;
+    let key = [n.to_string(), s.replicas.to_string(), s.run.to_string()];
 
     let path = out_dir.join("scale.csv");
     let header = [
         "configs",
+        "replicas",
+        "run",
         "ready",
         "create_s",
         "all_ready_s",
@@ -221,33 +319,26 @@ pub async fn run(
         "window_s",
         "load1_start",
         "load1_window",
+        "rss_per_manager_mib",
+        "rss_per_manager_replica_mib",
+        "lease_rps",
+        "lease_rps_per_manager",
     ];
-    // One row per size; sizes run in separate clusters and processes, so keep earlier rows.
-    let mut csv = Csv::new(&path, &header);
-    if let Ok(rows) = util::read_csv(&path) {
-        for r in rows {
-            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                csv.row(
-                    &header
-                        .iter()
-                        .map(|h| r.get(*h).cloned().unwrap_or_default())
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-    }
+    let mut csv = keep_others(&path, &header, &key);
     csv.row(&[
         n.to_string(),
+        s.replicas.to_string(),
+        s.run.to_string(),
         ready_count.to_string(),
         f(create_s),
         f(all_ready_s),
         f(util::median(&ready_secs)),
         f(util::percentile(&ready_secs, 99.0)),
-        f(rss_idle),
+        f(rss_idle.iter().sum::<f64>()),
         f(rss_ready),
         f(rss),
         f(hwm),
-        f(per_min(cpu0, cpu1)),
+        f(cpu),
         f(per_min(api0, api1)),
         f(per_min(etcd0, etcd1)),
         f(api_rps),
@@ -262,25 +353,81 @@ pub async fn run(
         f(secs),
         f(load1_start),
         f(load1_window),
+        f(rss_per_manager),
+        f(rss_per_manager_replica),
+        f(lease_rps),
+        f(lease_rps / n as f64),
     ]);
     csv.save()?;
 
+    // Every replica on its own.
+    let ppath = out_dir.join("scale-replicas.csv");
+    let pheader = [
+        "configs",
+        "replicas",
+        "run",
+        "replica",
+        "leading",
+        "rss_idle_mib",
+        "rss_mib",
+        "rss_per_manager_mib",
+        "cpu_s_per_min",
+        "fds",
+        "threads",
+    ];
+    let mut pcsv = keep_others(&ppath, &pheader, &key);
+    for (i, op) in ops.iter().enumerate() {
+        let leading = if m1[i]
+            .iter()
+            .any(|x| x.name == "manager_operator_managers_leading")
+        {
+            util::sum_of(&m1[i], "manager_operator_managers_leading", &[])
+        } else {
+            util::sum_of(&m1[i], "manager_operator_managers", &[("state", "leading")])
+        };
+        pcsv.row(&[
+            n.to_string(),
+            s.replicas.to_string(),
+            s.run.to_string(),
+            op.identity.clone(),
+            f(leading),
+            f(rss_idle[i]),
+            f(rss_each[i]),
+            f(rss_growth[i] / n as f64),
+            f(per_min(cpu0[i], cpu1[i])),
+            count_dir(op, "fd").to_string(),
+            count_dir(op, "task").to_string(),
+        ]);
+    }
+    pcsv.save()?;
+
+    // Lease requests by verb.
+    let lpath = out_dir.join("scale-leases.csv");
+    let lheader = [
+        "configs",
+        "replicas",
+        "run",
+        "verb",
+        "per_s",
+        "per_manager_per_s",
+    ];
+    let mut lcsv = keep_others(&lpath, &lheader, &key);
+    for (verb, v) in lease_verbs.iter().filter(|(_, v)| **v > 0.0) {
+        lcsv.row(&[
+            n.to_string(),
+            s.replicas.to_string(),
+            s.run.to_string(),
+            verb.clone(),
+            f(v / secs),
+            f(v / secs / n as f64),
+        ]);
+    }
+    lcsv.save()?;
+
     // What the API server spent its requests on during the window, by resource and verb.
     let bpath = out_dir.join("scale-apiserver-requests.csv");
-    let bheader = ["configs", "resource", "verb", "per_s"];
-    let mut bcsv = Csv::new(&bpath, &bheader);
-    if let Ok(rows) = util::read_csv(&bpath) {
-        for r in rows {
-            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                bcsv.row(
-                    &bheader
-                        .iter()
-                        .map(|h| r.get(*h).cloned().unwrap_or_default())
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-    }
+    let bheader = ["configs", "replicas", "run", "resource", "verb", "per_s"];
+    let mut bcsv = keep_others(&bpath, &bheader, &key);
     let mut by: std::collections::BTreeMap<(String, String), f64> = Default::default();
     for (sign, samples) in [(1.0, &a1), (-1.0, &a0)] {
         for x in samples
@@ -304,6 +451,8 @@ pub async fn run(
         };
         bcsv.row(&[
             n.to_string(),
+            s.replicas.to_string(),
+            s.run.to_string(),
             resource.to_string(),
             verb.clone(),
             f(v / secs),
@@ -312,33 +461,31 @@ pub async fn run(
     bcsv.save()?;
 
     let rpath = out_dir.join("scale-ready.csv");
-    let rheader = ["configs", "name", "create_to_ready_s"];
-    let mut rcsv = Csv::new(&rpath, &rheader);
-    if let Ok(rows) = util::read_csv(&rpath) {
-        for r in rows {
-            if r.get("configs").map(String::as_str) != Some(n.to_string().as_str()) {
-                rcsv.row(
-                    &rheader
-                        .iter()
-                        .map(|h| r.get(*h).cloned().unwrap_or_default())
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-    }
+    let rheader = ["configs", "replicas", "run", "name", "create_to_ready_s"];
+    let mut rcsv = keep_others(&rpath, &rheader, &key);
     for (name, v) in &per_config {
-        rcsv.row(&[n.to_string(), name.clone(), f(*v)]);
+        rcsv.row(&[
+            n.to_string(),
+            s.replicas.to_string(),
+            s.run.to_string(),
+            name.clone(),
+            f(*v),
+        ]);
     }
     rcsv.save()?;
     eprintln!(
-        "[bench] scale {n}: RSS {rss:.1} MiB, CPU {:.2} s/min, API server {:.2} s/min at {api_rps:.0} req/s, renew p99 {:.1} ms",
-        per_min(cpu0, cpu1),
+        "[bench] scale {n} on {} replica(s), run {}: RSS {rss:.1} MiB ({rss_per_manager:.3} MiB per manager), CPU {cpu:.2} s/min, API server {:.2} s/min at {api_rps:.0} req/s ({:.3} Lease req/s per manager), renew p99 {:.1} ms",
+        s.replicas,
+        s.run,
         per_min(api0, api1),
+        lease_rps / n as f64,
         util::hist_quantile(0.99, &renew) * 1000.0
     );
     watch_task.abort();
     // No cleanup of the configs: the cluster is thrown away; SIGKILL spares a long graceful stop.
-    let _ = op.signal(libc::SIGKILL);
-    op.wait_exit(Duration::from_secs(10)).await;
+    for mut op in ops {
+        let _ = op.signal(libc::SIGKILL);
+        op.wait_exit(Duration::from_secs(10)).await;
+    }
     Ok(())
 }

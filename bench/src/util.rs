@@ -662,18 +662,29 @@ pub async fn perf_stop(mut perf: tokio::process::Child) {
 /// Watches the objects of `api` in the background (a kube-runtime watcher, retried on errors)
 /// and calls `on_object(object, arrival time)` for every version seen; returns the task once
 /// the initial list has been delivered (at most 30 s). Abort the task when done.
-pub async fn watch_objects<F>(
-    api: Api<DynamicObject>,
+pub async fn watch_objects<K, F>(api: Api<K>, on_object: F) -> Result<tokio::task::JoinHandle<()>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: FnMut(&K, Instant) + Send + 'static,
+{
+    watch_objects_with(api, kube::runtime::watcher::Config::default(), on_object).await
+}
+
+/// [`watch_objects`] with a watcher configuration (label or field selector).
+pub async fn watch_objects_with<K, F>(
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
     mut on_object: F,
 ) -> Result<tokio::task::JoinHandle<()>>
 where
-    F: FnMut(&DynamicObject, Instant) + Send + 'static,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: FnMut(&K, Instant) + Send + 'static,
 {
     use futures::TryStreamExt;
     use kube::runtime::watcher;
     let (synced_tx, mut synced_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let w = watcher(api, watcher::Config::default());
+        let w = watcher(api, config);
         let mut w = std::pin::pin!(w);
         loop {
             match w.try_next().await {
@@ -726,4 +737,15 @@ pub async fn target_configmap(
         "data": {"gen": "1"}
     }))?;
     create_idempotent(&cms, &cm).await
+}
+
+/// The replica part of a Lease holder identity `<replica>/<ManagerConfig uid>` (placement,
+/// issue 12): the text before the last `/`, or the whole holder when it has none.
+pub fn replica_of(holder: &str) -> &str {
+    holder.rsplit_once('/').map_or(holder, |(r, _)| r)
+}
+
+/// A `--flag value` pair for an operator command line.
+pub fn flag(name: &str, value: impl std::fmt::Display) -> [String; 2] {
+    [name.to_string(), value.to_string()]
 }
