@@ -899,8 +899,10 @@ fn scaleout_part(out: &mut String, sum: &mut Summary, dir: &Path) {
         let _ = writeln!(
             out,
             "A replica stops (the one leading the most configs). For each config it led: signal → \
-             the first hook call by another replica, and signal → the config seen `Ready=True` \
-             with a surviving `status.leader`; \"all\" is the slowest config of the trial. \
+             the first hook call by another replica (\"called\"), and signal → recovered: the \
+             config seen `Ready=True` with a surviving `status.leader` by the harness's watch and \
+             called by a survivor (the later of the two; \"Ready\"); \"all\" is the slowest config \
+             of the trial. \
              \"rebalanced\" is restart → the restarted replica holding 90 % of N/R again. Raw: \
              `bench/results/scaleout-failover.csv`.\n"
         );

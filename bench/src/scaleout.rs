@@ -18,9 +18,10 @@
 //!    Lease leaving the old replica (release seen by the harness's watch) → the new holder's
 //!    first call;
 //! 3. `trials` × SIGTERM, then `trials` × SIGKILL of the replica leading the most configs: for
-//!    each config it led, signal → first hook call by another replica, and signal → the config
-//!    seen `Ready=True` with a surviving leader; the victim restarts under the same identity and
-//!    the harness waits until it is given its share back before the next trial.
+//!    each config it led, signal → first hook call by another replica, and signal → recovered
+//!    (seen `Ready=True` with a surviving `status.leader`, and called by a survivor); the victim
+//!    restarts under the same identity and the harness waits until it is given its share back
+//!    before the next trial.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -504,12 +505,14 @@ pub async fn run(
                             if ready.contains_key(c) {
                                 continue;
                             }
+                            // The status in effect at the signal, then every later change:
+                            // the first showing Ready=True with a surviving leader.
                             if let Some(at) = w.configs.get(c).and_then(|h| {
-                                h.iter()
-                                    .find(|(at, r, l)| {
-                                        *at >= t0 && *r && !l.is_empty() && *l != victim_id
-                                    })
-                                    .map(|x| x.0)
+                                let from = h.iter().rposition(|x| x.0 <= t0).unwrap_or(0);
+                                h[from..]
+                                    .iter()
+                                    .find(|(_, r, l)| *r && !l.is_empty() && *l != victim_id)
+                                    .map(|x| x.0.max(t0))
                             }) {
                                 ready.insert(c.clone(), (at - t0).as_secs_f64());
                             }
@@ -525,15 +528,18 @@ pub async fn run(
                 t0.elapsed()
             };
             let ((called, ready), exited) = tokio::join!(watch_fut, exit_fut);
-            let ready_s: Vec<f64> = affected
-                .iter()
-                .map(|c| ready.get(c).copied().unwrap_or(f64::INFINITY))
-                .collect();
             let call_s: Vec<f64> = affected
                 .iter()
                 .map(|c| called.get(c).copied().unwrap_or(f64::INFINITY))
                 .collect();
-            let not_recovered = affected.len() - ready.len().min(affected.len());
+            // Recovered = Ready=True with a surviving leader in the status *and* a hook call by
+            // a survivor (a status can lag its Lease, or be left over from an earlier term).
+            let ready_s: Vec<f64> = affected
+                .iter()
+                .zip(&call_s)
+                .map(|(c, call)| ready.get(c).copied().unwrap_or(f64::INFINITY).max(*call))
+                .collect();
+            let not_recovered = ready_s.iter().filter(|x| !x.is_finite()).count();
             let max_or_nan = |v: &[f64]| {
                 if v.iter().all(|x| x.is_finite()) {
                     util::percentile(v, 100.0)
