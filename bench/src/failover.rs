@@ -6,7 +6,9 @@
 //! find the leader (the Lease's holder, confirmed by its hook call), make sure the standby is
 //! campaigning, wait a random 0..retryPeriod (so the kill lands anywhere in the renew cycle),
 //! signal the leader, and time until the first hook call from the other replica. The signalled
-//! replica is then restarted under the same identity and becomes the next standby.
+//! replica is then restarted under the same identity and becomes the next standby (or, with
+//! placement, gets the Lease handed back when it is the config's preferred replica: each trial
+//! starts once both replicas see each other and the Lease holder has not changed for 3 s).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +62,58 @@ async fn lease(api: &Api<Lease>) -> Result<(Option<String>, i32)> {
         }
         None => Ok((None, 0)),
     }
+}
+
+/// The replica placement (issue 12) prefers as the config's leader: `Some(Some(id))` when
+/// exactly one replica reports `manager_operator_managers_preferred` 1, `Some(None)` while the
+/// replicas disagree, `None` for operators without placement metrics.
+async fn preferred(ops: &[Operator]) -> Option<Option<String>> {
+    let mut any_metric = false;
+    let mut ids = Vec::new();
+    for op in ops {
+        let p = util::gauge(op, "manager_operator_managers_preferred").await;
+        any_metric |= !p.is_nan();
+        if p >= 1.0 {
+            ids.push(op.identity.clone());
+        }
+    }
+    any_metric.then(|| (ids.len() == 1).then(|| ids.remove(0)))
+}
+
+/// Waits until the Lease has a holder that placement prefers (when the operator has placement)
+/// and neither holder nor transitions changed for `quiet`: a restarted replica that is the
+/// config's preferred leader gets the Lease handed back a moment after it rejoins (later when
+/// the holder is cooling off from an earlier handover), and a trial must not start in the
+/// middle of that. Returns the holder's replica.
+async fn wait_settled(
+    api: &Api<Lease>,
+    ops: &[Operator],
+    quiet: Duration,
+    max: Duration,
+) -> Result<String> {
+    let t = Instant::now();
+    let mut last = None;
+    let mut since = Instant::now();
+    while t.elapsed() < max {
+        let now = lease(api).await?;
+        let settled = match (&now.0, preferred(ops).await) {
+            (None, _) | (_, Some(None)) => false,
+            (Some(_), None) => true,
+            (Some(h), Some(Some(p))) => util::replica_of(h) == p,
+        };
+        if !settled || last.as_ref() != Some(&now) {
+            last = settled.then_some(now);
+            since = Instant::now();
+        } else if since.elapsed() >= quiet
+            && let Some((Some(h), _)) = &last
+        {
+            return Ok(util::replica_of(h).to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fail(format!(
+        "the Lease did not settle on the preferred replica within {max:?}"
+    ))
 }
 
 /// Waits until the replica's manager for the config is campaigning (state candidate).
@@ -184,6 +238,14 @@ pub async fn run(
     );
     let mut rng = rand::rng();
     for trial in 1..=trials {
+        util::wait_members(&ops, ops.len(), Duration::from_secs(60), false).await?;
+        wait_settled(
+            &leases,
+            &ops,
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+        )
+        .await?;
         // The leader: the Lease's holder, which must have called the hook in this term.
         let (holder, token_before) = within(Duration::from_secs(30), "a settled leader", async {
             loop {
@@ -293,6 +355,28 @@ pub async fn run(
         let mut op = Operator::spawn(o, &id, &extra)?;
         op.wait_ready(Duration::from_secs(60)).await?;
         ops[victim] = op;
+        // With placement the preferred replica gets the Lease back. The replica that handed it
+        // back then restarts too (a follower again, so nothing moves): a process doubles its
+        // cool-off between handovers of one config with every handover, which would stretch
+        // later trials' waits to minutes.
+        if preferred(&ops).await.is_some() {
+            util::wait_members(&ops, ops.len(), Duration::from_secs(60), true).await?;
+            let holder = wait_settled(
+                &leases,
+                &ops,
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+            )
+            .await?;
+            if holder != ops[standby].identity {
+                let old = ops.remove(standby);
+                let id = old.identity.clone();
+                old.stop().await;
+                let mut op = Operator::spawn(o, &id, &extra)?;
+                op.wait_ready(Duration::from_secs(60)).await?;
+                ops.insert(standby, op);
+            }
+        }
     }
     lease_watch.abort();
     // Clean stop: delete the config (finalizer) while both run, then SIGTERM both.

@@ -1050,15 +1050,19 @@ fn scale_replicas_part(out: &mut String, sum: &mut Summary, dir: &Path) {
     } else {
         let _ = writeln!(
             out,
-            "**Lease requests and memory per idle manager** (the scale runs of 5, idle configs at \
-             default timings). Lease requests: the API server's own `apiserver_request_total\
-             {{resource=\"leases\"}}`, every verb, delta over the steady-state window, divided by \
-             N; it includes every client (the replicas' membership Leases, kube-controller-manager's \
-             own election: about 1 req/s together, 0.001 per manager at N = 1,000). Memory per idle \
-             manager: (RSS at the end of the window − RSS before any config existed) / N, summed \
-             over the replicas (fleet) and for the replica that grew most (every replica holds a \
-             manager per config, leading or not). Raw: `bench/results/scale.csv`, \
-             `bench/results/scale-leases.csv`.\n"
+            "**Lease requests and memory per idle manager** (from the scale runs of 5: idle \
+             configs at default timings). Lease requests: the API server's own \
+             `apiserver_request_total{{resource=\"leases\"}}`, every verb, delta over the \
+             steady-state window, divided by N. It counts every client: besides the config \
+             renewals (PUT) the replicas' membership renewals (APPLY, one per replica every 2 s) \
+             and kube-controller-manager's own election (a PUT every 2 s), about 0.5 req/s per \
+             replica + 0.5 req/s, 0.002 per manager at N = 1,000. Configs created within a few \
+             seconds renew in step, so a window counts whole renew rounds: at small N the rate per \
+             manager is exact only to ± 1 / window (± 0.05 req/s in a 20-s window, ± 0.017 in \
+             60 s). Memory per idle manager: (RSS at the end of the window − \
+             RSS before any config existed) / N, summed over the replicas (fleet) and for the \
+             replica that grew most (every replica holds a manager per config, leading or not). \
+             Raw: `bench/results/scale.csv`, `bench/results/scale-leases.csv`.\n"
         );
         let mut sorted = with_budget.clone();
         sorted.sort_by_key(|r| (replicas(r), num(r, "configs") as u64, run(r)));

@@ -97,7 +97,7 @@ pub async fn run(
         ops.push(op);
     }
     if ops.len() > 1 {
-        crate::scaleout::wait_members(&ops, ops.len(), Duration::from_secs(60)).await?;
+        util::wait_members(&ops, ops.len(), Duration::from_secs(60), true).await?;
     }
     let rss_idle: Vec<f64> = ops
         .iter()

@@ -110,33 +110,6 @@ fn count_by(holders: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
     out
 }
 
-async fn gauge(op: &Operator, name: &str) -> f64 {
-    match op.metrics().await {
-        Ok(m) if m.iter().any(|s| s.name == name) => util::sum_of(&m, name, &[]),
-        _ => f64::NAN,
-    }
-}
-
-/// Waits until every replica sees `n` ready members (`manager_operator_replicas_seen`).
-pub async fn wait_members(ops: &[Operator], n: usize, within: Duration) -> Result<()> {
-    let until = Instant::now() + within;
-    loop {
-        let mut seen = Vec::new();
-        for op in ops {
-            seen.push(gauge(op, "manager_operator_replicas_seen").await);
-        }
-        if seen.iter().all(|s| *s >= n as f64) {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return fail(format!(
-                "replicas do not see {n} members within {within:?} (manager_operator_replicas_seen: {seen:?})"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Waits until every config has a Lease holder and no holder changed for `quiet`; returns the
 /// seconds waited (NaN when `max` passed first).
 async fn wait_stable(world: &Shared, n: usize, quiet: Duration, max: Duration) -> f64 {
@@ -175,10 +148,10 @@ async fn distribution(
             phase.to_string(),
             op.identity.clone(),
             ops.len().to_string(),
-            f(gauge(op, "manager_operator_managers_leading").await),
+            f(util::gauge(op, "manager_operator_managers_leading").await),
             leases.to_string(),
-            f(gauge(op, "manager_operator_managers_preferred").await),
-            f(gauge(op, "manager_operator_replicas_seen").await),
+            f(util::gauge(op, "manager_operator_managers_preferred").await),
+            f(util::gauge(op, "manager_operator_replicas_seen").await),
             f(fair),
             f(leases as f64 / fair),
         ]);
@@ -209,7 +182,7 @@ pub async fn run(
         op.wait_ready(Duration::from_secs(60)).await?;
         ops.push(op);
     }
-    wait_members(&ops, s.replicas, Duration::from_secs(60)).await?;
+    util::wait_members(&ops, s.replicas, Duration::from_secs(60), true).await?;
 
     // The harness's watches.
     let world: Shared = Arc::default();
@@ -346,7 +319,7 @@ pub async fn run(
     let joined = distribution(&mut dcsv, "joined", &ops, &world, n).await;
     dcsv.save()?;
     let joined_share = joined.get(&joined_id).copied().unwrap_or(0);
-    let joined_metric = gauge(&ops[ops.len() - 1], "manager_operator_managers_leading").await;
+    let joined_metric = util::gauge(&ops[ops.len() - 1], "manager_operator_managers_leading").await;
     let after = lock(&world).holders();
 
     // Gaps of the configs that moved.

@@ -625,6 +625,44 @@ impl Operator {
     }
 }
 
+/// A gauge of an operator's `/metrics` (summed over its series); NaN when absent.
+pub async fn gauge(op: &Operator, name: &str) -> f64 {
+    match op.metrics().await {
+        Ok(m) if m.iter().any(|s| s.name == name) => sum_of(&m, name, &[]),
+        _ => f64::NAN,
+    }
+}
+
+/// Waits until every replica sees `n` ready members of its placement group
+/// (`manager_operator_replicas_seen`, issue 12). Unless `required`, replicas without the
+/// metric (an operator built before placement) pass.
+pub async fn wait_members(
+    ops: &[Operator],
+    n: usize,
+    within: Duration,
+    required: bool,
+) -> Result<()> {
+    let until = Instant::now() + within;
+    loop {
+        let mut seen = Vec::new();
+        for op in ops {
+            seen.push(gauge(op, "manager_operator_replicas_seen").await);
+        }
+        if seen
+            .iter()
+            .all(|s| *s >= n as f64 || (!required && s.is_nan()))
+        {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return fail(format!(
+                "replicas do not see {n} members within {within:?} (manager_operator_replicas_seen: {seen:?})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs a future with a deadline, turning a timeout into an error naming `what`.
 pub async fn within<T>(
     d: Duration,
