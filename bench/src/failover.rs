@@ -4,7 +4,7 @@
 //! Two operator replicas, one ManagerConfig (leaseDuration 3s, renewDeadline 2s, retryPeriod
 //! 500ms) whose single worker watches one ConfigMap and calls the harness's hook. A trial:
 //! find the leader (the Lease's holder, confirmed by its hook call), make sure the standby is
-//! campaigning, wait a random 0..retryPeriod (so the kill lands anywhere in the renew cycle),
+//! campaigning, wait a random 0..1 s (so the kill lands anywhere in the renew cycle),
 //! signal the leader, and time until the first hook call from the other replica. The signalled
 //! replica is then restarted under the same identity and becomes the next standby (or, with
 //! placement, gets the Lease handed back when it is the config's preferred replica: each trial
@@ -28,6 +28,10 @@ use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, fail, ms, within
 pub const LEASE_DURATION: Duration = Duration::from_secs(3);
 const RENEW_DEADLINE: &str = "2s";
 const RETRY_PERIOD: Duration = Duration::from_millis(500);
+/// The leader's renew cycle at these timings: every retryPeriod before issue 12; since then
+/// max(retryPeriod, min(0.6 × renewDeadline, renewDeadline − 2 × retryPeriod)) = 1 s. The
+/// signal lands at a random point of the longer one.
+const RENEW_CYCLE: Duration = Duration::from_millis(1000);
 const NAME: &str = "failover";
 
 /// Which signal ends the leader.
@@ -273,7 +277,7 @@ pub async fn run(
         let standby = 1 - victim;
         wait_candidate(&ops[standby], Duration::from_secs(30)).await?;
         // Let the standby see a few renewals, then land anywhere in the renew cycle.
-        tokio::time::sleep(Duration::from_millis(1000) + RETRY_PERIOD.mul_f64(rng.random::<f64>()))
+        tokio::time::sleep(Duration::from_millis(1000) + RENEW_CYCLE.mul_f64(rng.random::<f64>()))
             .await;
 
         let mark = hook.log_len();
