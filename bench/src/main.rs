@@ -162,6 +162,9 @@ enum Cmd {
         /// Trials per signal (SIGTERM, then SIGKILL).
         #[arg(long, default_value_t = 3)]
         trials: usize,
+        /// Least seconds between all Ready and reading the initial distribution.
+        #[arg(long, default_value_t = 15.0)]
+        settle: f64,
     },
     /// Scenario 6: dispatch throughput (operator and bare controller).
     Dispatch {
@@ -300,8 +303,10 @@ async fn main_() -> util::Result<()> {
             renew_deadline,
             retry_period,
             trials,
+            settle,
         } => {
             let s = scaleout::Settings {
+                settle,
                 configs,
                 replicas,
                 join_window,

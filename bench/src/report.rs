@@ -730,7 +730,8 @@ fn scaleout_part(out: &mut String, sum: &mut Summary, dir: &Path) {
          for that config, or a token used by two holders. The harness also watches the \
          ManagerConfigs (`Ready`, `status.leader`) and the Leases (holderIdentity \
          `<replica>/<uid>`), timestamps taken on arrival in its own process. Phases: (1) all \
-         Ready, then until no Lease holder changed for 5 s: managers led per replica; (2) a \
+         Ready, then until no Lease holder changed for 5 s and at least 15 s after all Ready: \
+         managers led per replica; (2) a \
          replica joins: its share {} s after its start; (3) {} trial(s) each of SIGTERM and \
          SIGKILL of the replica leading the most configs, which then restarts under the same \
          identity and gets its share back before the next trial. Raw data: \

@@ -10,8 +10,9 @@
 //! `<replica>/<uid>`), each event timestamped on arrival.
 //!
 //! Phases:
-//! 1. all Ready, then until the Lease holders stop changing (5 s quiet): managers led per
-//!    replica, from `manager_operator_managers_leading` and from the Lease holders;
+//! 1. all Ready, then until the Lease holders stop changing (5 s quiet) and at least `settle`
+//!    (15 s) after all Ready: managers led per replica, from
+//!    `manager_operator_managers_leading` and from the Lease holders;
 //! 2. a replica joins: its share after `join_window` (60 s) from its start, when it first held
 //!    90 % of N/(R+1), and for every config that moved, the gap: the old holder's last hook call
 //!    → the new holder's first (includes up to one resync period with no call due), and the
@@ -53,6 +54,8 @@ pub struct Settings {
     pub retry_period: String,
     /// Trials per signal (SIGTERM, then SIGKILL).
     pub trials: usize,
+    /// Least seconds between all Ready and reading the initial distribution.
+    pub settle: f64,
 }
 
 const GROUP: &str = "bench-scaleout";
@@ -272,7 +275,16 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let settle_s = wait_stable(&world, n, Duration::from_secs(5), Duration::from_secs(90)).await;
+    let t_ready = Instant::now();
+    let mut settle_s =
+        wait_stable(&world, n, Duration::from_secs(5), Duration::from_secs(90)).await;
+    // At least `settle` seconds after all Ready: a placement that is still wrong then is not a
+    // transient.
+    let min_settle = Duration::from_secs_f64(s.settle);
+    if settle_s.is_finite() && t_ready.elapsed() < min_settle {
+        tokio::time::sleep(min_settle - t_ready.elapsed()).await;
+        settle_s = t_ready.elapsed().as_secs_f64();
+    }
     eprintln!(
         "[bench] scaleout: {n} Ready after {all_ready_s:.1} s, holders stable {settle_s:.1} s later"
     );
