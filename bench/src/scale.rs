@@ -223,6 +223,18 @@ pub async fn run(
         .unwrap_or(f64::NAN);
     let etcd1 = s.etcd_pid.and_then(util::cpu_seconds).unwrap_or(f64::NAN);
     let secs = w0.elapsed().as_secs_f64();
+    // A control-plane process that vanished (etcd stops when the disk fills up) makes every
+    // number of this window meaningless; the CPU columns show it as NaN.
+    for (what, pid, v) in [
+        ("kube-apiserver", s.apiserver_pid, api1),
+        ("etcd", s.etcd_pid, etcd1),
+    ] {
+        if pid.is_some() && v.is_nan() {
+            eprintln!(
+                "[bench] WARNING: {what} (pid {pid:?}) is gone: the control plane broke during the window"
+            );
+        }
+    }
     let mut m1 = Vec::new();
     for op in &ops {
         m1.push(op.metrics().await?);
