@@ -248,7 +248,10 @@ fn surfacing_section(out: &mut String, sum: &mut Summary, rows: Option<Vec<Row>>
          showing `Ready=False` with the expected reason. `InvalidSpec` uses a `labelSelector` that \
          does not parse (`app in (`): the CRD's CEL rules already refuse the lease-timing mistakes, \
          so only rules CEL cannot express reach the runtime validation with the webhook off. \
-         `LeaseNamespaceNotFound` uses `leaseNamespace: no-such-namespace`. Raw data: \
+         `LeaseNamespaceNotFound` uses `leaseNamespace: no-such-namespace`; the configs' \
+         service account may write Leases cluster-wide, so the operator's check of a Lease \
+         outside the config's namespace (a SubjectAccessReview, cached 10 s) passes and the \
+         missing namespace is what fails. Raw data: \
          `bench/results/surfacing.csv`.\n"
     );
     let mut t = Vec::new();

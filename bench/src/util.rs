@@ -518,9 +518,39 @@ pub struct Operator {
     http: reqwest::Client,
 }
 
+/// The per-tenant limits (the fair shares of docs/security.md) the benchmarks lift, with the
+/// values they use: the scenarios put up to 2,000 configs in one namespace and one config
+/// watches up to 10,000 objects, past the defaults (100 configs per namespace, 10,000 watched
+/// objects per config), and measure scale, not the limits.
+const LIFTED_LIMITS: [(&str, &str); 2] = [
+    ("--max-configs-per-namespace", "1000000"),
+    ("--max-watched-objects-per-config", "10000000"),
+];
+
+/// The limit flags `bin run` knows (an operator built before the limits knows none, and an
+/// A/B run may use one).
+fn lifted_limits(bin: &Path) -> Vec<String> {
+    static HELP: std::sync::Mutex<Option<(PathBuf, String)>> = std::sync::Mutex::new(None);
+    let mut g = HELP.lock().unwrap_or_else(|e| e.into_inner());
+    if g.as_ref().is_none_or(|(b, _)| b != bin) {
+        let help = std::process::Command::new(bin)
+            .args(["run", "--help"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        *g = Some((bin.to_path_buf(), help));
+    }
+    let help = g.as_ref().map_or("", |(_, h)| h.as_str());
+    LIFTED_LIMITS
+        .iter()
+        .filter(|(flag, _)| help.contains(flag))
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
+}
+
 impl Operator {
     /// Starts `manager-operator run --identity IDENTITY ...EXTRA` (loopback hooks allowed,
-    /// JSON logs appended to LOG_DIR/operator-IDENTITY.log).
+    /// the per-tenant limits lifted, JSON logs appended to LOG_DIR/operator-IDENTITY.log).
     pub fn spawn(o: &OperatorOpts, identity: &str, extra: &[String]) -> Result<Self> {
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let health: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -542,6 +572,7 @@ impl Operator {
             .arg("--hook-allow-loopback")
             .arg("--log-format")
             .arg("json")
+            .args(lifted_limits(&o.bin))
             .args(extra)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null())
