@@ -115,6 +115,7 @@ expect_refused "a handover interval without a unit" --set placement.handoverInte
 expect_refused "a zero handover batch" --set placement.handoverBatch=0
 expect_refused "an unknown flow distinguisher" --set leaseFlowControl.distinguisherMethod=ByPod
 expect_refused "a lendablePercent above 100" --set leaseFlowControl.priorityLevel.lendablePercent=101
+expect_refused "a NetworkPolicy that would open the webhook to everyone" --set networkPolicy.enabled=true
 passed+=("schema negative cases")
 
 # ---------------------------------------------------------------------------------------------

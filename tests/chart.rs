@@ -90,6 +90,7 @@ fn value_sets() -> Vec<(&'static str, Vec<Value>)> {
         ("url-mode", render(&["url-mode"], &[])),
         ("monitoring", render(&["monitoring"], &[])),
         ("lease-flow-control", render(&["lease-flow-control"], &[])),
+        ("network-policy", render(&["network-policy"], &[])),
     ]
 }
 
@@ -925,4 +926,41 @@ fn hook_policy_values_become_flags() {
             .collect::<Vec<_>>(),
         vec!["10.0.0.0/24", "fd00:10::/64"]
     );
+}
+
+/// The opt-in NetworkPolicy: off by default; on, the webhook port admits only `webhookFrom`,
+/// metrics only `metricsFrom`, and the probe port stays open; it selects exactly the
+/// Deployment's pods.
+#[test]
+fn network_policy_guards_the_webhook_port_when_enabled() {
+    assert!(of_kind(&render(&[], &[]), "NetworkPolicy").is_empty());
+    let objs = render(&["network-policy"], &[]);
+    let np = of_kind(&objs, "NetworkPolicy");
+    assert_eq!(np.len(), 1);
+    let spec = &np[0]["spec"];
+    let deploy = of_kind(&objs, "Deployment");
+    assert_eq!(
+        spec["podSelector"]["matchLabels"], deploy[0]["spec"]["selector"]["matchLabels"],
+        "selects the operator pods"
+    );
+    assert_eq!(spec["policyTypes"][0].as_str(), Some("Ingress"));
+    let rules = spec["ingress"].as_sequence().expect("ingress rules");
+    let rule_for = |port: i64| {
+        rules
+            .iter()
+            .find(|r| r["ports"][0]["port"].as_i64() == Some(port))
+            .unwrap_or_else(|| panic!("a rule for port {port}: {rules:?}"))
+    };
+    let webhook_from = rule_for(9443)["from"].as_sequence().expect("webhook peers");
+    assert_eq!(webhook_from.len(), 1, "{webhook_from:?}");
+    assert_eq!(
+        webhook_from[0]["ipBlock"]["cidr"].as_str(),
+        Some("192.0.2.10/32")
+    );
+    assert_eq!(
+        rule_for(8080)["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            .as_str(),
+        Some("monitoring")
+    );
+    assert!(rule_for(8081).get("from").is_none(), "probes from anywhere");
 }

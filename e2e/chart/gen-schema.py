@@ -132,6 +132,16 @@ SCHEMA = {
             }),
             "service": obj({"port": PORT, "annotations": amap()}),
         }),
+        "networkPolicy": {
+            **obj({
+                "enabled": b(),
+                "webhookFrom": arr(anyobj()),
+                "metricsFrom": arr(anyobj()),
+            }),
+            # Enabled without webhookFrom would open the webhook to everyone: refuse it.
+            "if": {"properties": {"enabled": {"const": True}}, "required": ["enabled"]},
+            "then": {"properties": {"webhookFrom": {"minItems": 1}}},
+        },
         "resources": anyobj(),
         "podSecurityContext": anyobj(),
         "securityContext": anyobj(),
