@@ -1,0 +1,558 @@
+//! Per-config limits of issue 13 §3 against the real control plane and the operator binary
+//! (`manager-operator run`, webhook off, one replica watching the test's namespace):
+//!
+//! * `--max-watched-objects-per-config`: a config whose worker would cache more objects than
+//!   the limit stops with `LimitExceeded` (Ready=False condition naming the flag, Warning
+//!   Event, `startup_failures_total{reason="LimitExceeded"}`), while a config under the limit
+//!   in the same namespace keeps running and calling its hook. It heals both ways: the
+//!   operator restarted with a higher limit runs it, and with the old limit it starts by itself
+//!   (the failed start is retried with backoff) once enough objects were deleted.
+//! * `--max-hook-calls-per-config`: two workers × `concurrency: 8` of one config never have
+//!   more hook calls in flight than the cap (3), measured at a slow hook; the same config
+//!   without the cap reaches 16; the cap is per config (another config's calls flow beside it).
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::post;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use manager_operator::api::ManagerConfig;
+use support::{TIMEOUT, kubectl_ok, wait_for};
+
+const SA: &str = "worker";
+
+// ---------------------------------------------------------------------------------------------
+// The operator process.
+
+struct Operator {
+    child: Child,
+    metrics: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Starts `manager-operator run` for `ns` with `extra` flags and waits for /readyz.
+    async fn start(ns: &str, extra: &[&str]) -> Operator {
+        for attempt in 0.. {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let log = dir.path().join("operator.log");
+            let file = File::create(&log).expect("log file");
+            let metrics = support::free_addr();
+            let health = support::free_addr();
+            let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
+                .arg("run")
+                .args(["--identity", &format!("{ns}-op")])
+                .arg("--kubeconfig")
+                .arg(support::kubeconfig_path())
+                .args(["--metrics-bind-address", &metrics.to_string()])
+                .args(["--health-probe-bind-address", &health.to_string()])
+                .args(["--watch-namespace", ns])
+                .args(["--disable-webhook", "--hook-allow-loopback"])
+                .args(["--log-format", "text"])
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().expect("log file"))
+                .stderr(file)
+                .spawn()
+                .expect("spawning manager-operator run");
+            let mut op = Operator {
+                child,
+                metrics,
+                log,
+                _dir: dir,
+            };
+            let t = Instant::now();
+            let ready = loop {
+                if let Ok(Some(s)) = op.child.try_wait() {
+                    break Err(format!("exited with {s}"));
+                }
+                if let Ok((200, _)) = get(&format!("http://{health}/readyz")).await {
+                    break Ok(());
+                }
+                if t.elapsed() > TIMEOUT {
+                    break Err(format!("/readyz not 200 after {TIMEOUT:?}"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            match ready {
+                Ok(()) => return op,
+                Err(_) if attempt < 3 && op.tail().contains("cannot listen") => continue,
+                Err(e) => panic!("operator not ready: {e}\n{}", op.tail()),
+            }
+        }
+        unreachable!()
+    }
+
+    fn tail(&self) -> String {
+        support::log_tail(&self.log, 60)
+    }
+
+    /// The value of the first series of `name` carrying all `labels`.
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (_, text) = get(&format!("http://{}/metrics", self.metrics))
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- operator log tail ---\n{}", self.tail());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(url: &str) -> Result<(u16, String), String> {
+    let r = support::loopback_http()
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let code = r.status().as_u16();
+    Ok((code, r.text().await.map_err(|e| e.to_string())?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hook: `POST /{delay_ms}` answers 200 after that many milliseconds and records, per
+// ManagerConfig, the calls that finished and the most calls it had in flight at once.
+
+#[derive(Default)]
+struct PerConfig {
+    in_flight: usize,
+    peak: usize,
+    done: Vec<Instant>,
+}
+
+#[derive(Default)]
+struct Calls {
+    /// Bumped by [`Hook::reset`]: calls of an earlier epoch no longer count.
+    epoch: u64,
+    per_config: HashMap<String, PerConfig>,
+}
+
+#[derive(Clone, Default)]
+struct Hook {
+    state: Arc<Mutex<Calls>>,
+}
+
+/// Decrements the in-flight count also when the operator gives up on the call (the handler
+/// future is dropped then).
+struct InFlight {
+    hook: Hook,
+    cfg: String,
+    epoch: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.hook.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.epoch == self.epoch
+            && let Some(c) = s.per_config.get_mut(&self.cfg)
+        {
+            c.in_flight -= 1;
+        }
+    }
+}
+
+async fn on_call(State(hook): State<Hook>, Path(delay_ms): Path<u64>, body: String) -> String {
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let cfg = v["manager"]["name"].as_str().unwrap_or("").to_string();
+    let epoch = {
+        let mut s = hook.state.lock().unwrap_or_else(|e| e.into_inner());
+        let c = s.per_config.entry(cfg.clone()).or_default();
+        c.in_flight += 1;
+        c.peak = c.peak.max(c.in_flight);
+        s.epoch
+    };
+    let guard = InFlight {
+        hook: hook.clone(),
+        cfg: cfg.clone(),
+        epoch,
+    };
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    drop(guard);
+    let mut s = hook.state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.epoch == epoch {
+        s.per_config
+            .entry(cfg)
+            .or_default()
+            .done
+            .push(Instant::now());
+    }
+    "{}".into()
+}
+
+impl Hook {
+    /// Serves on 127.0.0.1; returns the hook and its base URL.
+    async fn start() -> (Hook, String, tokio::task::JoinHandle<()>) {
+        let hook = Hook::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("hook listener");
+        let addr = listener.local_addr().expect("hook address");
+        let app = Router::new()
+            .route("/{delay_ms}", post(on_call))
+            .with_state(hook.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("hook server");
+        });
+        (hook, format!("http://{addr}"), task)
+    }
+
+    fn peak(&self, cfg: &str) -> usize {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.per_config.get(cfg).map_or(0, |c| c.peak)
+    }
+
+    fn done_since(&self, cfg: &str, t: Instant) -> usize {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.per_config
+            .get(cfg)
+            .map_or(0, |c| c.done.iter().filter(|&&d| d >= t).count())
+    }
+
+    fn reset(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.epoch += 1;
+        s.per_config.clear();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects.
+
+async fn namespace_with_watcher(client: &kube::Client, prefix: &str) -> String {
+    let ns = support::fresh_namespace(client, prefix).await;
+    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "role",
+        "watch-cms",
+        "--verb=get,list,watch",
+        "--resource=configmaps",
+    ]);
+    kubectl_ok(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "watch-cms",
+        "--role=watch-cms",
+        &format!("--serviceaccount={ns}:{SA}"),
+    ]);
+    ns
+}
+
+async fn configmaps(client: &kube::Client, ns: &str, prefix: &str, n: usize, label: &str) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let (k, v) = label.split_once('=').expect("label k=v");
+    for i in 0..n {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}-{i}")),
+                labels: Some([(k.to_string(), v.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &cm)
+            .await
+            .unwrap_or_else(|e| panic!("creating ConfigMap {prefix}-{i}: {e}"));
+    }
+}
+
+/// A config of `workers` workers (each `concurrency`, resync 1 s) watching ConfigMaps with
+/// `selector`, calling `hook`; leaseDuration 2s (the default floor), so a restarted operator
+/// takes the Lease back quickly.
+fn config(ns: &str, name: &str, workers: usize, concurrency: u16, selector: &str, hook: &str) {
+    let workers: Vec<serde_json::Value> = (0..workers)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("w{i}"),
+                "concurrency": concurrency,
+                "resyncPeriod": "1s",
+                "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": selector},
+                "hook": {"url": hook, "timeout": "5s"},
+            })
+        })
+        .collect();
+    let mc = serde_json::json!({
+        "apiVersion": "manager-operator.io/v1alpha1", "kind": "ManagerConfig",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "serviceAccountName": SA,
+            "leaderElection": {"leaseDuration": "2s", "renewDeadline": "1s", "retryPeriod": "500ms"},
+            "startupTimeout": "30s",
+            "gracefulShutdownTimeout": "5s",
+            "workers": workers,
+        },
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let f = dir.path().join("mc.json");
+    std::fs::write(&f, mc.to_string()).expect("writing the config");
+    kubectl_ok(&["apply", "-f", f.to_str().expect("utf-8 path")]);
+}
+
+fn ready(mc: &ManagerConfig) -> Option<&Condition> {
+    mc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+}
+
+/// Waits until `name`'s Ready condition satisfies `want`; returns it and the time it took.
+async fn wait_ready(
+    api: &Api<ManagerConfig>,
+    name: &str,
+    what: &str,
+    op: &Operator,
+    want: impl Fn(&Condition) -> bool,
+) -> (Condition, Duration) {
+    let t = Instant::now();
+    let c = wait_for(&format!("{name}: {what}"), TIMEOUT, || async {
+        let mc = api.get(name).await.map_err(|e| e.to_string())?;
+        match ready(&mc) {
+            Some(c) if want(c) => Ok(c.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n--- operator log ---\n{}", op.tail()));
+    (c, t.elapsed())
+}
+
+fn is_true(c: &Condition) -> bool {
+    c.status == "True"
+}
+
+fn limit_exceeded(c: &Condition) -> bool {
+    c.status == "False" && c.reason == "LimitExceeded"
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = namespace_with_watcher(&client, "lim-watch").await;
+    let (hook, base, _server) = Hook::start().await;
+    let url = format!("{base}/0");
+    // 30 ConfigMaps for "over", 5 for "under"; the limit is 20 objects per config.
+    configmaps(&client, &ns, "big", 30, "set=big").await;
+    configmaps(&client, &ns, "small", 5, "set=small").await;
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let limit = ["--max-watched-objects-per-config", "20"];
+
+    let op = Operator::start(&ns, &limit).await;
+    config(&ns, "under", 1, 2, "set=small", &url);
+    config(&ns, "over", 1, 2, "set=big", &url);
+    let (c, took) = wait_ready(&api, "over", "LimitExceeded", &op, limit_exceeded).await;
+    eprintln!(
+        "[limits] over: LimitExceeded {} ms after apply: {}",
+        took.as_millis(),
+        c.message
+    );
+    assert!(
+        c.message.contains("--max-watched-objects-per-config")
+            && c.message.contains("more than 20 objects"),
+        "{}",
+        c.message
+    );
+    // The Warning Event and the metric.
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let note = wait_for(
+        "a LimitExceeded Warning Event for over",
+        TIMEOUT,
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.reason.as_deref() == Some("LimitExceeded")
+                        && e.regarding
+                            .as_ref()
+                            .is_some_and(|r| r.name.as_deref() == Some("over"))
+                })
+                .map(|e| e.note.clone().unwrap_or_default())
+                .ok_or_else(|| format!("{} events", list.items.len()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    assert!(note.contains("--max-watched-objects-per-config"), "{note}");
+    let failures = wait_for(
+        "startup_failures_total{over, LimitExceeded}",
+        TIMEOUT,
+        || {
+            let op = &op;
+            async move {
+                op.metric(
+                    "manager_operator_startup_failures_total",
+                    &[("name", "over"), ("reason", "LimitExceeded")],
+                )
+                .await
+                .filter(|v| *v >= 1.0)
+                .ok_or_else(|| "not counted yet".to_string())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    eprintln!("[limits] startup_failures_total{{name=over,reason=LimitExceeded}} = {failures}");
+    // The config under the limit runs and keeps calling its hook (5 objects, resync 1 s).
+    wait_ready(&api, "under", "Ready=True", &op, is_true).await;
+    let since = Instant::now();
+    wait_for(
+        "under: 10 hook calls after over failed",
+        TIMEOUT,
+        || async {
+            let n = hook.done_since("under", since);
+            (n >= 10).then_some(()).ok_or(format!("{n} calls"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    let mc = api.get("over").await.expect("over");
+    assert!(
+        ready(&mc).is_some_and(limit_exceeded),
+        "over still LimitExceeded while under runs: {:?}",
+        ready(&mc)
+    );
+    drop(op);
+
+    // Heals by raising the limit (an operator flag: a restart with the new value).
+    let restarted = Instant::now();
+    let op = Operator::start(&ns, &["--max-watched-objects-per-config", "40"]).await;
+    wait_ready(&api, "over", "Ready=True (limit 40)", &op, is_true).await;
+    eprintln!(
+        "[limits] over: Ready=True {} ms after the operator was started again with limit 40",
+        restarted.elapsed().as_millis()
+    );
+    let since = Instant::now();
+    wait_for("over: 30 hook calls with limit 40", TIMEOUT, || async {
+        let n = hook.done_since("over", since);
+        (n >= 30).then_some(()).ok_or(format!("{n} calls"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    drop(op);
+
+    // Back to 20: refused again; then heals by itself once objects are deleted (30 → 15): the
+    // failed start is retried with backoff (1 s, 2 s, 4 s, … up to 60 s).
+    let op = Operator::start(&ns, &limit).await;
+    wait_ready(&api, "over", "LimitExceeded again", &op, limit_exceeded).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    for i in 15..30 {
+        cms.delete(&format!("big-{i}"), &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting big-{i}: {e}"));
+    }
+    let deleted = Instant::now();
+    let (_, _) = wait_ready(&api, "over", "Ready=True after deletion", &op, is_true).await;
+    eprintln!(
+        "[limits] over: Ready=True {} ms after 15 of its 30 ConfigMaps were deleted (limit 20)",
+        deleted.elapsed().as_millis()
+    );
+    let mc = api.get("under").await.expect("under");
+    assert!(ready(&mc).is_some_and(is_true), "under: {:?}", ready(&mc));
+    drop(op);
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_calls_in_flight_are_capped_per_config() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = namespace_with_watcher(&client, "lim-hooks").await;
+    let (hook, base, _server) = Hook::start().await;
+    // 12 ConfigMaps, each watched by both workers of "busy": 24 objects want a call at once,
+    // and each call takes 1 s. "beside" (1 worker × 2) watches 4 others.
+    configmaps(&client, &ns, "load", 12, "set=load").await;
+    configmaps(&client, &ns, "side", 4, "set=side").await;
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let slow = format!("{base}/1000");
+
+    // Without a cap (0): 2 workers × concurrency 8 reach 16 calls in flight.
+    let op = Operator::start(&ns, &["--max-hook-calls-per-config", "0"]).await;
+    config(&ns, "busy", 2, 8, "set=load", &slow);
+    wait_ready(&api, "busy", "Ready=True", &op, is_true).await;
+    wait_for(
+        "busy: 16 calls in flight without a cap",
+        TIMEOUT,
+        || async {
+            let p = hook.peak("busy");
+            (p >= 16).then_some(()).ok_or(format!("peak {p}"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    let uncapped = hook.peak("busy");
+    eprintln!("[limits] busy without a cap: peak {uncapped} hook calls in flight");
+    assert_eq!(uncapped, 16, "concurrency 8 per worker still holds");
+    drop(op);
+
+    // With --max-hook-calls-per-config 3.
+    hook.reset();
+    let op = Operator::start(&ns, &["--max-hook-calls-per-config", "3"]).await;
+    config(&ns, "beside", 1, 2, "set=side", &slow);
+    let since = Instant::now();
+    wait_for("busy: 40 calls done with the cap", TIMEOUT * 2, || async {
+        let n = hook.done_since("busy", since);
+        (n >= 40).then_some(()).ok_or(format!("{n} calls"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    let took = since.elapsed();
+    wait_for("beside: 10 calls done", TIMEOUT, || async {
+        let n = hook.done_since("beside", since);
+        (n >= 10).then_some(()).ok_or(format!("{n} calls"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
+    let (capped, beside) = (hook.peak("busy"), hook.peak("beside"));
+    eprintln!(
+        "[limits] busy with --max-hook-calls-per-config 3: peak {capped} in flight, 40 calls of \
+         1 s in {} ms; beside (1 worker x 2): peak {beside}",
+        took.as_millis()
+    );
+    assert_eq!(capped, 3, "the cap holds and is used");
+    assert_eq!(
+        beside, 2,
+        "another config's calls are not held back by busy's cap"
+    );
+    drop(op);
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
