@@ -463,6 +463,26 @@ impl Inner {
         let started = Instant::now();
         let mut refresher = pin!(self.refresh_keys(&secret_client));
 
+        let over_limit = || {
+            Failure::new(
+                StartupFailure::LimitExceeded,
+                format!(
+                    "the watch caches of this ManagerConfig's workers would hold more than {} \
+                     objects (--max-watched-objects-per-config; this worker watches {} {}{}); \
+                     narrow spec.workers[].watch.labelSelector or namespace, or ask the \
+                     operator's administrator to raise the limit",
+                    self.watched.limit,
+                    target.resource_name(),
+                    target.scope_phrase(),
+                    self.spec
+                        .label_selector
+                        .as_deref()
+                        .map(|s| format!(" with selector {s:?}"))
+                        .unwrap_or_default(),
+                ),
+            )
+        };
+
         let result = loop {
             tokio::select! {
                 f = &mut refresher => break Err(f),
@@ -476,6 +496,9 @@ impl Inner {
                     }
                 }
                 item = stream.next() => match item {
+                    // Going over the limit ends the watch stream, and with it the controller
+                    // stream: this branch may be picked before the `over` one below.
+                    None if over.is_cancelled() => break Err(over_limit()),
                     None => break Ok(()),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -485,25 +508,7 @@ impl Inner {
                     }
                 },
                 _ = tick.tick() => shared.refresh(&store),
-                _ = over.cancelled() => {
-                    break Err(Failure::new(
-                        StartupFailure::LimitExceeded,
-                        format!(
-                            "the watch caches of this ManagerConfig's workers would hold more \
-                             than {} objects (--max-watched-objects-per-config; this worker \
-                             watches {} {}{}); narrow spec.workers[].watch.labelSelector or \
-                             namespace, or ask the operator's administrator to raise the limit",
-                            self.watched.limit,
-                            target.resource_name(),
-                            target.scope_phrase(),
-                            self.spec
-                                .label_selector
-                                .as_deref()
-                                .map(|s| format!(" with selector {s:?}"))
-                                .unwrap_or_default(),
-                        ),
-                    ));
-                }
+                _ = over.cancelled() => break Err(over_limit()),
                 _ = ctx.stop.cancelled(), if drain_until.is_none() => {
                     if !is_ready {
                         // Nothing runs before the initial list: nothing to wait for.
