@@ -9,7 +9,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::{Value, json};
+use support::operator::{Operator, get};
 use support::{TIMEOUT, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
@@ -33,111 +33,6 @@ const KEY: &str = "signing-key";
 const SURFACE: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
-// The operator process.
-
-struct Operator {
-    child: Child,
-    metrics: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    async fn start(ns: &str) -> Operator {
-        for attempt in 0.. {
-            let dir = tempfile::tempdir().unwrap();
-            let log = dir.path().join("operator.log");
-            let file = std::fs::File::create(&log).unwrap();
-            let metrics: SocketAddr = format!("127.0.0.1:{}", support::free_port())
-                .parse()
-                .unwrap();
-            let health: SocketAddr = format!("127.0.0.1:{}", support::free_port())
-                .parse()
-                .unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-                .arg("run")
-                .args(["--identity", &format!("{ns}-op")])
-                .arg("--kubeconfig")
-                .arg(support::kubeconfig_path())
-                .args(["--metrics-bind-address", &metrics.to_string()])
-                .args(["--health-probe-bind-address", &health.to_string()])
-                .args(["--watch-namespace", ns])
-                .args(["--disable-webhook", "--hook-allow-loopback"])
-                .args(["--hook-signing-refresh-period", "1s"])
-                .args(["--log-format", "text"])
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .expect("spawning manager-operator run");
-            let mut op = Operator {
-                child,
-                metrics,
-                log,
-                _dir: dir,
-            };
-            let t = Instant::now();
-            let ready = loop {
-                if let Ok(Some(s)) = op.child.try_wait() {
-                    break Err(format!("exited with {s}"));
-                }
-                if let Ok((200, _)) = get(&format!("http://{health}/readyz")).await {
-                    break Ok(());
-                }
-                if t.elapsed() > TIMEOUT {
-                    break Err(format!("/readyz not 200 after {TIMEOUT:?}"));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            match ready {
-                Ok(()) => return op,
-                Err(_) if attempt < 3 && op.log_tail().contains("cannot listen") => continue,
-                Err(e) => panic!("operator not ready: {e}\n{}", op.log_tail()),
-            }
-        }
-        unreachable!()
-    }
-
-    fn log_tail(&self) -> String {
-        support::log_tail(&self.log, 60)
-    }
-
-    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let (_, text) = get(&format!("http://{}/metrics", self.metrics))
-            .await
-            .ok()?;
-        text.lines()
-            .filter(|l| {
-                l.starts_with(name)
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- operator log tail ---\n{}", self.log_tail());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn get(url: &str) -> Result<(u16, String), String> {
-    let r = support::loopback_http()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let code = r.status().as_u16();
-    Ok((code, r.text().await.map_err(|e| e.to_string())?))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The verifying hook (e2e/hook_verifier.py).
@@ -451,7 +346,7 @@ async fn signed_calls_verify_forgeries_fail_and_rotation_needs_no_restart() {
     put_secret(&fx.client, &fx.ns, &[(KEY, &old)]).await;
     let hook = Verifier::start(&[&old]);
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
-    let _op = Operator::start(&fx.ns).await;
+    let _op = Operator::start(&fx.ns, &["--hook-signing-refresh-period", "1s"]).await;
     apply_yaml(&config(&fx.ns, &hook.url()));
 
     // 1. Real calls verify with the Secret's key.
@@ -624,7 +519,7 @@ async fn signing_secret_is_read_as_the_service_account() {
     put_secret(&fx.client, &fx.ns, &[(KEY, &key)]).await;
     let hook = Verifier::start(&[&key]);
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
-    let op = Operator::start(&fx.ns).await;
+    let op = Operator::start(&fx.ns, &["--hook-signing-refresh-period", "1s"]).await;
     let t = Instant::now();
     apply_yaml(&config(&fx.ns, &hook.url()));
     let c = wait_ready(&fx.api, "False", "SigningSecretUnavailable").await;

@@ -11,6 +11,8 @@
 //! When they are missing the helpers panic with an explanation: integration tests never skip.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod operator;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
