@@ -414,18 +414,16 @@ async fn check_lease_claim(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), Failure>
         return Ok(());
     };
     let all = store.state();
-    if claims::rival_owner(mc, &all, None).is_none() && {
-        // Cheap pre-check without the holder: no rival at all means no Lease read.
-        let lease = claims::lease_of(mc);
-        !all.iter().any(|o| {
-            o.metadata.deletion_timestamp.is_none()
-                && o.uid() != mc.uid()
-                && claims::lease_of(o) == lease
-        })
-    } {
+    let (lease_ns, lease_name) = claims::lease_of(mc);
+    // No other config names this Lease (the usual case): no Lease read needed.
+    let lease = (lease_ns.clone(), lease_name.clone());
+    if !all.iter().any(|o| {
+        o.metadata.deletion_timestamp.is_none()
+            && o.uid() != mc.uid()
+            && claims::lease_of(o) == lease
+    }) {
         return Ok(());
     }
-    let (lease_ns, lease_name) = claims::lease_of(mc);
     let holder = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
         ctx.env.lease_client.clone(),
         &lease_ns,
