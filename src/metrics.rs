@@ -59,6 +59,9 @@ pub struct Metrics {
     /// `handovers_total{reason}`: leases this replica gave up on purpose (`rebalance`: placement
     /// moved the config; `shutdown`: released on SIGTERM).
     pub handovers_total: IntCounterVec,
+    /// `watch_cache_bytes`: JSON bytes of the objects in every worker's watch cache on this
+    /// replica (lists in progress included), against `--max-watch-cache-bytes`.
+    pub watch_cache_bytes: IntGauge,
 }
 
 /// Reasons of `handovers_total`.
@@ -203,6 +206,10 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            watch_cache_bytes: IntGauge::with_opts(opts(
+                "watch_cache_bytes",
+                "JSON bytes of the objects in the workers' watch caches on this replica.",
+            ))?,
             registry,
         };
         m.registry.register(Box::new(m.managers.clone()))?;
@@ -237,6 +244,8 @@ impl Metrics {
             .register(Box::new(m.managers_preferred.clone()))?;
         m.registry.register(Box::new(m.managers_leading.clone()))?;
         m.registry.register(Box::new(m.handovers_total.clone()))?;
+        m.registry
+            .register(Box::new(m.watch_cache_bytes.clone()))?;
         for reason in HANDOVER_REASONS {
             m.handovers_total.with_label_values(&[reason]);
         }

@@ -431,6 +431,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
         limits: args.limits.limits(),
+        caches: Arc::new(
+            args.limits
+                .limits()
+                .replica_caches(Some(metrics.watch_cache_bytes.clone())),
+        ),
         signing_refresh: args.hook_signing_refresh_period,
     };
     // Lease traffic gets a client (and so a connection pool) of its own.

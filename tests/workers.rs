@@ -213,6 +213,7 @@ async fn admin_env(identity: &str, metrics: Option<Metrics>) -> Env {
             identity: identity.into(),
             clients: Default::default(),
             limits: Default::default(),
+            caches: Default::default(),
             signing_refresh: workers::signing::DEFAULT_REFRESH,
         },
     }
@@ -819,6 +820,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
             identity: "w-1".into(),
             clients: Default::default(),
             limits: Default::default(),
+            caches: Default::default(),
             signing_refresh: workers::signing::DEFAULT_REFRESH,
         },
     };

@@ -11,6 +11,9 @@
 //! | `--min-lease-duration` | 2s | at start and in the webhook |
 //! | `--max-watched-objects-per-config` | 10000 | in each worker's reflector, while it runs |
 //! | `--max-hook-calls-per-config` | 64 | a semaphore shared by the config's workers |
+//! | `--max-watch-cache-bytes-per-namespace` | 32Mi | in each worker's reflector, while it runs |
+//! | `--max-watch-cache-bytes` | 96Mi | in each worker's reflector, while it runs |
+//! | `--max-concurrent-lists` | 8 | lists wait for a slot (see [`crate::workers::cache`]) |
 
 use std::time::Duration;
 
@@ -39,6 +42,13 @@ pub struct TenantLimits {
     /// Hook calls one config's workers may have in flight together (the config gets the
     /// smaller of this and the sum of its workers' concurrency; 0: no extra cap).
     pub max_hook_calls_per_config: u32,
+    /// JSON bytes the watch caches of one namespace's configs may hold on one replica (0:
+    /// unlimited).
+    pub max_watch_cache_bytes_per_namespace: u64,
+    /// JSON bytes every watch cache of one replica may hold together (0: unlimited).
+    pub max_watch_cache_bytes: u64,
+    /// Lists (initial lists and re-lists) one replica runs at once (0: unlimited).
+    pub max_concurrent_lists: u32,
 }
 
 impl Default for TenantLimits {
@@ -50,9 +60,18 @@ impl Default for TenantLimits {
             min_lease_duration: Duration::from_secs(2),
             max_watched_objects_per_config: 10_000,
             max_hook_calls_per_config: 64,
+            max_watch_cache_bytes_per_namespace: DEFAULT_NAMESPACE_CACHE,
+            max_watch_cache_bytes: DEFAULT_REPLICA_CACHE,
+            max_concurrent_lists: 8,
         }
     }
 }
+
+/// `--max-watch-cache-bytes-per-namespace` by default: 32Mi.
+const DEFAULT_NAMESPACE_CACHE: u64 = 32 << 20;
+/// `--max-watch-cache-bytes` by default: 96Mi, so that with the hook calls carrying cached
+/// objects and the lists in flight a replica stays within the chart's 256Mi memory limit.
+const DEFAULT_REPLICA_CACHE: u64 = 96 << 20;
 
 fn parse_floor(s: &str) -> Result<Duration, String> {
     let d = GoDuration::parse(s).map_err(|e| e.to_string())?.to_std();
@@ -96,6 +115,24 @@ pub struct LimitArgs {
     /// gets the smaller of this and the sum of its workers' concurrency; 0: no extra cap).
     #[arg(long, default_value_t = 64, env = "MO_MAX_HOOK_CALLS_PER_CONFIG")]
     pub max_hook_calls_per_config: u32,
+
+    /// Bytes (JSON, like 32Mi) the watch caches of one namespace's ManagerConfigs may hold on
+    /// this replica together; a worker whose cache would grow past it stops with reason
+    /// LimitExceeded (0: unlimited).
+    #[arg(long, default_value = "32Mi", value_parser = crate::workers::cache::parse_bytes,
+        env = "MO_MAX_WATCH_CACHE_BYTES_PER_NAMESPACE")]
+    pub max_watch_cache_bytes_per_namespace: u64,
+
+    /// Bytes (JSON, like 96Mi) every watch cache of this replica may hold together; a worker
+    /// whose cache would grow past it stops with reason LimitExceeded (0: unlimited).
+    #[arg(long, default_value = "96Mi", value_parser = crate::workers::cache::parse_bytes,
+        env = "MO_MAX_WATCH_CACHE_BYTES")]
+    pub max_watch_cache_bytes: u64,
+
+    /// Lists (a worker's initial list, or a re-list after its watch expired) this replica runs
+    /// at once; the others wait for a slot (0: unlimited).
+    #[arg(long, default_value_t = 8, env = "MO_MAX_CONCURRENT_LISTS")]
+    pub max_concurrent_lists: u32,
 }
 
 impl LimitArgs {
@@ -108,6 +145,9 @@ impl LimitArgs {
             min_lease_duration: self.min_lease_duration,
             max_watched_objects_per_config: self.max_watched_objects_per_config,
             max_hook_calls_per_config: self.max_hook_calls_per_config,
+            max_watch_cache_bytes_per_namespace: self.max_watch_cache_bytes_per_namespace,
+            max_watch_cache_bytes: self.max_watch_cache_bytes,
+            max_concurrent_lists: self.max_concurrent_lists,
         }
     }
 }
@@ -191,6 +231,19 @@ impl TenantLimits {
              some (this one starts by itself once it is within the limit)",
             self.max_configs_per_namespace
         )))
+    }
+
+    /// The replica's watch-cache budgets and list slots under these limits.
+    pub fn replica_caches(
+        &self,
+        gauge: Option<prometheus::IntGauge>,
+    ) -> crate::workers::cache::ReplicaCaches {
+        crate::workers::cache::ReplicaCaches::new(
+            self.max_watch_cache_bytes_per_namespace,
+            self.max_watch_cache_bytes,
+            self.max_concurrent_lists,
+            gauge,
+        )
     }
 
     /// The hook-call permits a config with these workers gets.

@@ -51,10 +51,12 @@ pub struct ManagerRef {
     pub name: String,
 }
 
-/// The JSON body POSTed to the hook.
+/// The JSON body POSTed to the hook. `O` is the watched object: a JSON value when a hook reads
+/// the body, a borrowed [`TypedObject`] when a worker writes it (so a call never copies the
+/// object before encoding it).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct HookRequest {
+pub struct HookRequest<O = serde_json::Value> {
     /// The ManagerConfig.
     pub manager: ManagerRef,
     /// The worker's name (`spec.workers[].name`).
@@ -65,7 +67,22 @@ pub struct HookRequest {
     /// The Lease holder identity of the calling replica.
     pub holder: String,
     /// The watched object, as the API server returned it.
-    pub object: serde_json::Value,
+    pub object: O,
+}
+
+/// A watched object as a hook receives it: `apiVersion` and `kind` filled in when the API
+/// server left them out (list items), then the object's own fields, encoded straight from the
+/// watch cache (the layout of [`kube::api::DynamicObject`]'s own encoding).
+#[derive(Debug, Serialize)]
+pub struct TypedObject<'a> {
+    /// `apiVersion` and `kind`.
+    #[serde(flatten)]
+    pub types: &'a kube::api::TypeMeta,
+    /// `metadata`.
+    pub metadata: &'a kube::api::ObjectMeta,
+    /// Every other field (`spec`, `status`, `data`, ...).
+    #[serde(flatten)]
+    pub data: &'a serde_json::Value,
 }
 
 /// A successful hook answer.
@@ -179,7 +196,7 @@ fn send_error(e: &reqwest::Error) -> HookError {
 async fn exchange(
     http: &HookClient,
     url: &Url,
-    body: &HookRequest,
+    body: &HookRequest<impl Serialize>,
     delivery: Delivery<'_>,
 ) -> Result<HookReply, HookError> {
     // reqwest connects to literal addresses without asking the resolver: judge them here.
@@ -239,7 +256,7 @@ pub async fn call(
     http: &HookClient,
     url: &Url,
     timeout: Duration,
-    body: &HookRequest,
+    body: &HookRequest<impl Serialize>,
     delivery: Delivery<'_>,
 ) -> Result<HookReply, HookError> {
     match tokio::time::timeout(timeout, exchange(http, url, body, delivery)).await {

@@ -31,6 +31,7 @@
 //! replica does not lead) and `hook_request_duration_seconds{code}` (status or `error`).
 
 pub mod backoff;
+pub mod cache;
 pub mod clients;
 pub mod dns;
 pub mod hook;
@@ -62,7 +63,8 @@ use crate::manager::runtime::{Failure, RunContext, Runnable};
 use crate::metrics::Metrics;
 use crate::validation::{ResolvedConfig, ResolvedWorker};
 use backoff::RetryBackoff;
-use hook::{HookError, HookReply, HookRequest, ManagerRef};
+use cache::{ReplicaCaches, TermCache, WatchBackoff, WatchBudget};
+use hook::{HookError, HookReply, HookRequest, ManagerRef, TypedObject};
 use preflight::{Identity, WatchTarget};
 
 /// What workers need from the operator process.
@@ -82,6 +84,8 @@ pub struct WorkerEnv {
     pub clients: clients::ClientCache,
     /// Per-tenant limits (watched objects and hook calls per config).
     pub limits: TenantLimits,
+    /// The replica's watch-cache budgets and list slots (one per process: see [`cache`]).
+    pub caches: Arc<ReplicaCaches>,
     /// How often a running worker re-reads its hook signing Secret
     /// ([`signing::DEFAULT_REFRESH`] unless `--hook-signing-refresh-period` says otherwise).
     pub signing_refresh: Duration,
@@ -129,10 +133,7 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
     };
     // Shared by the config's workers: its hook calls in flight and its watched objects.
     let hook_slots = Arc::new(tokio::sync::Semaphore::new(env.limits.hook_calls_for(cfg)));
-    let watched = Arc::new(WatchBudget {
-        limit: env.limits.max_watched_objects_per_config,
-        total: std::sync::atomic::AtomicU64::new(0),
-    });
+    let watched = Arc::new(WatchBudget::new(env.limits.max_watched_objects_per_config));
     cfg.workers
         .iter()
         .map(|w| {
@@ -151,6 +152,7 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
                 target: Mutex::new(None),
                 hook_slots: hook_slots.clone(),
                 watched: watched.clone(),
+                caches: env.caches.clone(),
                 keys: signing::KeyCell::default(),
                 signing_refresh: env.signing_refresh,
             }))) as Arc<dyn Runnable>
@@ -175,70 +177,12 @@ struct Inner {
     hook_slots: Arc<tokio::sync::Semaphore>,
     /// Objects in the watch caches of the whole config (`--max-watched-objects-per-config`).
     watched: Arc<WatchBudget>,
+    /// The bytes of every watch cache of the replica, per namespace and in total.
+    caches: Arc<ReplicaCaches>,
     /// The hook signing keys (empty without `signingSecretRef`).
     keys: signing::KeyCell,
     /// How often a running worker re-reads the signing Secret.
     signing_refresh: Duration,
-}
-
-/// The objects a config's workers hold in their watch caches, against the limit.
-pub struct WatchBudget {
-    /// The limit (0: unlimited).
-    pub limit: u64,
-    /// Objects held now (every worker's cache, plus a re-list's buffer while it fills).
-    pub total: std::sync::atomic::AtomicU64,
-}
-
-/// One worker term's share of a [`WatchBudget`]; gives it back when dropped.
-struct WatchCount {
-    budget: Arc<WatchBudget>,
-    /// (objects buffered by a running initial list, objects in the store).
-    mine: Mutex<(u64, u64)>,
-}
-
-impl WatchCount {
-    fn new(budget: Arc<WatchBudget>) -> Self {
-        Self {
-            budget,
-            mine: Mutex::new((0, 0)),
-        }
-    }
-
-    /// Sets this worker's counts; true while the config stays within its limit.
-    fn set(&self, pending: Option<u64>, current: Option<u64>) -> bool {
-        use std::sync::atomic::Ordering;
-        let mut mine = lock(&self.mine);
-        let before = mine.0 + mine.1;
-        if let Some(p) = pending {
-            mine.0 = p;
-        }
-        if let Some(c) = current {
-            mine.1 = c;
-        }
-        let after = mine.0 + mine.1;
-        let total = if after >= before {
-            self.budget
-                .total
-                .fetch_add(after - before, Ordering::AcqRel)
-                + (after - before)
-        } else {
-            self.budget
-                .total
-                .fetch_sub(before - after, Ordering::AcqRel)
-                .saturating_sub(before - after)
-        };
-        self.budget.limit == 0 || total <= self.budget.limit
-    }
-
-    fn pending(&self) -> u64 {
-        lock(&self.mine).0
-    }
-}
-
-impl Drop for WatchCount {
-    fn drop(&mut self) {
-        self.set(Some(0), Some(0));
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -376,49 +320,44 @@ impl Inner {
             Some(ns) => Api::namespaced_with(client, ns, &target.resource),
             None => Api::all_with(client, &target.resource),
         };
-        let mut wc = watcher::Config::default();
+        let mut wc = watcher::Config::default().page_size(cache::LIST_PAGE_SIZE);
         if let Some(sel) = &self.spec.label_selector {
             wc = wc.labels(sel);
         }
-        // The reflector of `Controller::new_with`, with every object counted against the
-        // config's watch budget: the stream ends (and the worker fails with LimitExceeded)
-        // as soon as the caches would hold more than the limit, instead of growing until the
-        // replica is OOM-killed. During a (re-)list the old cache and the new buffer both count.
+        // The reflector of `Controller::new_with`, with every event accounted for in the
+        // config's and the replica's watch budgets (see [`cache`]) before the cache applies
+        // it: the stream ends (and the worker fails with LimitExceeded) as soon as a cache
+        // would grow past a budget, instead of growing until the replica is OOM-killed.
         let writer = Writer::<DynamicObject>::new(target.resource.clone());
         let store = writer.as_reader();
-        let count = Arc::new(WatchCount::new(self.watched.clone()));
+        let held = TermCache::new(
+            self.watched.clone(),
+            self.caches.clone(),
+            &self.manager.namespace,
+        );
+        // Which budget was exceeded (set once) and the signal for the loop below.
+        let over_why: Arc<Mutex<Option<cache::Over>>> = Arc::default();
         let over = tokio_util::sync::CancellationToken::new();
         let events = {
-            let (count, over) = (count.clone(), over.clone());
-            watcher(api, wc).map_ok(move |ev| {
-                let within = match &ev {
-                    watcher::Event::Init => count.set(Some(0), None),
-                    watcher::Event::InitApply(_) => count.set(Some(count.pending() + 1), None),
-                    _ => true,
-                };
-                if !within {
-                    over.cancel();
-                }
-                ev
-            })
-        };
-        let stop_on_over = over.clone();
-        let events = events.take_while(move |_| std::future::ready(!stop_on_over.is_cancelled()));
-        let counted = {
-            let (count, over, store) = (count.clone(), over.clone(), store.clone());
-            reflector(writer, events).inspect_ok(move |ev| {
-                let within = match ev {
-                    watcher::Event::InitDone => count.set(Some(0), Some(store.len() as u64)),
-                    watcher::Event::Apply(_) | watcher::Event::Delete(_) => {
-                        count.set(None, Some(store.len() as u64))
+            let (why, trip) = (over_why.clone(), over.clone());
+            let raw = watcher(api, wc).backoff(WatchBackoff::default());
+            cache::gate_lists(raw, self.caches.list_slots())
+                .map_ok(move |ev| {
+                    if let Err(o) = held.observe(&ev) {
+                        lock(&why).get_or_insert(o);
+                        trip.cancel();
                     }
-                    _ => true,
-                };
-                if !within {
-                    over.cancel();
-                }
-            })
+                    ev
+                })
+                // Ends the stream at the first event over a budget, before the cache applies
+                // it; `held` (moved into the closure above) gives everything back when the
+                // stream is dropped at the end of the term.
+                .take_while({
+                    let over = over.clone();
+                    move |_| std::future::ready(!over.is_cancelled())
+                })
         };
+        let counted = reflector(writer, events);
         let controller = Controller::for_stream_with(
             counted.applied_objects(),
             store.clone(),
@@ -464,14 +403,17 @@ impl Inner {
         let mut refresher = pin!(self.refresh_keys(&secret_client));
 
         let over_limit = || {
+            let why = lock(&over_why)
+                .clone()
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "a watch-cache budget was exceeded".to_string());
             Failure::new(
                 StartupFailure::LimitExceeded,
                 format!(
-                    "the watch caches of this ManagerConfig's workers would hold more than {} \
-                     objects (--max-watched-objects-per-config; this worker watches {} {}{}); \
-                     narrow spec.workers[].watch.labelSelector or namespace, or ask the \
-                     operator's administrator to raise the limit",
-                    self.watched.limit,
+                    "{why}; worker {} watches {} {}{}: narrow \
+                     spec.workers[].watch.labelSelector or namespace, or ask the operator's \
+                     administrator to raise the limit",
+                    self.spec.name,
                     target.resource_name(),
                     target.scope_phrase(),
                     self.spec
@@ -499,7 +441,14 @@ impl Inner {
                     // Going over the limit ends the watch stream, and with it the controller
                     // stream: this branch may be picked before the `over` one below.
                     None if over.is_cancelled() => break Err(over_limit()),
-                    None => break Ok(()),
+                    None if ctx.stop.is_cancelled() => break Ok(()),
+                    // The watch never ends by itself: say so rather than leave the config
+                    // waiting for a worker that will never be ready.
+                    None => break Err(Failure::new(
+                        StartupFailure::WorkerFailed,
+                        format!("worker {}: the watch of {} ended unexpectedly",
+                            self.spec.name, target.resource_name()),
+                    )),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         if let Some(f) = self.on_error(e, &shared, &target) {
@@ -696,9 +645,6 @@ pub enum ReconcileError {
     /// The leadership term is over (or may be): the hook was not called.
     #[error("not calling the hook: {0}")]
     Fenced(#[from] FenceError),
-    /// The object could not be encoded.
-    #[error("encoding the object: {0}")]
-    Encode(#[from] serde_json::Error),
     /// The worker signs its calls but holds no keys (cannot happen after a passed preflight);
     /// the hook is not called unsigned.
     #[error("no hook signing keys loaded; not calling the hook unsigned")]
@@ -731,11 +677,13 @@ fn object_key(o: &DynamicObject) -> String {
 
 async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, ReconcileError> {
     let k = object_key(&obj);
-    let mut object = (*obj).clone();
-    if object.types.is_none() {
-        object.types = Some(s.types.clone());
-    }
-    let object = serde_json::to_value(&object)?;
+    // Encoded once, straight from the watch cache, in `hook::call`: a call holds one encoded
+    // copy of the object, never a clone of it.
+    let object = TypedObject {
+        types: obj.types.as_ref().unwrap_or(&s.types),
+        metadata: &obj.metadata,
+        data: &obj.data,
+    };
     // Right before the side effect: is this replica still the leader?
     let token = s.fence.check()?;
     let body = HookRequest {
@@ -835,7 +783,6 @@ fn error_policy(_obj: Arc<DynamicObject>, err: &ReconcileError, _s: Arc<Shared>)
     match err {
         // The term is ending; the next leader starts from a full list.
         ReconcileError::Fenced(_) => Action::await_change(),
-        ReconcileError::Encode(_) => Action::requeue(backoff::DEFAULT_CAP),
         ReconcileError::NoSigningKeys => Action::requeue(Duration::from_secs(1)),
         ReconcileError::Hook { retry_in, .. } => Action::requeue(*retry_in),
     }

@@ -383,25 +383,6 @@ fn hook_codes_are_a_fixed_set_of_classes() {
     );
 }
 
-#[test]
-fn watch_budget_is_shared_and_given_back() {
-    let budget = Arc::new(WatchBudget {
-        limit: 10,
-        total: std::sync::atomic::AtomicU64::new(0),
-    });
-    let a = WatchCount::new(budget.clone());
-    let b = WatchCount::new(budget.clone());
-    assert!(a.set(None, Some(6)));
-    assert!(b.set(Some(4), None));
-    // A re-list buffers while the old cache is still held: both count.
-    assert!(!b.set(Some(5), None));
-    assert!(b.set(Some(0), Some(4)));
-    drop(a);
-    assert_eq!(budget.total.load(std::sync::atomic::Ordering::SeqCst), 4);
-    drop(b);
-    assert_eq!(budget.total.load(std::sync::atomic::Ordering::SeqCst), 0);
-}
-
 fn cm(name: &str, rv: &str) -> Arc<DynamicObject> {
     Arc::new(DynamicObject {
         types: None,
@@ -698,4 +679,24 @@ async fn unsigned_calls_carry_id_and_timestamp_but_no_signature() {
             .is_ok()
     );
     assert!(h.get("webhook-signature").is_none());
+}
+
+#[test]
+fn typed_object_encodes_like_the_object_with_its_types() {
+    let o = cm("a", "7");
+    let types = TypeMeta {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+    };
+    let typed = hook::TypedObject {
+        types: &types,
+        metadata: &o.metadata,
+        data: &o.data,
+    };
+    let mut whole = (*o).clone();
+    whole.types = Some(types.clone());
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        serde_json::to_value(&whole).unwrap()
+    );
 }
