@@ -13,7 +13,7 @@
 //! | `--max-hook-calls-per-config` | 64 | a semaphore shared by the config's workers |
 //! | `--max-watch-cache-bytes-per-namespace` | 32Mi | in each worker's reflector, while it runs |
 //! | `--max-watch-cache-bytes` | 96Mi | in each worker's reflector, while it runs |
-//! | `--max-concurrent-lists` | 8 | lists wait for a slot (see [`crate::workers::cache`]) |
+//! | `--max-concurrent-lists` | 4 | lists wait for a slot (see [`crate::workers::cache`]) |
 
 use std::time::Duration;
 
@@ -62,7 +62,7 @@ impl Default for TenantLimits {
             max_hook_calls_per_config: 64,
             max_watch_cache_bytes_per_namespace: DEFAULT_NAMESPACE_CACHE,
             max_watch_cache_bytes: DEFAULT_REPLICA_CACHE,
-            max_concurrent_lists: 8,
+            max_concurrent_lists: 4,
         }
     }
 }
@@ -131,7 +131,7 @@ pub struct LimitArgs {
 
     /// Lists (a worker's initial list, or a re-list after its watch expired) this replica runs
     /// at once; the others wait for a slot (0: unlimited).
-    #[arg(long, default_value_t = 8, env = "MO_MAX_CONCURRENT_LISTS")]
+    #[arg(long, default_value_t = 4, env = "MO_MAX_CONCURRENT_LISTS")]
     pub max_concurrent_lists: u32,
 }
 

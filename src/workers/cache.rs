@@ -36,9 +36,16 @@ use kube::runtime::watcher;
 use prometheus::IntGauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Objects per list page (the API server's default is 500): a page is buffered whole, so this
-/// bounds what one list holds in flight, besides the cache.
-pub const LIST_PAGE_SIZE: u32 = 50;
+/// Objects per page of a worker's first list of a kind of objects (the API server's default is
+/// 500): a page is buffered whole (the response body, then the decoded objects), so the page
+/// size bounds what one list holds in flight besides the cache.
+pub const FIRST_PAGE_SIZE: u32 = 20;
+/// Later lists of the same objects (same namespace, resource and selector) ask for pages of
+/// about this many bytes, by the mean object size seen so far (1 to 500 objects a page).
+pub const PAGE_BYTES: u64 = 1 << 20;
+/// Mean object sizes remembered (one per namespace, resource and selector); beyond this many
+/// the memory is cleared and pages start again from [`FIRST_PAGE_SIZE`].
+const MAX_LEARNED: usize = 10_000;
 
 /// Which budget a cache would exceed, with what a user needs to act on it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +171,8 @@ pub struct ReplicaCaches {
     held: Mutex<Held>,
     lists: Arc<Semaphore>,
     gauge: Option<IntGauge>,
+    /// Mean object size (JSON bytes) by list key (see [`ReplicaCaches::page_size`]).
+    learned: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -194,7 +203,29 @@ impl ReplicaCaches {
             held: Mutex::new(Held::default()),
             lists: Arc::new(Semaphore::new(lists)),
             gauge,
+            learned: Mutex::default(),
         }
+    }
+
+    /// The page size for a list of `key` (namespace, resource and selector): about
+    /// [`PAGE_BYTES`] a page by the mean object size seen, [`FIRST_PAGE_SIZE`] before any.
+    pub fn page_size(&self, key: &str) -> u32 {
+        match lock(&self.learned).get(key) {
+            Some(&mean) if mean > 0 => (PAGE_BYTES / mean).clamp(1, 500) as u32,
+            _ => FIRST_PAGE_SIZE,
+        }
+    }
+
+    /// Remembers the mean size of the `objects` (together `bytes`) a list of `key` returned.
+    fn learn(&self, key: &str, objects: u64, bytes: u64) {
+        if objects == 0 {
+            return;
+        }
+        let mut learned = lock(&self.learned);
+        if learned.len() >= MAX_LEARNED && !learned.contains_key(key) {
+            learned.clear();
+        }
+        learned.insert(key.to_string(), bytes / objects);
     }
 
     /// Bytes held by the caches of `namespace` (0 when none).
@@ -254,6 +285,8 @@ pub struct TermCache {
     config: Arc<WatchBudget>,
     replica: Arc<ReplicaCaches>,
     namespace: String,
+    /// What the term lists (see [`ReplicaCaches::page_size`]).
+    list_key: String,
     tally: Mutex<Tally>,
 }
 
@@ -270,12 +303,18 @@ struct Tally {
 }
 
 impl TermCache {
-    /// A term of a config of `namespace`.
-    pub fn new(config: Arc<WatchBudget>, replica: Arc<ReplicaCaches>, namespace: &str) -> Self {
+    /// A term of a config of `namespace`, listing what `list_key` names.
+    pub fn new(
+        config: Arc<WatchBudget>,
+        replica: Arc<ReplicaCaches>,
+        namespace: &str,
+        list_key: &str,
+    ) -> Self {
         Self {
             config,
             replica,
             namespace: namespace.to_string(),
+            list_key: list_key.to_string(),
             tally: Mutex::new(Tally::default()),
         }
     }
@@ -297,6 +336,8 @@ impl TermCache {
                 t.listing_bytes += size;
             }
             watcher::Event::InitDone => {
+                self.replica
+                    .learn(&self.list_key, t.listing.len() as u64, t.listing_bytes);
                 t.cached = std::mem::take(&mut t.listing);
                 t.cached_bytes = std::mem::take(&mut t.listing_bytes);
             }
@@ -318,7 +359,13 @@ impl TermCache {
             t.listing_bytes + t.cached_bytes,
         );
         let before = std::mem::replace(&mut t.charged, now);
-        self.settle(before, now)
+        let r = self.settle(before, now);
+        if r.is_err() && !t.listing.is_empty() {
+            // Stopped mid-list: the next attempt pages by what this one saw.
+            self.replica
+                .learn(&self.list_key, t.listing.len() as u64, t.listing_bytes);
+        }
+        r
     }
 
     fn settle(&self, before: (u64, u64), now: (u64, u64)) -> Result<(), Over> {
@@ -468,9 +515,9 @@ mod tests {
     fn namespace_bytes_bound_a_namespace_not_its_neighbours() {
         let size = json_size(&obj("a", 1000));
         let replica = Arc::new(ReplicaCaches::new(3 * size, 0, 0, None));
-        let a = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "noisy");
-        let b = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "noisy");
-        let q = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "quiet");
+        let a = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "noisy", "k");
+        let b = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "noisy", "k");
+        let q = TermCache::new(Arc::new(WatchBudget::new(0)), replica.clone(), "quiet", "k");
         a.observe(&watcher::Event::Apply(obj("a", 1000))).unwrap();
         a.observe(&watcher::Event::Apply(obj("b", 1000))).unwrap();
         // An update of the same object replaces its size.
@@ -502,7 +549,7 @@ mod tests {
         let size = json_size(&obj("a", 100));
         let replica = Arc::new(ReplicaCaches::new(0, 3 * size, 0, None));
         let config = Arc::new(WatchBudget::new(0));
-        let t = TermCache::new(config.clone(), replica.clone(), "ns");
+        let t = TermCache::new(config.clone(), replica.clone(), "ns", "k");
         t.observe(&watcher::Event::Init).unwrap();
         t.observe(&watcher::Event::InitApply(obj("a", 100))).unwrap();
         t.observe(&watcher::Event::InitApply(obj("b", 100))).unwrap();
@@ -514,6 +561,9 @@ mod tests {
             .observe(&watcher::Event::InitApply(obj("b", 100)))
             .unwrap_err();
         assert!(matches!(err, Over::ReplicaBytes { .. }), "{err}");
+        // Both lists taught the page size: about PAGE_BYTES a page.
+        assert_eq!(replica.page_size("k"), (PAGE_BYTES / size).min(500) as u32);
+        assert_eq!(replica.page_size("other"), FIRST_PAGE_SIZE);
         assert_eq!(config.total.load(Ordering::SeqCst), 4);
         drop(t);
         assert_eq!(config.total.load(Ordering::SeqCst), 0);
@@ -521,11 +571,23 @@ mod tests {
     }
 
     #[test]
+    fn pages_follow_the_mean_object_size() {
+        let replica = ReplicaCaches::new(0, 0, 0, None);
+        assert_eq!(replica.page_size("big"), FIRST_PAGE_SIZE);
+        replica.learn("big", 24, 24 * 500 * 1024);
+        assert_eq!(replica.page_size("big"), 2);
+        replica.learn("huge", 1, 3 << 20);
+        assert_eq!(replica.page_size("huge"), 1);
+        replica.learn("tiny", 1000, 100_000);
+        assert_eq!(replica.page_size("tiny"), 500);
+    }
+
+    #[test]
     fn config_objects_are_shared_by_its_workers() {
         let replica = Arc::new(ReplicaCaches::new(0, 0, 0, None));
         let config = Arc::new(WatchBudget::new(3));
-        let a = TermCache::new(config.clone(), replica.clone(), "ns");
-        let b = TermCache::new(config.clone(), replica, "ns");
+        let a = TermCache::new(config.clone(), replica.clone(), "ns", "k");
+        let b = TermCache::new(config.clone(), replica, "ns", "k");
         a.observe(&watcher::Event::Apply(obj("a", 1))).unwrap();
         a.observe(&watcher::Event::Apply(obj("b", 1))).unwrap();
         b.observe(&watcher::Event::Apply(obj("a", 1))).unwrap();

@@ -320,7 +320,13 @@ impl Inner {
             Some(ns) => Api::namespaced_with(client, ns, &target.resource),
             None => Api::all_with(client, &target.resource),
         };
-        let mut wc = watcher::Config::default().page_size(cache::LIST_PAGE_SIZE);
+        let list_key = format!(
+            "{}|{}|{}",
+            target.namespace.as_deref().unwrap_or(""),
+            target.resource_name(),
+            self.spec.label_selector.as_deref().unwrap_or("")
+        );
+        let mut wc = watcher::Config::default().page_size(self.caches.page_size(&list_key));
         if let Some(sel) = &self.spec.label_selector {
             wc = wc.labels(sel);
         }
@@ -334,6 +340,7 @@ impl Inner {
             self.watched.clone(),
             self.caches.clone(),
             &self.manager.namespace,
+            &list_key,
         );
         // Which budget was exceeded (set once) and the signal for the loop below.
         let over_why: Arc<Mutex<Option<cache::Over>>> = Arc::default();
