@@ -244,8 +244,7 @@ impl Metrics {
             .register(Box::new(m.managers_preferred.clone()))?;
         m.registry.register(Box::new(m.managers_leading.clone()))?;
         m.registry.register(Box::new(m.handovers_total.clone()))?;
-        m.registry
-            .register(Box::new(m.watch_cache_bytes.clone()))?;
+        m.registry.register(Box::new(m.watch_cache_bytes.clone()))?;
         for reason in HANDOVER_REASONS {
             m.handovers_total.with_label_values(&[reason]);
         }

@@ -862,6 +862,9 @@ fn tenant_limit_args_follow_the_values() {
         "--min-lease-duration=2s",
         "--max-watched-objects-per-config=10000",
         "--max-hook-calls-per-config=64",
+        "--max-watch-cache-bytes-per-namespace=32Mi",
+        "--max-watch-cache-bytes=96Mi",
+        "--max-concurrent-lists=4",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
@@ -871,12 +874,16 @@ fn tenant_limit_args_follow_the_values() {
             "tenantLimits.maxConfigsPerNamespace=5",
             "tenantLimits.maxWatchedObjectsPerConfig=2000000",
             "tenantLimits.minLeaseDuration=10s",
+            "tenantLimits.maxWatchCacheBytes=1Gi",
+            "tenantLimits.maxWatchCacheBytesPerNamespace=134217728",
         ],
     ));
     for want in [
         "--max-configs-per-namespace=5",
         "--max-watched-objects-per-config=2000000",
         "--min-lease-duration=10s",
+        "--max-watch-cache-bytes=1Gi",
+        "--max-watch-cache-bytes-per-namespace=134217728",
     ] {
         assert!(set.iter().any(|a| a == want), "{want} in {set:?}");
     }

@@ -827,8 +827,7 @@ async fn fairness() {
             if !ops[1 - li].alive() {
                 return Err(format!("operator {other} exited"));
             }
-            let s = noisy_split(&mcs, &events, &hooks, Some((&other, killed, killed_wall)))
-                .await?;
+            let s = noisy_split(&mcs, &events, &hooks, Some((&other, killed, killed_wall))).await?;
             (s.running + s.refused >= n_noisy)
                 .then_some(s)
                 .ok_or_else(|| format!("{s:?} of {n_noisy}"))
@@ -861,7 +860,10 @@ async fn fairness() {
     );
     let took_over = took_over.unwrap_or_else(|e| panic!("{e}"));
     // The noisy tenant is served within its budget, and the budget is what stops the rest.
-    for (what, s) in [("with two replicas", &settled), ("on the survivor", &took_over)] {
+    for (what, s) in [
+        ("with two replicas", &settled),
+        ("on the survivor", &took_over),
+    ] {
         assert!(s.running >= 1, "{what}: no noisy config runs: {s:?}");
         assert!(
             s.refused >= 1,

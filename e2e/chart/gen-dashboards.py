@@ -270,14 +270,18 @@ def overview():
     b.row("Workers")
     b.panel("timeseries", "Reconciles by result",
             [(f"sum by (result) (rate({M}reconcile_total[$__rate_interval]))", "{{result}}")],
-            w=8, unit="ops")
+            w=6, unit="ops")
     b.panel("timeseries", "Hook latency p99 by status code",
             [(f"histogram_quantile(0.99, sum by (code, le) "
               f"(rate({M}hook_request_duration_seconds_bucket[$__rate_interval])))", "{{code}}")],
-            w=8, unit="s")
+            w=6, unit="s")
     b.panel("timeseries", "Queue depth and reconciles in flight",
             [(f"sum({M}queue_depth)", "queued"), (f"sum({M}workers_active)", "in flight")],
-            w=8)
+            w=6)
+    b.panel("timeseries", "Watch-cache bytes by replica",
+            [(f"max by (pod) ({M}watch_cache_bytes)", "{{pod}}")], w=6, unit="bytes",
+            description="JSON bytes of the objects in the workers' watch caches, against "
+                        "--max-watch-cache-bytes (tenantLimits.maxWatchCacheBytes).")
     return b.render([datasource_var()])
 
 

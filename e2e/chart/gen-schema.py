@@ -60,6 +60,7 @@ def arr(items=None):
 
 
 GO_DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"}
+BYTES = {"type": ["string", "integer"], "pattern": r"^[0-9]+(Ki|Mi|Gi|Ti)?$", "minimum": 0}
 PORT = i(1, 65535)
 INT_OR_PERCENT = {"anyOf": [{"type": "integer", "minimum": 0},
                             {"type": "string", "pattern": r"^([0-9]+%?)?$"}]}
@@ -83,6 +84,8 @@ SCHEMA = {
             "maxConfigsPerNamespace": i(0), "maxWorkersPerConfig": i(0),
             "minRetryPeriod": GO_DURATION, "minLeaseDuration": GO_DURATION,
             "maxWatchedObjectsPerConfig": i(0), "maxHookCallsPerConfig": i(0),
+            "maxWatchCacheBytesPerNamespace": BYTES, "maxWatchCacheBytes": BYTES,
+            "maxConcurrentLists": i(0),
         }),
         "image": obj({
             "repository": s(minLength=1),

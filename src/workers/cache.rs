@@ -88,7 +88,7 @@ pub fn human(n: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
     for (unit, size) in UNITS {
         if n >= size {
-            return if n % size == 0 {
+            return if n.is_multiple_of(size) {
                 format!("{}{unit}", n / size)
             } else {
                 format!("{:.1}{unit}", n as f64 / size as f64)
@@ -530,7 +530,11 @@ mod tests {
             .observe(&watcher::Event::InitApply(obj("b", 1000)))
             .unwrap_err();
         assert!(matches!(err, Over::NamespaceBytes { ref namespace, .. } if namespace == "noisy"));
-        assert!(err.to_string().contains("--max-watch-cache-bytes-per-namespace"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("--max-watch-cache-bytes-per-namespace"),
+            "{err}"
+        );
         // Another namespace has its own budget.
         q.observe(&watcher::Event::Apply(obj("a", 1000))).unwrap();
         q.observe(&watcher::Event::Apply(obj("b", 1000))).unwrap();
@@ -551,12 +555,15 @@ mod tests {
         let config = Arc::new(WatchBudget::new(0));
         let t = TermCache::new(config.clone(), replica.clone(), "ns", "k");
         t.observe(&watcher::Event::Init).unwrap();
-        t.observe(&watcher::Event::InitApply(obj("a", 100))).unwrap();
-        t.observe(&watcher::Event::InitApply(obj("b", 100))).unwrap();
+        t.observe(&watcher::Event::InitApply(obj("a", 100)))
+            .unwrap();
+        t.observe(&watcher::Event::InitApply(obj("b", 100)))
+            .unwrap();
         t.observe(&watcher::Event::InitDone).unwrap();
         assert_eq!(t.held(), (2, 2 * size));
         t.observe(&watcher::Event::Init).unwrap();
-        t.observe(&watcher::Event::InitApply(obj("a", 100))).unwrap();
+        t.observe(&watcher::Event::InitApply(obj("a", 100)))
+            .unwrap();
         let err = t
             .observe(&watcher::Event::InitApply(obj("b", 100)))
             .unwrap_err();
@@ -616,7 +623,10 @@ mod tests {
             b.next().now_or_never().is_none(),
             "b passed Init while a held the only slot"
         );
-        assert!(matches!(a.next().await, Some(Ok(watcher::Event::InitApply(1)))));
+        assert!(matches!(
+            a.next().await,
+            Some(Ok(watcher::Event::InitApply(1)))
+        ));
         assert!(matches!(a.next().await, Some(Ok(watcher::Event::InitDone))));
         assert!(matches!(b.next().await, Some(Ok(watcher::Event::Init))));
         assert_eq!(slots.available_permits(), 0);

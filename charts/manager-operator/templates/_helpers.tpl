@@ -90,3 +90,10 @@ app.kubernetes.io/part-of: manager-operator
 {{- define "manager-operator.selfManagedCerts" -}}
 {{- if eq .Values.webhook.certMode "self-managed" }}true{{ end }}
 {{- end }}
+
+{{/*
+A byte quantity value (`64Mi`, or a plain number that YAML decoded as a float) as a flag value.
+*/}}
+{{- define "manager-operator.bytes" -}}
+{{- if kindIs "string" . -}}{{ . }}{{- else -}}{{ . | int64 }}{{- end -}}
+{{- end }}
