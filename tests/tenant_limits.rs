@@ -7,6 +7,11 @@
 //!   in the same namespace keeps running and calling its hook. It heals both ways: the
 //!   operator restarted with a higher limit runs it, and with the old limit it starts by itself
 //!   (the failed start is retried with backoff) once enough objects were deleted.
+//! * `--max-watch-cache-bytes-per-namespace` and `--max-watch-cache-bytes`: with a 64Ki budget,
+//!   a config whose watch cache (4 ConfigMaps of 10 KiB) fits runs, a second one of the same
+//!   size is refused with `LimitExceeded` naming the budget, `manager_operator_watch_cache_bytes`
+//!   shows what the replica holds (never above the budget), and the refused config starts by
+//!   itself once the first one is deleted; once with each of the two budgets.
 //! * `--max-hook-calls-per-config`: two workers × `concurrency: 8` of one config never have
 //!   more hook calls in flight than the cap (3), measured at a slow hook; the same config
 //!   without the cap reaches 16; the cap is per config (another config's calls flow beside it).
@@ -384,6 +389,117 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     let mc = api.get("under").await.expect("under");
     assert!(ready(&mc).is_some_and(is_true), "under: {:?}", ready(&mc));
     drop(op);
+    let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// `n` ConfigMaps of `bytes` bytes of data labelled `label`.
+async fn sized_configmaps(client: &kube::Client, ns: &str, prefix: &str, n: usize, bytes: usize) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    for i in 0..n {
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("{prefix}-{i}")),
+                labels: Some([("set".to_string(), prefix.to_string())].into()),
+                ..Default::default()
+            },
+            data: Some([("blob".to_string(), "x".repeat(bytes))].into()),
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &cm)
+            .await
+            .unwrap_or_else(|e| panic!("creating ConfigMap {prefix}-{i}: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_cache_byte_budgets_refuse_the_config_that_does_not_fit_and_heal() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = namespace_with_watcher(&client, "lim-bytes").await;
+    let (_hook, base, _server) = Hook::start().await;
+    let url = format!("{base}/0");
+    // Two sets of 4 ConfigMaps of 10 KiB: one set's cache (~41 KB of JSON) fits in 64Ki, two
+    // do not.
+    for set in ["a", "b", "c", "d"] {
+        sized_configmaps(&client, &ns, set, 4, 10 * 1024).await;
+    }
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let budgets: [(&[&str], &str, &str, &str); 2] = [
+        (
+            &["--max-watch-cache-bytes-per-namespace", "64Ki"],
+            "--max-watch-cache-bytes-per-namespace",
+            "a",
+            "b",
+        ),
+        (
+            &[
+                "--max-watch-cache-bytes-per-namespace",
+                "0",
+                "--max-watch-cache-bytes",
+                "64Ki",
+            ],
+            "--max-watch-cache-bytes",
+            "c",
+            "d",
+        ),
+    ];
+    for (flags, flag, first, second) in budgets {
+        let op = Operator::start(&ns, flags).await;
+        config(&ns, first, 1, 2, &format!("set={first}"), &url);
+        wait_ready(&api, first, "Ready=True", &op, is_true).await;
+        let held = op
+            .metric("manager_operator_watch_cache_bytes", &[])
+            .await
+            .expect("manager_operator_watch_cache_bytes");
+        assert!(
+            (40_000.0..=65_536.0).contains(&held),
+            "{flag}: {first}'s cache should hold ~41 KB, the gauge says {held}"
+        );
+        config(&ns, second, 1, 2, &format!("set={second}"), &url);
+        let (c, took) = wait_ready(&api, second, "LimitExceeded", &op, limit_exceeded).await;
+        eprintln!(
+            "[limits] {flag} 64Ki: {first} runs holding {held} bytes; {second} LimitExceeded {} \
+             ms after apply: {}",
+            took.as_millis(),
+            c.message
+        );
+        assert!(
+            c.message.contains(flag) && c.message.contains("64Ki"),
+            "{}",
+            c.message
+        );
+        // The refused worker gave its bytes back; the first still runs.
+        let held_after = wait_for("the refused cache given back", TIMEOUT, || {
+            let op = &op;
+            async move {
+                op.metric("manager_operator_watch_cache_bytes", &[])
+                    .await
+                    .filter(|v| *v <= 65_536.0)
+                    .ok_or_else(|| "not yet".to_string())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}
+{}",
+                op.tail()
+            )
+        });
+        let mc = api.get(first).await.expect("first");
+        assert!(ready(&mc).is_some_and(is_true), "{first}: {:?}", ready(&mc));
+        // Heals by itself once there is room.
+        kubectl_ok(&["-n", &ns, "delete", "managerconfig", first, "--wait=true"]);
+        let deleted = Instant::now();
+        wait_ready(&api, second, "Ready=True once first is gone", &op, is_true).await;
+        eprintln!(
+            "[limits] {flag}: gauge {held_after} bytes after the refusal; {second} Ready=True {} \
+             ms after {first} was deleted",
+            deleted.elapsed().as_millis()
+        );
+        kubectl_ok(&["-n", &ns, "delete", "managerconfig", second, "--wait=true"]);
+        drop(op);
+    }
     let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 

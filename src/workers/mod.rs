@@ -417,10 +417,8 @@ impl Inner {
             Failure::new(
                 StartupFailure::LimitExceeded,
                 format!(
-                    "{why}; worker {} watches {} {}{}: narrow \
-                     spec.workers[].watch.labelSelector or namespace, or ask the operator's \
-                     administrator to raise the limit",
-                    self.spec.name,
+                    "{why}; it watches {} {}{}: narrow spec.workers[].watch.labelSelector or \
+                     namespace, or ask the operator's administrator to raise the limit",
                     target.resource_name(),
                     target.scope_phrase(),
                     self.spec
