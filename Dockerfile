@@ -34,8 +34,10 @@ RUN --mount=type=cache,id=cargo-registry,target=/usr/local/cargo/registry \
  && rm -rf src target/release/manager-operator* target/release/deps/manager_operator-* \
            target/release/deps/libmanager_operator-* target/release/.fingerprint/manager-operator-*
 
-# 2. The operator itself.
+# 2. The operator itself (`manager_operator_build_info{revision}` reads MO_REVISION).
 COPY src ./src
+ARG REVISION=unknown
+ENV MO_REVISION=${REVISION}
 RUN --mount=type=cache,id=cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=cargo-git,target=/usr/local/cargo/git \
     cargo build --release --locked --bin manager-operator \

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod kube_metrics;
 pub mod manager;
 pub mod metrics;
 pub mod metrics_auth;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -59,6 +59,27 @@ pub struct Metrics {
     /// `handovers_total{reason}`: leases this replica gave up on purpose (`rebalance`: placement
     /// moved the config; `shutdown`: released on SIGTERM).
     pub handovers_total: IntCounterVec,
+    /// `admission_request_errors_total{code}`: requests the webhook answered with an HTTP error
+    /// instead of an AdmissionReview (malformed 400, too slow 408, too large 413, overloaded 503).
+    pub admission_request_errors_total: IntCounterVec,
+    /// `build_info{version,revision}`: 1.
+    pub build_info: IntGaugeVec,
+    /// `kube_requests_total{method,code}`: Kubernetes API requests (see [`crate::kube_metrics`]).
+    pub kube_requests_total: IntCounterVec,
+    /// `kube_request_duration_seconds{method}`: time to the answer's headers.
+    pub kube_request_duration_seconds: HistogramVec,
+    /// `controller_reconcile_errors_total{kind}`: ManagerConfig reconciles that failed (`api`:
+    /// an API call of the reconciler failed; `metadata`: an object without namespace or name).
+    pub controller_reconcile_errors_total: IntCounterVec,
+    /// `webhook_certificate_expiration_timestamp_seconds{certificate=ca|serving}`: notAfter of
+    /// the webhook's certificates, as a Unix time.
+    pub webhook_certificate_expiration_timestamp_seconds: GaugeVec,
+    /// `webhook_certificate_rotation_failures_total`: certificate generations, reloads or
+    /// publications that failed (retried).
+    pub webhook_certificate_rotation_failures_total: IntCounter,
+    /// `lease_duration_seconds{namespace,name}`: the config's leaseDuration, so rules can
+    /// compare how long a config has had no leader with its own timing.
+    pub lease_duration_seconds: GaugeVec,
     /// `watch_cache_bytes`: JSON bytes of the objects in every worker's watch cache on this
     /// replica (lists in progress included), against `--max-watch-cache-bytes`.
     pub watch_cache_bytes: IntGauge,
@@ -68,6 +89,16 @@ pub struct Metrics {
 pub const HANDOVER_REASONS: [&str; 2] = ["rebalance", "shutdown"];
 
 const PREFIX: &str = "manager_operator";
+
+/// The `revision` of `build_info`: `MO_REVISION` at build time (the Dockerfile and CI pass the
+/// git commit), else `unknown`.
+pub const REVISION: &str = match option_env!("MO_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// The `code` values of `admission_request_errors_total`.
+pub const ADMISSION_ERROR_CODES: [&str; 5] = ["400", "408", "413", "500", "503"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace(PREFIX)
@@ -179,7 +210,8 @@ impl Metrics {
                 "admission_duration_seconds",
                 "Time to answer an admission review.",
                 vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+                    1.0, 2.5, 5.0, 10.0, 30.0,
                 ],
             ))?,
             tasks: IntGauge::with_opts(opts("tasks", "Live tasks owned by managers."))?,
@@ -205,6 +237,60 @@ impl Metrics {
                     "Leases this replica gave up on purpose, by reason (rebalance, shutdown).",
                 ),
                 &["reason"],
+            )?,
+            admission_request_errors_total: IntCounterVec::new(
+                opts(
+                    "admission_request_errors_total",
+                    "Admission requests answered with an HTTP error instead of a review, by code.",
+                ),
+                &["code"],
+            )?,
+            build_info: IntGaugeVec::new(
+                opts(
+                    "build_info",
+                    "1, labelled with the operator's version and revision.",
+                ),
+                &["version", "revision"],
+            )?,
+            kube_requests_total: IntCounterVec::new(
+                opts(
+                    "kube_requests_total",
+                    "Kubernetes API requests by HTTP method (WATCH for watches) and answer code.",
+                ),
+                &["method", "code"],
+            )?,
+            kube_request_duration_seconds: HistogramVec::new(
+                hopts(
+                    "kube_request_duration_seconds",
+                    "Time from a Kubernetes API request to its answer's headers.",
+                    latency_buckets(),
+                ),
+                &["method"],
+            )?,
+            controller_reconcile_errors_total: IntCounterVec::new(
+                opts(
+                    "controller_reconcile_errors_total",
+                    "ManagerConfig reconciles that failed, by kind (api, metadata).",
+                ),
+                &["kind"],
+            )?,
+            webhook_certificate_expiration_timestamp_seconds: GaugeVec::new(
+                opts(
+                    "webhook_certificate_expiration_timestamp_seconds",
+                    "Expiry (notAfter, Unix time) of the webhook's CA and serving certificates.",
+                ),
+                &["certificate"],
+            )?,
+            webhook_certificate_rotation_failures_total: IntCounter::with_opts(opts(
+                "webhook_certificate_rotation_failures_total",
+                "Webhook certificate generations, reloads or publications that failed.",
+            ))?,
+            lease_duration_seconds: GaugeVec::new(
+                opts(
+                    "lease_duration_seconds",
+                    "The ManagerConfig's spec.leaderElection.leaseDuration.",
+                ),
+                &["namespace", "name"],
             )?,
             watch_cache_bytes: IntGauge::with_opts(opts(
                 "watch_cache_bytes",
@@ -245,6 +331,39 @@ impl Metrics {
         m.registry.register(Box::new(m.managers_leading.clone()))?;
         m.registry.register(Box::new(m.handovers_total.clone()))?;
         m.registry.register(Box::new(m.watch_cache_bytes.clone()))?;
+        m.registry
+            .register(Box::new(m.admission_request_errors_total.clone()))?;
+        m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry
+            .register(Box::new(m.kube_requests_total.clone()))?;
+        m.registry
+            .register(Box::new(m.kube_request_duration_seconds.clone()))?;
+        m.registry
+            .register(Box::new(m.controller_reconcile_errors_total.clone()))?;
+        m.registry.register(Box::new(
+            m.webhook_certificate_expiration_timestamp_seconds.clone(),
+        ))?;
+        m.registry.register(Box::new(
+            m.webhook_certificate_rotation_failures_total.clone(),
+        ))?;
+        m.registry
+            .register(Box::new(m.lease_duration_seconds.clone()))?;
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (no
+        // prefix, as every Prometheus client names them).
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), REVISION])
+            .set(1);
+        for code in ADMISSION_ERROR_CODES {
+            m.admission_request_errors_total.with_label_values(&[code]);
+        }
+        for kind in ["api", "metadata"] {
+            m.controller_reconcile_errors_total
+                .with_label_values(&[kind]);
+        }
         for reason in HANDOVER_REASONS {
             m.handovers_total.with_label_values(&[reason]);
         }
@@ -255,7 +374,6 @@ impl Metrics {
             ("CREATE", "false"),
             ("UPDATE", "true"),
             ("UPDATE", "false"),
-            ("INVALID", "false"),
         ] {
             m.admission_requests_total
                 .with_label_values(&[operation, allowed]);
@@ -301,6 +419,7 @@ impl Metrics {
         forget(&self.reconcile_duration_seconds, namespace, name);
         forget(&self.workers_active, namespace, name);
         forget(&self.queue_depth, namespace, name);
+        forget(&self.lease_duration_seconds, namespace, name);
     }
 
     /// Removes the per-worker series of this ManagerConfig whose worker is not in `keep`
@@ -434,11 +553,18 @@ mod tests {
         let text = m.encode().expect("encodes");
         for line in [
             "manager_operator_admission_requests_total{allowed=\"false\",operation=\"CREATE\"} 0",
-            "manager_operator_admission_requests_total{allowed=\"false\",operation=\"INVALID\"} 0",
+            "manager_operator_admission_request_errors_total{code=\"503\"} 0",
+            "manager_operator_controller_reconcile_errors_total{kind=\"api\"} 0",
+            "process_open_fds ",
             "manager_operator_leader_transitions_total{name=\"n\",namespace=\"ns\"} 0",
             "manager_operator_lease_renew_failures_total{name=\"n\",namespace=\"ns\"} 0",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        let info = format!(
+            "manager_operator_build_info{{revision=\"{REVISION}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&info), "missing {info} in\n{text}");
     }
 }

@@ -228,7 +228,16 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // One JSON object per line with unique keys (docs/logging.md): the event's fields at the
+        // top level beside `timestamp`, `level`, `target` and `message`; the innermost span (a
+        // manager's: `{"name":"manager","namespace":…,"config":…}`) under `span`. The span
+        // list would repeat it, so it is left out.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -359,8 +368,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let config = kube_config(args.kubeconfig.as_ref()).await?;
-    let client = kube::Client::try_from(config.clone())?;
     let metrics = Metrics::new()?;
+    let client = crate::kube_metrics::client(config.clone(), Some(&metrics))?;
     let policy = args.policy.policy();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
@@ -439,7 +448,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         signing_refresh: args.hook_signing_refresh_period,
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
-    let lease_client = kube::Client::try_from(config_for_leases)?;
+    let lease_client = crate::kube_metrics::client(config_for_leases, Some(&metrics))?;
     let placement = if args.disable_placement {
         None
     } else {

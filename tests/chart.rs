@@ -81,6 +81,24 @@ fn render(files: &[&str], sets: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// `helm template` with these `--set`s must fail; returns its error output.
+fn render_error(sets: &[&str]) -> String {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", RELEASE])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE])
+        .env("HELM_CACHE_HOME", tmp.path().join("cache"))
+        .env("HELM_CONFIG_HOME", tmp.path().join("config"))
+        .env("HELM_DATA_HOME", tmp.path().join("data"));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run helm template");
+    assert!(!out.status.success(), "helm template {sets:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Every value set the e2e checks use.
 fn value_sets() -> Vec<(&'static str, Vec<Value>)> {
     vec![
@@ -595,7 +613,69 @@ fn monitoring_objects_only_when_enabled_and_dashboards_labelled() {
         Value::Bool(true),
         "the metrics' own namespace label must win over the target's"
     );
+    // Secure scrapes: explicit TLS and credentials, never the deprecated bearerTokenFile; the
+    // PodMonitor scrapes the same way.
+    let pm = one(&on, "PodMonitor");
+    for ep in [
+        &sm["spec"]["endpoints"][0],
+        &pm["spec"]["podMetricsEndpoints"][0],
+    ] {
+        assert!(ep.get("bearerTokenFile").is_none(), "{ep:?}");
+        assert_eq!(ep["authorization"]["type"].as_str(), Some("Bearer"));
+        assert_eq!(
+            ep["authorization"]["credentials"]["name"].as_str(),
+            Some("prometheus-metrics-token")
+        );
+        assert_eq!(ep["tlsConfig"]["insecureSkipVerify"], Value::Bool(true));
+        assert_eq!(ep["scheme"].as_str(), Some("https"));
+    }
+    assert_eq!(
+        pm["spec"]["podMetricsEndpoints"][0]["port"].as_str(),
+        Some("metrics")
+    );
+    let e = render_error(&["metrics.secure=true", "serviceMonitor.enabled=true"]);
+    assert!(e.contains("serviceMonitor.tlsConfig"), "{e}");
+    let e = render_error(&[
+        "metrics.secure=true",
+        "podMonitor.enabled=true",
+        "serviceMonitor.tlsConfig.insecureSkipVerify=true",
+    ]);
+    assert!(e.contains("serviceMonitor.authorization"), "{e}");
+    // honorLabels can be turned off (e.g. when relabelings move the label themselves).
+    let plain = render(
+        &[],
+        &[
+            "serviceMonitor.enabled=true",
+            "serviceMonitor.honorLabels=false",
+        ],
+    );
+    assert_eq!(
+        one(&plain, "ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        Value::Bool(false)
+    );
     let rule = one(&on, "PrometheusRule");
+    // additionalAggregationLabels: [cluster] reaches every aggregation and match.
+    let exprs: Vec<&str> = rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .filter_map(|r| r["expr"].as_str())
+        .collect();
+    for e in &exprs {
+        for (i, _) in e.match_indices("by (").chain(e.match_indices("on (")) {
+            assert!(
+                e[i + 4..].starts_with("cluster, "),
+                "an aggregation without the cluster label: {e}"
+            );
+        }
+    }
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e.contains("max by (cluster, namespace, name) (manager_operator_leader)")),
+        "{exprs:?}"
+    );
     let alerts: Vec<&str> = rule["spec"]["groups"]
         .as_sequence()
         .unwrap()

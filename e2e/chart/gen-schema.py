@@ -167,8 +167,15 @@ SCHEMA = {
             "enabled": b(), "namespace": s(), "labels": amap(),
             "interval": GO_DURATION, "scrapeTimeout": GO_DURATION,
             "relabelings": arr(anyobj()), "metricRelabelings": arr(anyobj()),
+            "honorLabels": b(),
             "tlsConfig": anyobj(),
+            "authorization": obj({
+                "type": s(),
+                "credentials": obj({"name": s(minLength=1), "key": s(minLength=1),
+                                    "optional": b()}, required=("name", "key")),
+            }),
         }),
+        "podMonitor": obj({"enabled": b(), "namespace": s(), "labels": amap()}),
         "leaseFlowControl": obj({
             "enabled": b(),
             "matchingPrecedence": i(1, 9999),
@@ -185,6 +192,7 @@ SCHEMA = {
             "enabled": b(), "namespace": s(), "labels": amap(),
             "runbookBaseURL": s(pattern=r"^https?://"),
             "additionalAlertLabels": amap(),
+            "additionalAggregationLabels": arr(s(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")),
             "alertOverrides": amap(obj({
                 "for": GO_DURATION, "severity": s(), "labels": amap(), "disabled": b(),
             })),

@@ -37,7 +37,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ManagerConfig;
 use crate::api::conditions::StartupFailure;
@@ -66,6 +66,16 @@ pub enum Error {
     /// The object has no namespace or name.
     #[error("ManagerConfig without namespace or name")]
     MissingMetadata,
+}
+
+impl Error {
+    /// The `kind` label of `controller_reconcile_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "api",
+            Error::MissingMetadata => "metadata",
+        }
+    }
 }
 
 /// Per-config state kept by this replica.
@@ -231,7 +241,7 @@ impl Ctx {
             entry.last_failure = Some(f.clone());
             delay
         };
-        warn!(namespace = %ns, name = %name, reason = %f.reason, message = %f.message, retry_in = ?delay, "manager failed to start");
+        warn!(namespace = %ns, name = %name, reason = %f.reason, detail = %f.message, retry_in = ?delay, "manager failed to start");
         // Status first: it is what controllers, `kubectl wait` and alerts watch; the Event (for
         // humans reading `kubectl describe`) follows one round trip later.
         if let Err(e) = self
@@ -239,6 +249,16 @@ impl Ctx {
             .await
         {
             warn!(error = %e, "writing failure status failed");
+        }
+        // Every replica tries every config, so each would see (and report) the same failure:
+        // only the replica placement prefers for the config emits the Event, one series per
+        // cause. Without placement every replica does.
+        if let Some(p) = &self.env.placement
+            && p.current_rank(&format!("{ns}/{name}")) != 0
+        {
+            debug!(namespace = %ns, name = %name, reason = %f.reason,
+                "not the preferred replica for this config: its Event is left to that replica");
+            return delay;
         }
         self.event(
             mc,
@@ -599,8 +619,13 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
     }
 }
 
-fn error_policy(_mc: Arc<ManagerConfig>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(error = %err, "reconcile failed; retrying");
+fn error_policy(mc: Arc<ManagerConfig>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics
+        .controller_reconcile_errors_total
+        .with_label_values(&[err.kind()])
+        .inc();
+    warn!(namespace = %mc.namespace().unwrap_or_default(), name = %mc.name_any(),
+        error = %err, "reconcile failed; retrying in 2s");
     Action::requeue(Duration::from_secs(2))
 }
 

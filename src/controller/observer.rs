@@ -119,6 +119,9 @@ pub async fn observe(
     let name = initial.name_any();
     let m = ctx.metrics.clone();
     m.init_manager(&ns, &name);
+    m.lease_duration_seconds
+        .with_label_values(&[ns.as_str(), name.as_str()])
+        .set(config.election.lease_duration.as_secs_f64());
     let mut prev: Option<ManagerState> = None;
     let mut tick = tokio::time::interval(DEGRADED_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

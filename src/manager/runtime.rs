@@ -394,8 +394,9 @@ impl Manager {
             cool_off: CoolOff::default(),
         };
         let background = store.background();
-        // Every log line of the elector and the supervisor names the config.
-        let span = tracing::info_span!("manager", namespace = %cfg.namespace, name = %cfg.name);
+        // Every log line of the elector and the supervisor names the config. The field is
+        // `config`, not `name`: in JSON the span's own name is `name` (docs/logging.md).
+        let span = tracing::info_span!("manager", namespace = %cfg.namespace, config = %cfg.name);
         let fut = supervisor.run(elector, background).instrument(span);
         let task = tokio::spawn(counted(&live, &telemetry.tasks, fut));
         info!(namespace = %cfg.namespace, name = %cfg.name, identity = %me.identity, "manager started; campaigning");
@@ -557,7 +558,7 @@ impl Supervisor {
         // `background` (the Lease watch) is dropped here with this future.
         match failure {
             Some(f) => {
-                warn!(namespace = %self.cfg.namespace, name = %self.cfg.name, reason = %f.reason, message = %f.message, "manager failed");
+                warn!(namespace = %self.cfg.namespace, name = %self.cfg.name, reason = %f.reason, detail = %f.message, "manager failed");
                 self.state.send_replace(ManagerState::Failed(f));
             }
             None => {

@@ -113,6 +113,26 @@ impl PlacementService {
         rx
     }
 
+    /// This replica's rank for `key` now (0: placement prefers this replica), without keeping a
+    /// channel: the rank of the key's channel when a manager follows it, else the one the last
+    /// assignment gives, else the plain rendezvous rank.
+    pub fn current_rank(&self, key: &str) -> u32 {
+        if let Ok(ranks) = self.ranks.lock()
+            && let Some(tx) = ranks.get(key)
+        {
+            return *tx.borrow();
+        }
+        let members = self.members.borrow().clone();
+        if let Ok(last) = self.last.lock()
+            && last.0 == members
+            && let Some(order) = last.1.get(key)
+        {
+            let order: Vec<&str> = order.iter().map(String::as_str).collect();
+            return rank_in(&order, &self.me);
+        }
+        rank_in(&ring::ranking(&members, key), &self.me)
+    }
+
     /// Recomputes every rank from `members` and `keys`; returns how many configs prefer this
     /// replica.
     pub fn apply(&self, members: &[String], keys: &[String]) -> usize {
@@ -227,6 +247,7 @@ mod tests {
     fn alone_or_not_yet_a_member() {
         let (alone, _tx) = svc("me", &[]);
         assert_eq!(*alone.rank_for("ns/a").borrow(), 0);
+        assert_eq!(alone.current_rank("ns/other"), 0);
         let (joining, _tx) = svc("me", &["a", "b"]);
         assert_eq!(
             *joining.rank_for("ns/a").borrow(),

@@ -173,6 +173,20 @@ pub struct ServingCert {
     pub serial: String,
 }
 
+impl ServingCert {
+    /// The latest expiry among the CA certificates of the bundle (during a CA rotation the
+    /// bundle holds the old and the new CA; clients keep working until the newest expires).
+    pub fn ca_not_after(&self) -> Option<SystemTime> {
+        let pem = self.ca_bundle_pem.as_deref()?;
+        certificate_blocks(pem)
+            .iter()
+            .filter_map(|b| parse_certificate(b, "CA bundle").ok())
+            .filter(|c| c.is_ca)
+            .map(|c| c.not_after)
+            .max()
+    }
+}
+
 impl std::fmt::Debug for ServingCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServingCert")

@@ -484,8 +484,34 @@ impl RunningWebhook {
     }
 }
 
-async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&str>) {
-    let Some(bundle) = bundle else { return };
+/// Sets `webhook_certificate_expiration_timestamp_seconds` from `cert`.
+fn observe_expiry(metrics: Option<&Metrics>, cert: &certs::ServingCert) {
+    let Some(m) = metrics else { return };
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let g = &m.webhook_certificate_expiration_timestamp_seconds;
+    g.with_label_values(&["serving"]).set(unix(cert.not_after));
+    match cert.ca_not_after() {
+        Some(t) => g.with_label_values(&["ca"]).set(unix(t)),
+        // External certificates without ca.crt: no CA series rather than a wrong one.
+        None => {
+            let _ = g.remove_label_values(&["ca"]);
+        }
+    }
+}
+
+fn count_rotation_failure(metrics: Option<&Metrics>) {
+    if let Some(m) = metrics {
+        m.webhook_certificate_rotation_failures_total.inc();
+    }
+}
+
+/// Publishes `bundle` in the ValidatingWebhookConfiguration; false when that failed.
+async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&str>) -> bool {
+    let Some(bundle) = bundle else { return true };
     match certs::inject_ca_bundle(client.clone(), &config.configuration_name, bundle).await {
         Ok(certs::Injection::Updated(n)) => tracing::info!(
             configuration = %config.configuration_name,
@@ -497,8 +523,12 @@ async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&s
             configuration = %config.configuration_name,
             "ValidatingWebhookConfiguration not found; CA bundle not injected"
         ),
-        Err(e) => tracing::warn!(error = %e, "CA bundle injection failed; will retry"),
+        Err(e) => {
+            tracing::warn!(error = %e, "CA bundle injection failed; will retry");
+            return false;
+        }
     }
+    true
 }
 
 async fn cert_loop(
@@ -531,22 +561,28 @@ async fn cert_loop(
         let cert = match fresh {
             Ok(c) => c,
             Err(e) => {
+                count_rotation_failure(metrics.as_ref());
                 tracing::warn!(error = %e, "webhook certificate check failed; keeping the current certificate");
                 continue;
             }
         };
         // Publish the bundle before serving a certificate that may need it.
-        inject(&client, &config, cert.ca_bundle_pem.as_deref()).await;
+        if !inject(&client, &config, cert.ca_bundle_pem.as_deref()).await {
+            count_rotation_failure(metrics.as_ref());
+        }
         let serial = cert.serial.clone();
+        let installed = cert.clone();
         match shared.install(cert) {
             Ok(true) => {
                 if let Some(m) = &metrics {
                     m.webhook_certificate_rotations_total.inc();
                 }
+                observe_expiry(metrics.as_ref(), &installed);
                 tracing::info!(%serial, "webhook serving certificate reloaded");
             }
             Ok(false) => {}
             Err(e) => {
+                count_rotation_failure(metrics.as_ref());
                 tracing::warn!(error = %e, "new webhook certificate unusable; keeping the current one")
             }
         }
@@ -602,6 +638,7 @@ pub async fn start_webhook_with_claims(
     };
     let store = Arc::new(CertStore::new());
     store.set(cert.certified_key()?);
+    observe_expiry(metrics.as_ref(), &cert);
     let shared = Arc::new(Shared {
         store: store.clone(),
         current: RwLock::new(cert.clone()),

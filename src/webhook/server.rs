@@ -178,6 +178,17 @@ fn into_response(o: Outcome) -> Response {
     (o.status, [(header::CONTENT_TYPE, o.content_type)], o.body).into_response()
 }
 
+/// Counts a request answered with an HTTP error instead of a review.
+fn record_error(state: &AdmissionState, code: StatusCode, started: Instant) {
+    if let Some(m) = &state.metrics {
+        m.admission_request_errors_total
+            .with_label_values(&[code.as_str()])
+            .inc();
+        m.admission_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 fn record(state: &AdmissionState, operation: &str, allowed: bool, started: Instant) {
     if let Some(m) = &state.metrics {
         m.admission_requests_total
@@ -203,13 +214,13 @@ async fn validate(State(state): State<AdmissionState>, request: Request) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-        record(&state, "INVALID", false, started);
+        record_error(&state, StatusCode::PAYLOAD_TOO_LARGE, started);
         return plain(StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
     // Admission first, then the body: a request that is not admitted costs no body memory.
     let wait = Duration::from_secs(2);
     let busy = |state: &AdmissionState| {
-        record(state, "INVALID", false, started);
+        record_error(state, StatusCode::SERVICE_UNAVAILABLE, started);
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many admission reviews in flight; retry".into(),
@@ -231,17 +242,18 @@ async fn validate(State(state): State<AdmissionState>, request: Request) -> Resp
     let bytes = match tokio::time::timeout(limits.read_timeout, body.collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) => {
-            record(&state, "INVALID", false, started);
             if e.downcast_ref::<LengthLimitError>().is_some() {
+                record_error(&state, StatusCode::PAYLOAD_TOO_LARGE, started);
                 return plain(StatusCode::PAYLOAD_TOO_LARGE, too_large());
             }
+            record_error(&state, StatusCode::BAD_REQUEST, started);
             return plain(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
             );
         }
         Err(_) => {
-            record(&state, "INVALID", false, started);
+            record_error(&state, StatusCode::REQUEST_TIMEOUT, started);
             return plain(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
@@ -260,9 +272,13 @@ async fn validate(State(state): State<AdmissionState>, request: Request) -> Resp
     )
     .await;
     drop(bytes);
-    record(&state, outcome.operation, outcome.allowed, started);
+    if outcome.status == StatusCode::OK {
+        record(&state, outcome.operation, outcome.allowed, started);
+    } else {
+        record_error(&state, outcome.status, started);
+    }
     if outcome.status != StatusCode::OK {
-        tracing::info!(status = %outcome.status, message = %outcome.body_text().trim_end(), "bad admission request");
+        tracing::info!(status = %outcome.status, detail = %outcome.body_text().trim_end(), "bad admission request");
     }
     into_response(outcome)
 }

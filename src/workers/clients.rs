@@ -16,7 +16,13 @@ pub struct ClientCache(Arc<Mutex<HashMap<String, Weak<kube::Client>>>>);
 impl ClientCache {
     /// The client acting as `user` on `base`: the cached one while any worker still holds it,
     /// otherwise a new one (`kube::Client::try_from`), which is cached for the next worker.
-    pub fn get(&self, base: &kube::Config, user: &str) -> Result<Arc<kube::Client>, String> {
+    /// Its requests are counted in `metrics` (see [`crate::kube_metrics`]) when given.
+    pub fn get(
+        &self,
+        base: &kube::Config,
+        user: &str,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> Result<Arc<kube::Client>, String> {
         // A plain map: a panic while holding the lock cannot leave it inconsistent.
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(client) = map.get(user).and_then(Weak::upgrade) {
@@ -25,7 +31,8 @@ impl ClientCache {
         // Entries of users nobody acts as any more are dropped whenever a client is built.
         map.retain(|_, weak| weak.strong_count() > 0);
         let client = Arc::new(
-            kube::Client::try_from(super::impersonating(base, user)).map_err(|e| e.to_string())?,
+            crate::kube_metrics::client(super::impersonating(base, user), metrics)
+                .map_err(|e| e.to_string())?,
         );
         map.insert(user.to_string(), Arc::downgrade(&client));
         Ok(client)
@@ -57,13 +64,13 @@ mod tests {
     async fn one_client_per_user_while_it_is_used() {
         let cache = ClientCache::default();
         let a1 = cache
-            .get(&base(), "system:serviceaccount:a:x")
+            .get(&base(), "system:serviceaccount:a:x", None)
             .expect("client");
         let a2 = cache
-            .get(&base(), "system:serviceaccount:a:x")
+            .get(&base(), "system:serviceaccount:a:x", None)
             .expect("client");
         let b = cache
-            .get(&base(), "system:serviceaccount:b:x")
+            .get(&base(), "system:serviceaccount:b:x", None)
             .expect("client");
         assert!(Arc::ptr_eq(&a1, &a2), "the same user shares one client");
         assert!(!Arc::ptr_eq(&a1, &b), "another user gets its own");
@@ -71,14 +78,14 @@ mod tests {
         drop((a1, a2));
         assert_eq!(cache.len(), 1, "the last user of a client takes it away");
         let a3 = cache
-            .get(&base(), "system:serviceaccount:a:x")
+            .get(&base(), "system:serviceaccount:a:x", None)
             .expect("client");
         assert_eq!(cache.len(), 2);
         drop((a3, b));
         assert!(cache.is_empty());
         // Building a client prunes the dead entries: the map does not grow with churn.
         for i in 0..100 {
-            drop(cache.get(&base(), &format!("system:serviceaccount:n{i}:x")));
+            drop(cache.get(&base(), &format!("system:serviceaccount:n{i}:x"), None));
         }
         assert!(cache.0.lock().expect("not poisoned").len() <= 1);
     }

@@ -137,7 +137,7 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
     cfg.workers
         .iter()
         .map(|w| {
-            let client = env.clients.get(&env.base, &who.user);
+            let client = env.clients.get(&env.base, &who.user, env.metrics.as_ref());
             Arc::new(Worker(Arc::new(Inner {
                 manager: ManagerRef {
                     namespace: cfg.namespace.clone(),
@@ -485,7 +485,7 @@ impl Inner {
             Ok(()) => info!(namespace = %self.manager.namespace, name = %self.manager.name,
                 worker = %self.spec.name, "worker stopped"),
             Err(f) => warn!(namespace = %self.manager.namespace, name = %self.manager.name,
-                worker = %self.spec.name, reason = %f.reason, message = %f.message, "worker failed"),
+                worker = %self.spec.name, reason = %f.reason, detail = %f.message, "worker failed"),
         }
         result
     }

@@ -97,3 +97,44 @@ A byte quantity value (`64Mi`, or a plain number that YAML decoded as a float) a
 {{- define "manager-operator.bytes" -}}
 {{- if kindIs "string" . -}}{{ . }}{{- else -}}{{ . | int64 }}{{- end -}}
 {{- end }}
+
+{{/*
+The scrape endpoint of the ServiceMonitor and the PodMonitor (after `port`). Secure metrics need
+an explicit TLS setting and credentials: the chart never skips verification or sends Prometheus'
+own ServiceAccount token (the deprecated bearerTokenFile) on its own.
+*/}}
+{{- define "manager-operator.scrapeEndpoint" -}}
+{{- $sm := .Values.serviceMonitor -}}
+path: /metrics
+# The operator's metrics carry their own `namespace` label (the ManagerConfig's namespace): with
+# honorLabels it wins over the target's (the pod's namespace); without it Prometheus renames it
+# to exported_namespace and the chart's dashboards and alerts no longer see it.
+honorLabels: {{ $sm.honorLabels }}
+interval: {{ $sm.interval }}
+scrapeTimeout: {{ $sm.scrapeTimeout }}
+{{- if .Values.metrics.secure }}
+scheme: https
+{{- if not $sm.tlsConfig }}
+{{- fail "metrics.secure: set serviceMonitor.tlsConfig (the CA and serverName of the metrics certificate, or insecureSkipVerify: true to accept a self-signed one knowingly)" }}
+{{- end }}
+tlsConfig:
+  {{- toYaml $sm.tlsConfig | nindent 2 }}
+{{- if not $sm.authorization }}
+{{- fail "metrics.secure: set serviceMonitor.authorization.credentials (a Secret key holding a token of an identity allowed to get /metrics, e.g. a kubernetes.io/service-account-token Secret of Prometheus' ServiceAccount)" }}
+{{- end }}
+authorization:
+  type: {{ $sm.authorization.type | default "Bearer" }}
+  credentials:
+    {{- toYaml $sm.authorization.credentials | nindent 4 }}
+{{- else }}
+scheme: http
+{{- end }}
+{{- with $sm.relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $sm.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}

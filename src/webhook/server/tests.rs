@@ -207,7 +207,7 @@ async fn answers_reviews_and_records_metrics() {
     );
     assert!(
         m.contains(
-            "manager_operator_admission_requests_total{allowed=\"false\",operation=\"INVALID\"} 1"
+            "manager_operator_admission_request_errors_total{code=\"400\"} 1"
         ),
         "{m}"
     );
