@@ -323,6 +323,11 @@ async fn kubectl_explain_shows_field_descriptions() {
     assert!(out.contains("leaseDuration"), "{out}");
     assert!(out.contains("retryPeriod"), "{out}");
 
+    // The kind's own description, not the derive macro's placeholder.
+    let out = kubectl_ok(&["explain", "managerconfig"]);
+    assert!(out.contains("A leader-elected manager"), "{out}");
+    assert!(!out.contains("Auto-generated"), "{out}");
+
     let out = kubectl_ok(&["explain", "managerconfig.spec"]);
     for field in [
         "leaderElection",
@@ -365,5 +370,21 @@ async fn kubectl_get_shows_printer_columns() {
             .nth(1)
             .is_some_and(|l| l.starts_with("minimal ")),
         "{out}"
+    );
+    // -o wide adds the Ready message (priority 1), as cert-manager's Certificates do.
+    let wide = kubectl_ok(&["get", "mc", "-n", &ns, "-o", "wide"]);
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "READY", "REASON", "LEADER", "WORKERS", "AGE", "MESSAGE"
+        ],
+        "kubectl get mc -o wide:
+{wide}"
     );
 }

@@ -7,12 +7,17 @@
                                      {"dashboard", "panel", "refId", "expr", "instant"}
 
 The dashboards are plain Grafana JSON models (schemaVersion 39): the Prometheus data source is
-the `${datasource}` variable; "Manager detail" adds `namespace` and `name`. Queries only use the
-manager_operator_* metrics of src/metrics.rs, plus the `pod` label that Prometheus Operator's
-ServiceMonitor (and the e2e scrape config) put on every target.
+the `${datasource}` variable, `cluster` and `job` pick the operator's targets when one Prometheus
+(or Thanos) sees several clusters or releases (every selector gets `cluster=~"$cluster",
+job=~"$job"`; "All" matches series without the label too), the Overview filters the
+per-ManagerConfig series by `namespace`, and "Manager detail" adds `namespace` and `name`. Queries
+use the manager_operator_* metrics of src/metrics.rs and the standard process_* metrics, plus the
+`pod` label that Prometheus Operator's ServiceMonitor (and the e2e scrape config) put on every
+target.
 """
 import json
 import pathlib
+import re
 import sys
 
 OUT = pathlib.Path(__file__).resolve().parents[2] / "charts" / "manager-operator" / "dashboards"
@@ -20,9 +25,33 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 M = "manager_operator_"
 
 
+# Series labelled with a ManagerConfig's namespace and name (the Overview's namespace filter
+# applies to these only: elsewhere `namespace` is the target's, the operator pod's).
+PER_CONFIG = {f"{M}{n}" for n in (
+    "manager_ready", "startup_failures_total", "leader", "leader_transitions_total",
+    "lease_renew_failures_total", "reconcile_total", "reconcile_duration_seconds_bucket",
+    "reconcile_duration_seconds_count", "reconcile_duration_seconds_sum", "workers_active",
+    "queue_depth", "lease_duration_seconds")}
+SELECTOR = re.compile(r"\b((?:manager_operator|process)_[a-z_]+)(\{([^}]*)\})?")
+
+
+def scoped(expr, namespace_filter):
+    """`expr` with the cluster/job (and, for per-config series, namespace) matchers added."""
+    def add(m):
+        name, inner = m.group(1), m.group(3)
+        matchers = ['cluster=~"$cluster"', 'job=~"$job"']
+        if namespace_filter and name in PER_CONFIG:
+            matchers.append('namespace=~"$namespace"')
+        if inner:
+            matchers.append(inner)
+        return name + "{" + ", ".join(matchers) + "}"
+    return SELECTOR.sub(add, expr)
+
+
 class Board:
-    def __init__(self, uid, title, description, tags):
+    def __init__(self, uid, title, description, tags, namespace_filter=False):
         self.uid, self.title, self.description, self.tags = uid, title, description, tags
+        self.namespace_filter = namespace_filter
         self.panels = []
         self.next_id = 1
         self.x = 0
@@ -57,8 +86,10 @@ class Board:
 
     def panel(self, kind, title, targets, *, w=12, h=8, unit="short", description="",
               options=None, custom=None, mappings=None, decimals=None, thresholds=None,
-              instant=False, min0=True):
+              instant=False, min0=True, links=None):
         defaults = {"unit": unit}
+        if links:
+            defaults["links"] = links
         if min0 and kind in ("timeseries", "bargauge"):
             defaults["min"] = 0
         if decimals is not None:
@@ -75,6 +106,7 @@ class Board:
         tgts = []
         for i, t in enumerate(targets):
             expr, legend = (t, "") if isinstance(t, str) else t
+            expr = scoped(expr, self.namespace_filter)
             tgt = {"datasource": DS, "refId": chr(ord("A") + i), "expr": expr,
                    "legendFormat": legend or "__auto", "range": not instant,
                    "instant": instant}
@@ -145,11 +177,33 @@ def datasource_var():
             "current": {}, "options": [], "includeAll": False, "multi": False}
 
 
-def query_var(name, label, query, sort=1):
-    return {"name": name, "label": label, "type": "query", "datasource": DS,
-            "query": {"query": query, "refId": f"{name}-var", "qryType": 1},
-            "definition": query, "refresh": 2, "regex": "", "sort": sort, "hide": 0,
-            "current": {}, "options": [], "includeAll": False, "multi": False}
+def query_var(name, label, query, sort=1, include_all=False):
+    v = {"name": name, "label": label, "type": "query", "datasource": DS,
+         "query": {"query": query, "refId": f"{name}-var", "qryType": 1},
+         "definition": query, "refresh": 2, "regex": "", "sort": sort, "hide": 0,
+         "current": {}, "options": [], "includeAll": include_all, "multi": include_all}
+    if include_all:
+        # "All" is a regex matching every value, and series without the label.
+        v["allValue"] = ".*"
+        v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    return v
+
+
+def scope_vars():
+    """`cluster` and `job`: which operator targets (All by default)."""
+    return [
+        query_var("cluster", "Cluster", f"label_values({M}build_info, cluster)", include_all=True),
+        query_var("job", "Job", f'label_values({M}build_info{{cluster=~"$cluster"}}, job)',
+                  include_all=True),
+    ]
+
+
+# The Manager detail dashboard of a table row's ManagerConfig.
+DETAIL_LINK = [{"title": "Manager detail of ${__data.fields.namespace}/${__data.fields.name}",
+                "url": "/d/manager-operator-detail/manager-operator-manager-detail"
+                       "?${datasource:queryparam}&${cluster:queryparam}&${job:queryparam}"
+                       "&var-namespace=${__data.fields.namespace}"
+                       "&var-name=${__data.fields.name}&${__url_time_range}"}]
 
 
 RED_GREEN = {"mode": "absolute", "steps": [{"color": "red", "value": None},
@@ -169,7 +223,8 @@ BARS = {"drawStyle": "bars", "lineWidth": 1, "fillOpacity": 80, "showPoints": "n
 def overview():
     b = Board("manager-operator-overview", "manager-operator / Overview",
               "Every ManagerConfig at a glance: ready vs failing, why starts fail, who leads, "
-              "how placement spreads them over the replicas, and the admission webhook.", ["manager-operator"])
+              "how placement spreads them over the replicas, the admission webhook and the "
+              "operator processes.", ["manager-operator"], namespace_filter=True)
     ready = f"max by (namespace, name) ({M}manager_ready)"
     b.row("Managers")
     b.panel("stat", "Managers ready", [f"count({ready} == 1) or vector(0)"], w=6, h=4,
@@ -199,8 +254,15 @@ def overview():
             [f"sum by (namespace, name, reason) ({M}startup_failures_total)"], instant=True,
             options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False},
                      "sortBy": [{"displayName": "Value", "desc": True}]},
+            links=DETAIL_LINK,
             description="Counters of every replica, summed. Ready configs can appear here "
-                        "when they failed before and recovered.")
+                        "when they failed before and recovered. A row links to its Manager "
+                        "detail dashboard.")
+    b.panel("table", "ManagerConfigs not ready",
+            [f"max by (namespace, name) ({M}manager_ready) == 0"], instant=True, w=24, h=6,
+            links=DETAIL_LINK,
+            description="Every ManagerConfig whose Ready gauge is 0 on every replica; a row "
+                        "links to its Manager detail dashboard.")
     b.row("Leadership")
     b.panel("bargauge", "Managers led per replica",
             [(f"sum by (pod) ({M}leader)", "{{pod}}")], w=8,
@@ -282,7 +344,33 @@ def overview():
             [(f"max by (pod) ({M}watch_cache_bytes)", "{{pod}}")], w=6, unit="bytes",
             description="JSON bytes of the objects in the workers' watch caches, against "
                         "--max-watch-cache-bytes (tenantLimits.maxWatchCacheBytes).")
-    return b.render([datasource_var()])
+    b.row("Operator processes")
+    b.panel("timeseries", "CPU per replica",
+            [(f"sum by (pod) (rate(process_cpu_seconds_total[$__rate_interval]))", "{{pod}}")],
+            w=8, unit="percentunit",
+            description="CPU time per second of each operator process (1 = one core).")
+    b.panel("timeseries", "Resident memory per replica",
+            [(f"max by (pod) (process_resident_memory_bytes)", "{{pod}}")], w=8, unit="bytes",
+            description="RSS of each operator process; compare with resources.limits.memory "
+                        "(docs/security.md sizes it against the watch-cache budgets).")
+    b.panel("timeseries", "Open file descriptors per replica",
+            [(f"max by (pod) (process_open_fds)", "{{pod}} open"),
+             (f"max by (pod) (process_max_fds)", "{{pod}} limit")], w=8,
+            description="Sockets (API server, hooks) and files; the limit is the process's.")
+    b.panel("timeseries", "Kubernetes API requests by method and code",
+            [(f"sum by (method, code) (rate({M}kube_requests_total[$__rate_interval]))",
+              "{{method}} {{code}}")], w=12, unit="reqps",
+            description="Every request of every client of the operator (its own, Leases, "
+                        "the workers' impersonating clients); code \"error\": no answer.")
+    b.panel("timeseries", "Kubernetes API latency p99 by method",
+            [(f"histogram_quantile(0.99, sum by (method, le) "
+              f"(rate({M}kube_request_duration_seconds_bucket[$__rate_interval])))", "{{method}}")],
+            w=12, unit="s", description="Time to the answer's headers (for WATCH: until "
+                                        "the watch is established).")
+    return b.render([datasource_var(), *scope_vars(),
+                     query_var("namespace", "Namespace",
+                               f'label_values({M}leader{{cluster=~"$cluster", job=~"$job"}}, namespace)',
+                               include_all=True)])
 
 
 def detail():
@@ -355,8 +443,12 @@ def detail():
               "{{code}}")], w=6, unit="reqps")
     variables = [
         datasource_var(),
-        query_var("namespace", "Namespace", f"label_values({M}leader, namespace)"),
-        query_var("name", "ManagerConfig", f'label_values({M}leader{{namespace="$namespace"}}, name)'),
+        *scope_vars(),
+        query_var("namespace", "Namespace",
+                  f'label_values({M}leader{{cluster=~"$cluster", job=~"$job"}}, namespace)'),
+        query_var("name", "ManagerConfig",
+                  f'label_values({M}leader{{cluster=~"$cluster", job=~"$job", '
+                  f'namespace="$namespace"}}, name)'),
     ]
     return b.render(variables)
 

@@ -5,7 +5,7 @@ every panel whose query returns nothing.
     check-dashboards.py PROM_URL NAMESPACE NAME WINDOW [--allow-empty] [--expect "BOARD/TITLE>=N"]...
 
 Grafana variables are substituted: $datasource (not in queries), $namespace=NAMESPACE,
-$name=NAME, $__rate_interval/$__interval/$__range=WINDOW (e.g. "300s", long enough to cover the
+$name=NAME, $cluster=.* (All), $job=manager-operator (the e2e scrape job), $__rate_interval/$__interval/$__range=WINDOW (e.g. "300s", long enough to cover the
 scenario). Each query runs as an instant query now; a result whose samples are all NaN (e.g. a
 quantile over a window with no observations) counts as empty. `--expect "overview/Denied in the
 time range>=1"` (or `>0`) also requires the largest sample of that panel's queries to reach a
@@ -31,6 +31,9 @@ def get(url):
 
 def main(argv):
     prom, ns, name, window = argv[:4]
+    # The scrape job of the operator's targets ($job); $cluster is "All" (.*): the e2e
+    # Prometheus sees one cluster and puts no cluster label on its series.
+    job = "manager-operator"
     allow_empty = "--allow-empty" in argv
     expect = {}  # "board/title" -> (op, value)
     for i, a in enumerate(argv):
@@ -41,7 +44,7 @@ def main(argv):
             expect[m.group(1)] = (m.group(2), float(m.group(3)))
     best = {}  # "board/title" -> largest finite sample over its queries
     subst = {"$__rate_interval": window, "$__interval": window, "$__range": window,
-             "$namespace": ns, "$name": name}
+             "$namespace": ns, "$name": name, "$cluster": ".*", "$job": job}
     rows, empty, errors = [], [], []
     for path in sorted(DASHBOARDS.glob("*.json")):
         board = json.loads(path.read_text())

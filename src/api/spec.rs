@@ -30,11 +30,13 @@ pub const DNS1123_SUBDOMAIN_PATTERN: &str =
     namespaced,
     status = "ManagerConfigStatus",
     category = "manager-operator",
+    doc = "A leader-elected manager: the Lease its replicas elect a leader on (spec.leaderElection) and the workers that run on the leader (spec.workers), each watching one kind of object and calling an HTTP hook with a fencing token. manager-operator runs the manager inside its own process and reports every startup failure in status.conditions, as an Event and as a metric.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader"}"#,
     printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workersSummary"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ManagerConfigSpec {

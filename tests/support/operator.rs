@@ -19,7 +19,13 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `manager-operator run` for `ns` with `extra` flags and waits for /readyz.
+    #[allow(dead_code)] // not every test binary uses every constructor
     pub async fn start(ns: &str, extra: &[&str]) -> Operator {
+        Self::start_as(ns, &format!("{ns}-op"), "text", extra).await
+    }
+
+    /// [`Operator::start`] with replica identity `id` and `--log-format format`.
+    pub async fn start_as(ns: &str, id: &str, format: &str, extra: &[&str]) -> Operator {
         for attempt in 0.. {
             let dir = tempfile::tempdir().expect("temp dir");
             let log = dir.path().join("operator.log");
@@ -28,14 +34,14 @@ impl Operator {
             let health = super::free_addr();
             let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
                 .arg("run")
-                .args(["--identity", &format!("{ns}-op")])
+                .args(["--identity", id])
                 .arg("--kubeconfig")
                 .arg(super::kubeconfig_path())
                 .args(["--metrics-bind-address", &metrics.to_string()])
                 .args(["--health-probe-bind-address", &health.to_string()])
                 .args(["--watch-namespace", ns])
                 .args(["--disable-webhook", "--hook-allow-loopback"])
-                .args(["--log-format", "text"])
+                .args(["--log-format", format])
                 .args(extra)
                 .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1")
@@ -70,6 +76,12 @@ impl Operator {
             }
         }
         unreachable!()
+    }
+
+    /// Its whole log so far.
+    #[allow(dead_code)]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The last lines of its log.

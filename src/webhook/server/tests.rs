@@ -206,9 +206,7 @@ async fn answers_reviews_and_records_metrics() {
         "{m}"
     );
     assert!(
-        m.contains(
-            "manager_operator_admission_request_errors_total{code=\"400\"} 1"
-        ),
+        m.contains("manager_operator_admission_request_errors_total{code=\"400\"} 1"),
         "{m}"
     );
     assert!(
