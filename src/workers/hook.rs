@@ -36,6 +36,8 @@ use crate::validation::HookPolicy;
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Longest `requeueAfterSeconds` honoured (24 h, the largest resyncPeriod).
 pub const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+/// Longest `retryAfterSeconds` honoured on a failed call (1 h); longer asks are capped.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
 /// Shortest `requeueAfterSeconds` honoured: smaller positive values are raised to it, so a
 /// hook answering `0.001` cannot make the worker call it in a hot loop.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
@@ -57,6 +59,27 @@ pub struct ManagerRef {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HookRequest<O = serde_json::Value> {
+    /// The protocol version, [`PROTOCOL`] (docs/hooks.md); fields are only ever added within
+    /// one version.
+    #[serde(default)]
+    pub api_version: String,
+    /// What happened: `Sync` (the object was created, changed, resynced, requeued, or a new
+    /// leader took over).
+    #[serde(default, rename = "type")]
+    pub event_type: String,
+    /// The delivery id (also the `webhook-id` header): the same for every attempt of one
+    /// delivery.
+    #[serde(default)]
+    pub delivery_id: String,
+    /// Which attempt of this delivery this call is (1 for the first).
+    #[serde(default)]
+    pub attempt: u32,
+    /// The object's `metadata.resourceVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// The object's `metadata.generation` (absent for kinds without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
     /// The ManagerConfig.
     pub manager: ManagerRef,
     /// The worker's name (`spec.workers[].name`).
@@ -69,6 +92,11 @@ pub struct HookRequest<O = serde_json::Value> {
     /// The watched object, as the API server returned it.
     pub object: O,
 }
+
+/// The `apiVersion` of every call's body.
+pub const PROTOCOL: &str = "hooks.manager-operator.io/v1";
+/// The `type` of a call about an object that exists.
+pub const SYNC: &str = "Sync";
 
 /// A watched object as a hook receives it: `apiVersion` and `kind` filled in when the API
 /// server left them out (list items), then the object's own fields, encoded straight from the
@@ -104,6 +132,9 @@ pub enum HookError {
         code: u16,
         /// The start of the answer body.
         body: String,
+        /// `retryAfterSeconds` of the answer body, within [`MIN_REQUEUE`]..=[`MAX_RETRY_AFTER`]:
+        /// the retry comes then instead of after the exponential backoff.
+        retry_after: Option<Duration>,
     },
     /// No complete answer within the hook timeout.
     #[error("hook did not answer within {0:?}")]
@@ -133,16 +164,26 @@ impl HookError {
 /// missing, zero or negative value all mean "no explicit requeue"; values below
 /// [`MIN_REQUEUE`] are raised to it, values above [`MAX_REQUEUE`] are capped.
 pub fn parse_requeue(body: &[u8]) -> Option<Duration> {
+    seconds_field(body, "requeueAfterSeconds", MAX_REQUEUE)
+}
+
+/// Reads `retryAfterSeconds` from a non-2xx body, like [`parse_requeue`] (floor
+/// [`MIN_REQUEUE`], cap [`MAX_RETRY_AFTER`]).
+pub fn parse_retry_after(body: &[u8]) -> Option<Duration> {
+    seconds_field(body, "retryAfterSeconds", MAX_RETRY_AFTER)
+}
+
+fn seconds_field(body: &[u8], field: &str, cap: Duration) -> Option<Duration> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return None;
     }
     let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let secs = answer.as_object()?.get("requeueAfterSeconds")?.as_f64()?;
+    let secs = answer.as_object()?.get(field)?.as_f64()?;
     if !secs.is_finite() || secs <= 0.0 {
         return None;
     }
     Some(Duration::from_secs_f64(
-        secs.clamp(MIN_REQUEUE.as_secs_f64(), MAX_REQUEUE.as_secs_f64()),
+        secs.clamp(MIN_REQUEUE.as_secs_f64(), cap.as_secs_f64()),
     ))
 }
 
@@ -246,6 +287,7 @@ async fn exchange(
         Err(HookError::Status {
             code,
             body: snippet(&buf),
+            retry_after: parse_retry_after(&buf),
         })
     }
 }

@@ -689,9 +689,19 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         metadata: &obj.metadata,
         data: &obj.data,
     };
+    let rv = obj.metadata.resource_version.as_deref().unwrap_or("");
+    let id = s.ids.for_attempt(&k, rv);
     // Right before the side effect: is this replica still the leader?
     let token = s.fence.check()?;
     let body = HookRequest {
+        api_version: hook::PROTOCOL.to_string(),
+        event_type: hook::SYNC.to_string(),
+        delivery_id: id.clone(),
+        // Failures so far of this object: retries of one delivery keep its id, so this counts
+        // the attempts of the delivery.
+        attempt: s.backoff.attempts(&k).saturating_add(1),
+        resource_version: obj.metadata.resource_version.clone(),
+        generation: obj.metadata.generation,
         manager: s.manager.clone(),
         worker: s.worker.clone(),
         fencing_token: token,
@@ -704,8 +714,6 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         p = s.hook_slots.acquire() => p.ok(),
         _ = s.fence.revoked() => return Err(ReconcileError::Fenced(FenceError::Revoked(token))),
     };
-    let rv = obj.metadata.resource_version.as_deref().unwrap_or("");
-    let id = s.ids.for_attempt(&k, rv);
     let keys = match &s.keys {
         Some(cell) => Some(cell.get().ok_or(ReconcileError::NoSigningKeys)?),
         None => None,
@@ -750,7 +758,15 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
             Ok(action)
         }
         Err(source) => {
-            let (attempt, retry_in) = s.backoff.failure(&k);
+            let (attempt, backoff) = s.backoff.failure(&k);
+            // The hook may say when to come back (`retryAfterSeconds`, within 1 s..1 h).
+            let retry_in = match &source {
+                HookError::Status {
+                    retry_after: Some(d),
+                    ..
+                } => *d,
+                _ => backoff,
+            };
             if let Some(m) = &s.metrics {
                 m.error.inc();
             }

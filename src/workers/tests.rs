@@ -78,6 +78,12 @@ async fn server(replies: Vec<Reply>) -> (Arc<Srv>, Url) {
 
 fn body() -> HookRequest {
     HookRequest {
+        api_version: hook::PROTOCOL.into(),
+        event_type: hook::SYNC.into(),
+        delivery_id: "msg_test".into(),
+        attempt: 1,
+        resource_version: Some("7".into()),
+        generation: None,
         manager: ManagerRef {
             namespace: "team-a".into(),
             name: "inv".into(),
@@ -137,6 +143,11 @@ async fn posts_the_documented_json_body() {
     assert_eq!(
         v,
         &serde_json::json!({
+            "apiVersion": "hooks.manager-operator.io/v1",
+            "type": "Sync",
+            "deliveryId": "msg_test",
+            "attempt": 1,
+            "resourceVersion": "7",
             "manager": {"namespace": "team-a", "name": "inv"},
             "worker": "cms",
             "fencingToken": 4,
@@ -188,12 +199,15 @@ async fn answers_map_to_success_requeue_or_failure() {
         e,
         HookError::Status {
             code: 500,
-            body: "boom".into()
+            body: "boom".into(),
+            retry_after: None,
         }
     );
     assert_eq!(e.code_label(), "500");
     match hook::call(&c, &url, t, &b, unsigned()).await {
-        Err(HookError::Status { code: 404, body }) => assert_eq!(body.len(), 200),
+        Err(HookError::Status {
+            code: 404, body, ..
+        }) => assert_eq!(body.len(), 200),
         other => panic!("{other:?}"),
     }
     // Redirects are never followed (they could lead past the hook policy).
@@ -659,6 +673,79 @@ async fn signed_reconciles_keep_the_delivery_id_across_retries_and_sign_the_exac
         assert_ne!(&forged, body);
         assert!(!verifies(&new, id, ts, &forged, sig));
         assert_eq!(v["fencingToken"], 2);
+        // The body names the delivery and the attempt (issue 14 §3).
+        assert_eq!(v["apiVersion"], hook::PROTOCOL);
+        assert_eq!(v["type"], "Sync");
+        assert_eq!(v["deliveryId"], id);
+        assert_eq!(v["resourceVersion"], "7");
+    }
+    let attempts: Vec<u64> = seen
+        .iter()
+        .map(|(v, _)| v["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts,
+        [1, 2, 3, 1],
+        "attempts of one delivery, then a new one"
+    );
+}
+
+#[test]
+fn retry_after_has_a_floor_and_a_cap() {
+    assert_eq!(
+        hook::parse_retry_after(br#"{"retryAfterSeconds": 30}"#),
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        hook::parse_retry_after(br#"{"retryAfterSeconds": 0.01}"#),
+        Some(hook::MIN_REQUEUE)
+    );
+    assert_eq!(
+        hook::parse_retry_after(br#"{"retryAfterSeconds": 1e9}"#),
+        Some(hook::MAX_RETRY_AFTER)
+    );
+    assert_eq!(
+        hook::parse_retry_after(br#"{"retryAfterSeconds": -1}"#),
+        None
+    );
+    assert_eq!(hook::parse_retry_after(b"oops"), None);
+    // requeueAfterSeconds is the success field, not this one.
+    assert_eq!(
+        hook::parse_retry_after(br#"{"requeueAfterSeconds": 5}"#),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_failed_call_is_retried_when_the_hook_asks() {
+    let (_srv, url) = server(vec![
+        reply(503, r#"{"retryAfterSeconds": 42}"#),
+        reply(500, "x"),
+    ])
+    .await;
+    let metrics = Metrics::new().unwrap();
+    let s = shared(url, fence(2), None, &metrics);
+    let obj = cm("x", "7");
+    match reconcile(obj.clone(), s.clone()).await {
+        Err(ReconcileError::Hook {
+            retry_in,
+            attempt: 1,
+            ..
+        }) => {
+            assert_eq!(retry_in, Duration::from_secs(42))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the field, the exponential backoff again (attempt 2: 1 s).
+    match reconcile(obj, s).await {
+        Err(ReconcileError::Hook {
+            retry_in,
+            attempt: 2,
+            ..
+        }) => {
+            assert_eq!(retry_in, Duration::from_secs(1))
+        }
+        other => panic!("{other:?}"),
     }
 }
 
