@@ -446,6 +446,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 .replica_caches(Some(metrics.watch_cache_bytes.clone())),
         ),
         signing_refresh: args.hook_signing_refresh_period,
+        hook_errors: workers::errors::HookErrors::default(),
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
     let lease_client = crate::kube_metrics::client(config_for_leases, Some(&metrics))?;
@@ -473,6 +474,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         hub: LeaseHub::new(lease_client),
         placement: placement.as_ref().map(|p| p.service.clone()),
         metrics: metrics.clone(),
+        hook_errors: worker_env.hook_errors.clone(),
+        release: Some({
+            let env = worker_env.clone();
+            Arc::new(move |cfg, w| {
+                Box::pin(workers::release_finalizer(
+                    env.clone(),
+                    cfg.clone(),
+                    w.clone(),
+                ))
+            })
+        }),
         runnables: Arc::new(move |cfg| Ok(workers::runnables(&worker_env, cfg))),
     };
     let me = ManagerIdentity {

@@ -215,6 +215,7 @@ async fn admin_env(identity: &str, metrics: Option<Metrics>) -> Env {
             limits: Default::default(),
             caches: Default::default(),
             signing_refresh: workers::signing::DEFAULT_REFRESH,
+            hook_errors: Default::default(),
         },
     }
 }
@@ -822,6 +823,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
             limits: Default::default(),
             caches: Default::default(),
             signing_refresh: workers::signing::DEFAULT_REFRESH,
+            hook_errors: Default::default(),
         },
     };
     let mc = config(

@@ -48,11 +48,14 @@ pub enum StartupFailure {
     /// The hook's signing Secret cannot be read as the service account (missing, forbidden,
     /// key absent, or not a usable key).
     SigningSecretUnavailable,
+    /// The hook's TLS material (caBundle, caBundleRef, clientCertSecretRef) cannot be read as
+    /// the service account or is not usable.
+    HookTlsUnavailable,
 }
 
 impl StartupFailure {
     /// All reasons, for documentation and for pre-registering metric label values.
-    pub const ALL: [StartupFailure; 14] = [
+    pub const ALL: [StartupFailure; 15] = [
         StartupFailure::InvalidSpec,
         StartupFailure::LeaseNamespaceNotFound,
         StartupFailure::LeaseForbidden,
@@ -67,6 +70,7 @@ impl StartupFailure {
         StartupFailure::LeaseNotOwned,
         StartupFailure::LimitExceeded,
         StartupFailure::SigningSecretUnavailable,
+        StartupFailure::HookTlsUnavailable,
     ];
 
     /// The stable CamelCase reason string.
@@ -86,6 +90,7 @@ impl StartupFailure {
             StartupFailure::LeaseNotOwned => "LeaseNotOwned",
             StartupFailure::LimitExceeded => "LimitExceeded",
             StartupFailure::SigningSecretUnavailable => "SigningSecretUnavailable",
+            StartupFailure::HookTlsUnavailable => "HookTlsUnavailable",
         }
     }
 
@@ -128,6 +133,9 @@ impl StartupFailure {
             StartupFailure::SigningSecretUnavailable => {
                 "create the Secret named by spec.workers[].hook.signingSecretRef in this namespace with that key (whsec_<base64> or at least 24 raw bytes), and grant the service account get on it (resourceNames: [the Secret])"
             }
+            StartupFailure::HookTlsUnavailable => {
+                "fix spec.workers[].hook.caBundle/caBundleRef/clientCertSecretRef: the ConfigMap or Secret must exist in this namespace with PEM certificates (a kubernetes.io/tls Secret for the client certificate), readable by the service account"
+            }
         }
     }
 }
@@ -156,6 +164,9 @@ pub mod reason {
     pub const HOOK_ERRORS: &str = "HookErrors";
     /// Degraded=True: lease renewals failing.
     pub const LEASE_RENEW_FAILING: &str = "LeaseRenewFailing";
+    /// Warning Event: a finalize-mode worker's finalizer could not be removed from the objects
+    /// it watched (the config or worker went away); the note says how to remove it by hand.
+    pub const FINALIZER_NOT_REMOVED: &str = "FinalizerNotRemoved";
 }
 
 /// The desired value of one condition, without timestamps.

@@ -5,10 +5,10 @@ pub mod spec;
 pub mod status;
 
 pub use spec::{
-    HookSpec, LeaderElectionSpec, ManagerConfig, ManagerConfigSpec, SigningSecretRef, WatchSpec,
-    WorkerSpec,
+    CaBundleRef, HookSpec, LeaderElectionSpec, ManagerConfig, ManagerConfigSpec, SecretNameRef,
+    SigningSecretRef, WatchSpec, WorkerSpec,
 };
-pub use status::{ManagerConfigStatus, WorkerStatus};
+pub use status::{LastHookError, ManagerConfigStatus, WorkerStatus};
 
 use kube::CustomResourceExt;
 

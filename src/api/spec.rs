@@ -171,6 +171,16 @@ pub struct WorkerSpec {
 
     /// Where each object is sent.
     pub hook: HookSpec,
+
+    /// Guarantee that the hook hears of every deletion: the worker adds the finalizer
+    /// `hooks.manager-operator.io/<...>` to each watched object (as spec.serviceAccountName,
+    /// which then needs `patch` on the watched resource) and removes it only after the hook
+    /// answered 2xx to the object's `Deleted` call, whichever replica leads then. The finalizer
+    /// is removed from every object when the worker, the ManagerConfig or this setting goes
+    /// away. Without it (the default), deletions are delivered best effort: by the leader that
+    /// sees them, lost if it stops before the hook answers. See docs/hooks.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub finalize: bool,
 }
 
 /// The watched resource.
@@ -224,6 +234,50 @@ pub struct HookSpec {
     /// periodically, so a rotation needs no restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret_ref: Option<SigningSecretRef>,
+
+    /// Optional, https only: PEM CA certificates that verify the hook's serving certificate
+    /// instead of the public roots (e.g. a cert-manager or in-house CA). At most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+
+    /// Optional, https only: a key of a ConfigMap or Secret in the ManagerConfig's namespace
+    /// holding PEM CA certificates (e.g. cert-manager's `ca.crt`), read as
+    /// spec.serviceAccountName and re-read periodically. Added to caBundle when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<CaBundleRef>,
+
+    /// Optional, https only: a Secret of type kubernetes.io/tls in the ManagerConfig's
+    /// namespace whose `tls.crt`/`tls.key` the worker presents as its client certificate
+    /// (mutual TLS), read as spec.serviceAccountName and re-read periodically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretNameRef>,
+}
+
+/// A key of a ConfigMap or Secret holding PEM CA certificates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// `ConfigMap` or `Secret`.
+    #[schemars(regex(pattern = r"^(ConfigMap|Secret)$"))]
+    pub kind: String,
+
+    /// Name of the ConfigMap or Secret (in the ManagerConfig's namespace).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
+    pub name: String,
+
+    /// The key holding the PEM certificates, e.g. `ca.crt`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// A Secret in the ManagerConfig's namespace, by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretNameRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN_PATTERN))]
+    pub name: String,
 }
 
 /// A key of a Secret in the ManagerConfig's namespace.

@@ -47,4 +47,22 @@ pub struct WorkerStatus {
     /// Reconcile workers running now.
     #[schemars(extend("format" = "int32"))]
     pub running: u16,
+    /// The last failed hook call of this worker on the leader, cleared by the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hook_error: Option<LastHookError>,
+}
+
+/// A failed hook call, as `status.workers[].lastHookError` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastHookError {
+    /// The HTTP status the hook answered, or `error` (no answer: timeout, connection or TLS
+    /// failure) or `refused` (the hook policy refused the resolved address).
+    pub code: String,
+    /// What went wrong (at most 256 characters).
+    pub message: String,
+    /// The object the call was about (`namespace/name`).
+    pub object: String,
+    /// When the call failed.
+    pub time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

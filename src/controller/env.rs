@@ -30,7 +30,23 @@ pub struct KubeEnv {
     pub metrics: Metrics,
     /// Worker factory.
     pub runnables: RunnableFactory,
+    /// The last hook error of every worker on this replica (the workers write it).
+    pub hook_errors: crate::workers::errors::HookErrors,
+    /// Removes a finalize-mode worker's finalizer from every object it watches (when the
+    /// worker, its config or the setting goes away); `None` where workers are not real.
+    pub release: Option<ReleaseFn>,
 }
+
+/// Removes the finalizer of worker `w` of `cfg` from the objects it watches; the count of
+/// objects changed, or why not.
+pub type ReleaseFn = Arc<
+    dyn Fn(
+            &ResolvedConfig,
+            &crate::validation::ResolvedWorker,
+        ) -> futures::future::BoxFuture<'static, Result<usize, String>>
+        + Send
+        + Sync,
+>;
 
 impl ManagerEnv for KubeEnv {
     type Store = KubeLeaseStore;

@@ -40,13 +40,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::api::ManagerConfig;
-use crate::api::conditions::StartupFailure;
+use crate::api::conditions::{StartupFailure, reason};
 use crate::manager::election::config_uid_of;
 use crate::manager::runtime::{Failure, Manager, ManagerIdentity, ManagerState};
 use crate::metrics::Metrics;
 use crate::placement::membership::{self, MembershipConfig};
 use crate::placement::{KeySource, PlacementService};
-use crate::validation::HookPolicy;
+use crate::validation::{HookPolicy, ResolvedConfig, ResolvedWorker};
 use env::KubeEnv;
 use status::Observed;
 
@@ -88,6 +88,9 @@ struct Entry {
     last_failure: Option<Failure>,
     /// Refused by `--max-configs-per-namespace`: retried as soon as the namespace has room.
     waiting_for_quota: bool,
+    /// The last valid spec with `finalize: true` workers: their finalizers are removed when
+    /// those workers go away.
+    finalizing: Option<ResolvedConfig>,
 }
 
 impl Entry {
@@ -100,6 +103,7 @@ impl Entry {
             next_retry: None,
             last_failure: None,
             waiting_for_quota: false,
+            finalizing: None,
         }
     }
 }
@@ -321,6 +325,88 @@ impl Ctx {
     }
 }
 
+/// The finalize-mode workers of `old` that `new` no longer has as such (removed, renamed,
+/// `finalize` turned off, or watching something else).
+fn finalizers_to_release(
+    old: &ResolvedConfig,
+    new: Option<&ResolvedConfig>,
+) -> Vec<ResolvedWorker> {
+    old.workers
+        .iter()
+        .filter(|w| w.finalize)
+        .filter(|w| {
+            !new.is_some_and(|n| {
+                n.workers.iter().any(|x| {
+                    x.finalize
+                        && x.name == w.name
+                        && (
+                            &x.group,
+                            &x.version,
+                            &x.kind,
+                            &x.namespace,
+                            &x.label_selector,
+                        ) == (
+                            &w.group,
+                            &w.version,
+                            &w.kind,
+                            &w.namespace,
+                            &w.label_selector,
+                        )
+                })
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Removes the finalizers of `workers` of `cfg` (see [`KubeEnv::release`]); failures are
+/// logged and reported as a Warning Event on `mc` when there is one.
+async fn release_finalizers(
+    ctx: &Ctx,
+    cfg: &ResolvedConfig,
+    workers: &[ResolvedWorker],
+    mc: Option<&ManagerConfig>,
+) {
+    let Some(release) = &ctx.env.release else {
+        return;
+    };
+    for w in workers {
+        if let Err(e) = release(cfg, w).await {
+            let f = crate::workers::finalizer::name(&cfg.namespace, &cfg.name, &w.name);
+            warn!(namespace = %cfg.namespace, name = %cfg.name, worker = %w.name, error = %e,
+                "could not remove the worker's finalizer from the objects it watched");
+            if let Some(mc) = mc {
+                ctx.event(
+                    mc,
+                    EventType::Warning,
+                    reason::FINALIZER_NOT_REMOVED,
+                    "RemoveFinalizer",
+                    format!(
+                        "worker {}: {e}; remove it by hand: kubectl get {} -n {} -o name | xargs -I{{}} kubectl patch {{}} -n {} --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]' (only if {f} is the only finalizer)",
+                        w.name,
+                        w.kind.to_lowercase(),
+                        w.namespace,
+                        w.namespace
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Releases, in the background, the finalizers of `old`'s finalize-mode workers that `new`
+/// no longer has.
+fn spawn_release(ctx: &Arc<Ctx>, old: Option<ResolvedConfig>, new: Option<&ResolvedConfig>) {
+    let Some(old) = old else { return };
+    let gone = finalizers_to_release(&old, new);
+    if gone.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move { release_finalizers(&ctx, &old, &gone, None).await });
+}
+
 async fn stop_entry(mut entry: Entry) {
     if let Some(m) = entry.manager.take() {
         m.shutdown().await;
@@ -366,11 +452,14 @@ async fn sweep_vanished(
                 .filter_map(|k| reg.remove(&k).map(|e| (k, e)))
                 .collect()
         };
-        for (key, entry) in gone {
+        for (key, mut entry) in gone {
             let running = entry.manager.is_some();
+            let finalizing = entry.finalizing.take();
             stop_entry(entry).await;
+            spawn_release(&ctx, finalizing, None);
             let ns = key.namespace.clone().unwrap_or_default();
             ctx.metrics.forget_manager(&ns, &key.name);
+            ctx.env.hook_errors.forget(&ns, &key.name, &[]);
             if running {
                 info!(namespace = %ns, name = %key.name, "manager stopped: ManagerConfig no longer exists");
             }
@@ -499,13 +588,25 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let key = ObjectRef::from_obj(&*mc);
     let api: Api<ManagerConfig> = Api::namespaced(ctx.client.clone(), &ns);
 
+    let resolved = crate::validation::resolve(&mc, &ctx.policy).ok();
     if mc.metadata.deletion_timestamp.is_some() {
         let entry = ctx.registry.lock().await.remove(&key);
-        if let Some(e) = entry {
+        let mut finalizing = None;
+        if let Some(mut e) = entry {
+            finalizing = e.finalizing.take();
             stop_entry(e).await;
             info!(namespace = %ns, name = %name, "manager stopped: ManagerConfig deleted");
         }
         ctx.metrics.forget_manager(&ns, &name);
+        ctx.env.hook_errors.forget(&ns, &name, &[]);
+        // The workers' finalizers go before the config's own (bounded: a failure is reported
+        // and the config still goes away; deletion never hangs on this).
+        if mc.finalizers().iter().any(|f| f == FINALIZER)
+            && let Some(cfg) = resolved.as_ref().or(finalizing.as_ref())
+        {
+            let all = finalizers_to_release(cfg, None);
+            release_finalizers(&ctx, cfg, &all, Some(&mc)).await;
+        }
         if mc.finalizers().iter().any(|f| f == FINALIZER) {
             let remaining: Vec<String> = mc
                 .finalizers()
@@ -564,14 +665,20 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             None => None,
         }
     };
-    if let Some(old) = stale {
+    if let Some(mut old) = stale {
         // A new spec gets a fresh start, not the old backoff.
         info!(namespace = %ns, name = %name, ?generation, "spec changed: restarting the manager");
+        let finalizing = old.finalizing.take();
         stop_entry(old).await;
+        // Finalizers of finalize-mode workers the new spec no longer has come off.
+        spawn_release(&ctx, finalizing, resolved.as_ref());
         // Series of workers the new spec no longer has (renamed or removed) go away.
         let keep: Vec<&str> = mc.spec.workers.iter().map(|w| w.name.as_str()).collect();
         ctx.metrics.forget_workers(&ns, &name, &keep);
+        ctx.env.hook_errors.forget(&ns, &name, &keep);
     }
+    // Remembered before the start, so a start that fails still cleans up later.
+    let finalizing = resolved.filter(|c| c.workers.iter().any(|w| w.finalize));
 
     let mut quota = false;
     let started = match check_lease_claim(&ctx, &mc).await {
@@ -600,6 +707,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             let mut reg = ctx.registry.lock().await;
             let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
             entry.generation = generation;
+            entry.finalizing = finalizing;
             entry.manager = Some(manager);
             entry.observer = Some(observer);
             entry.next_retry = None;
@@ -612,6 +720,9 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
                 entry.generation = generation;
                 entry.waiting_for_quota = quota;
+                if finalizing.is_some() {
+                    entry.finalizing = finalizing;
+                }
             }
             let delay = ctx.record_failure(&mc, &f).await;
             Ok(Action::requeue(delay))

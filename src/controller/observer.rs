@@ -256,6 +256,7 @@ pub async fn observe(
                 view: &v,
                 config: &config,
                 degraded: degraded.clone(),
+                hook_errors: ctx.env.hook_errors.for_config(&ns, &name),
             };
             if let Err(e) = ctx
                 .write_status(&mc, initial.metadata.generation, &obs)

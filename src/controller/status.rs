@@ -23,6 +23,8 @@ pub enum Observed<'a> {
         config: &'a ResolvedConfig,
         /// Degraded reason and message, if any.
         degraded: Option<(&'static str, String)>,
+        /// The last hook error of each worker (by name) that has one.
+        hook_errors: std::collections::HashMap<String, crate::api::LastHookError>,
     },
     /// Starting failed (before or after start); retried with backoff.
     Failed(&'a Failure),
@@ -154,6 +156,7 @@ pub fn desired_status(
             state,
             view,
             config,
+            hook_errors,
             ..
         } => {
             let running = matches!(state, ManagerState::Running { .. });
@@ -164,6 +167,7 @@ pub fn desired_status(
                     name: w.name.clone(),
                     concurrency: w.concurrency,
                     running: if running { w.concurrency } else { 0 },
+                    last_hook_error: hook_errors.get(&w.name).cloned(),
                 })
                 .collect();
             let desired: u32 = workers.iter().map(|w| u32::from(w.concurrency)).sum();
@@ -233,6 +237,7 @@ mod tests {
             view: &view,
             config: &c,
             degraded: None,
+            hook_errors: Default::default(),
         };
         let s2 = desired_status(Some(&s1), Some(1), &obs, t(20));
         assert_eq!(cond(&s2, "Ready").status, "True");

@@ -73,6 +73,9 @@ pub enum Rule {
     LabelSelector,
     /// hook.url refused by the hook policy or malformed.
     HookUrl,
+    /// hook TLS settings (caBundle, caBundleRef, clientCertSecretRef) malformed or used with
+    /// a plain http URL.
+    HookTls,
     /// The document is not a ManagerConfig, or has unknown fields or wrong types.
     Schema,
 }
@@ -149,6 +152,31 @@ pub struct ResolvedWorker {
     pub hook_timeout: Duration,
     /// The Secret key whose value signs every hook call, if any (see `workers::signing`).
     pub signing_secret: Option<SigningSecretRef>,
+    /// Guaranteed deletion delivery through a finalizer (see `workers::finalizer`).
+    pub finalize: bool,
+    /// The hook's TLS settings (`workers::tls`).
+    pub tls: HookTls,
+}
+
+/// A worker's TLS settings for an https hook: the CAs that verify it and the client
+/// certificate it is shown (all empty: the public roots, no client certificate).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookTls {
+    /// Inline PEM CA certificates (`hook.caBundle`).
+    pub ca_bundle: Option<String>,
+    /// A ConfigMap or Secret key holding PEM CA certificates (`hook.caBundleRef`).
+    pub ca_bundle_ref: Option<crate::api::spec::CaBundleRef>,
+    /// A `kubernetes.io/tls` Secret with the client certificate (`hook.clientCertSecretRef`).
+    pub client_cert_secret: Option<String>,
+}
+
+impl HookTls {
+    /// True when the worker needs its own TLS setup (anything but the defaults).
+    pub fn is_custom(&self) -> bool {
+        self.ca_bundle.is_some()
+            || self.ca_bundle_ref.is_some()
+            || self.client_cert_secret.is_some()
+    }
 }
 
 /// A ManagerConfig after validation and defaulting: what the runtime runs from.
@@ -535,6 +563,7 @@ pub fn resolve_spec(
         if let Some(r) = &w.hook.signing_secret_ref {
             signing_secret_ref(&mut ctx, &format!("{p}.hook.signingSecretRef"), r);
         }
+        let tls = hook_tls(&mut ctx, &format!("{p}.hook"), &w.hook);
         if let (Some(resync_period), Some(hook_timeout), Some(hook_url)) =
             (resync, hook_timeout, hook_url)
         {
@@ -558,6 +587,8 @@ pub fn resolve_spec(
                 hook_url,
                 hook_timeout: hook_timeout.to_std(),
                 signing_secret: w.hook.signing_secret_ref.clone(),
+                finalize: w.finalize,
+                tls,
             });
         }
     }
@@ -598,6 +629,82 @@ fn is_secret_key(key: &str, max: usize) -> bool {
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Largest inline `hook.caBundle` (also the CRD's maxLength).
+pub const CA_BUNDLE_MAX: usize = 64 * 1024;
+
+/// Checks a hook's TLS settings: only with https, an inline bundle that holds at least one
+/// certificate and nothing else, references that name objects and keys.
+fn hook_tls(ctx: &mut Ctx, field: &str, h: &crate::api::spec::HookSpec) -> HookTls {
+    let tls = HookTls {
+        ca_bundle: h.ca_bundle.clone(),
+        ca_bundle_ref: h.ca_bundle_ref.clone(),
+        client_cert_secret: h.client_cert_secret_ref.as_ref().map(|r| r.name.clone()),
+    };
+    if !tls.is_custom() {
+        return tls;
+    }
+    if !h.url.trim().to_ascii_lowercase().starts_with("https:") {
+        ctx.push(
+            format!("{field}.url"),
+            Rule::HookTls,
+            "caBundle, caBundleRef and clientCertSecretRef need an https URL".to_string(),
+        );
+    }
+    if let Some(pem) = &h.ca_bundle {
+        if pem.len() > CA_BUNDLE_MAX {
+            ctx.push(
+                format!("{field}.caBundle"),
+                Rule::HookTls,
+                format!("must be at most {CA_BUNDLE_MAX} bytes, got {}", pem.len()),
+            );
+        } else if let Err(e) = crate::workers::tls::parse_ca_bundle(pem.as_bytes()) {
+            ctx.push(format!("{field}.caBundle"), Rule::HookTls, e.to_string());
+        }
+    }
+    if let Some(r) = &h.ca_bundle_ref {
+        if r.kind != "ConfigMap" && r.kind != "Secret" {
+            ctx.push(
+                format!("{field}.caBundleRef.kind"),
+                Rule::HookTls,
+                format!("must be ConfigMap or Secret, got {:?}", r.kind),
+            );
+        }
+        if !names::is_dns1123_subdomain(&r.name) {
+            ctx.push(
+                format!("{field}.caBundleRef.name"),
+                Rule::Name,
+                format!(
+                    "must be a valid {} name (DNS-1123 subdomain), got {:?}",
+                    r.kind, r.name
+                ),
+            );
+        }
+        if !is_secret_key(&r.key, 253) {
+            ctx.push(
+                format!("{field}.caBundleRef.key"),
+                Rule::Name,
+                format!(
+                    "must be a data key ([-._a-zA-Z0-9]+, not \".\" or \"..\"), got {:?}",
+                    r.key
+                ),
+            );
+        }
+    }
+    if let Some(r) = &h.client_cert_secret_ref
+        && !names::is_dns1123_subdomain(&r.name)
+    {
+        ctx.push(
+            format!("{field}.clientCertSecretRef.name"),
+            Rule::Name,
+            format!(
+                "must be a valid Secret name (DNS-1123 subdomain), got {:?}",
+                r.name
+            ),
+        );
+    }
+    tls
 }
 
 fn signing_secret_ref(ctx: &mut Ctx, field: &str, r: &SigningSecretRef) {

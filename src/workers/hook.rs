@@ -64,7 +64,7 @@ pub struct HookRequest<O = serde_json::Value> {
     #[serde(default)]
     pub api_version: String,
     /// What happened: `Sync` (the object was created, changed, resynced, requeued, or a new
-    /// leader took over).
+    /// leader took over) or `Deleted` (the object is gone or, with `finalize`, being deleted).
     #[serde(default, rename = "type")]
     pub event_type: String,
     /// The delivery id (also the `webhook-id` header): the same for every attempt of one
@@ -97,6 +97,8 @@ pub struct HookRequest<O = serde_json::Value> {
 pub const PROTOCOL: &str = "hooks.manager-operator.io/v1";
 /// The `type` of a call about an object that exists.
 pub const SYNC: &str = "Sync";
+/// The `type` of a call about a deleted object (`object` is its last known state).
+pub const DELETED: &str = "Deleted";
 
 /// A watched object as a hook receives it: `apiVersion` and `kind` filled in when the API
 /// server left them out (list items), then the object's own fields, encoded straight from the
@@ -313,12 +315,19 @@ pub async fn call(
 pub struct HookClient {
     http: reqwest::Client,
     policy: Arc<HookPolicy>,
+    lookup: Arc<dyn Lookup>,
 }
 
 impl HookClient {
     /// The policy destinations are judged by.
     pub fn policy(&self) -> &HookPolicy {
         &self.policy
+    }
+
+    /// The same client (policy, resolver, no proxy, no redirects) speaking TLS with `tls`: a
+    /// worker's own CA bundle and client certificate ([`super::tls`]).
+    pub fn with_tls(&self, tls: rustls::ClientConfig) -> Result<HookClient, reqwest::Error> {
+        build(self.policy.clone(), self.lookup.clone(), Some(tls))
     }
 }
 
@@ -338,12 +347,25 @@ pub fn http_client_with(
 ) -> Result<HookClient, reqwest::Error> {
     // Another part of the process may have installed it already; that is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let policy = Arc::new(policy.clone());
-    let http = reqwest::Client::builder()
+    build(Arc::new(policy.clone()), lookup, None)
+}
+
+fn build(
+    policy: Arc<HookPolicy>,
+    lookup: Arc<dyn Lookup>,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<HookClient, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(PolicyResolver::new(policy.clone(), lookup))
-        .user_agent(concat!("manager-operator/", env!("CARGO_PKG_VERSION")))
-        .build()?;
-    Ok(HookClient { http, policy })
+        .dns_resolver(PolicyResolver::new(policy.clone(), lookup.clone()))
+        .user_agent(concat!("manager-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = tls {
+        b = b.tls_backend_preconfigured(tls);
+    }
+    Ok(HookClient {
+        http: b.build()?,
+        policy,
+        lookup,
+    })
 }

@@ -33,10 +33,14 @@
 pub mod backoff;
 pub mod cache;
 pub mod clients;
+pub mod deletions;
 pub mod dns;
+pub mod errors;
+pub mod finalizer;
 pub mod hook;
 pub mod preflight;
 pub mod signing;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::pin::pin;
@@ -86,10 +90,16 @@ pub struct WorkerEnv {
     pub limits: TenantLimits,
     /// The replica's watch-cache budgets and list slots (one per process: see [`cache`]).
     pub caches: Arc<ReplicaCaches>,
-    /// How often a running worker re-reads its hook signing Secret
+    /// How often a running worker re-reads its hook signing Secret and TLS material
     /// ([`signing::DEFAULT_REFRESH`] unless `--hook-signing-refresh-period` says otherwise).
     pub signing_refresh: Duration,
+    /// The last hook error of every worker (for `status.workers[].lastHookError`).
+    pub hook_errors: errors::HookErrors,
 }
+
+/// The hook client a worker calls with: the process's, or one with the worker's own TLS
+/// settings, replaced when they change.
+type HttpCell = Arc<std::sync::RwLock<hook::HookClient>>;
 
 /// Errors building the pieces workers run on.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +156,9 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
                 spec: w.clone(),
                 who: who.clone(),
                 client,
-                http: env.http.clone(),
+                http: Arc::new(std::sync::RwLock::new(env.http.clone())),
+                tls: Mutex::new(None),
+                hook_errors: env.hook_errors.clone(),
                 metrics: env.metrics.clone(),
                 identity: env.identity.clone(),
                 target: Mutex::new(None),
@@ -160,6 +172,45 @@ pub fn runnables(env: &WorkerEnv, cfg: &ResolvedConfig) -> Vec<Arc<dyn Runnable>
         .collect()
 }
 
+/// Removes worker `w`'s finalizer (finalize mode) from every object it watches, acting as
+/// `cfg`'s service account: when the worker, its config or its `finalize` setting goes away.
+/// Returns how many objects it changed.
+pub async fn release_finalizer(
+    env: WorkerEnv,
+    cfg: ResolvedConfig,
+    w: ResolvedWorker,
+) -> Result<usize, String> {
+    let who = Identity {
+        user: service_account_user(&cfg.namespace, &cfg.service_account),
+        namespace: cfg.namespace.clone(),
+        name: cfg.service_account.clone(),
+    };
+    let client = env
+        .clients
+        .get(&env.base, &who.user, env.metrics.as_ref())?;
+    let client = (*client).clone();
+    let target = preflight::discover(&client, &w, &who)
+        .await
+        .map_err(|f| f.message)?;
+    let api: Api<DynamicObject> = match &target.namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &target.resource),
+        None => Api::all_with(client, &target.resource),
+    };
+    let f = finalizer::name(&cfg.namespace, &cfg.name, &w.name);
+    let n = tokio::time::timeout(
+        Duration::from_secs(60),
+        finalizer::release(&api, w.label_selector.as_deref(), &f),
+    )
+    .await
+    .map_err(|_| format!("removing finalizer {f} took longer than 60s"))?
+    .map_err(|e| format!("removing finalizer {f} as {}: {e}", who.user))?;
+    if n > 0 {
+        info!(namespace = %cfg.namespace, name = %cfg.name, worker = %w.name, finalizer = %f,
+            objects = n, "finalizer removed from the watched objects");
+    }
+    Ok(n)
+}
+
 /// A worker: a [`Runnable`] running one controller per leadership term.
 pub struct Worker(Arc<Inner>);
 
@@ -168,7 +219,10 @@ struct Inner {
     spec: ResolvedWorker,
     who: Identity,
     client: Result<Arc<kube::Client>, String>,
-    http: hook::HookClient,
+    http: HttpCell,
+    /// The TLS material the current client was built from (custom TLS only).
+    tls: Mutex<Option<tls::Material>>,
+    hook_errors: errors::HookErrors,
     metrics: Option<Metrics>,
     identity: String,
     /// Resolved by preflight, reused by every term.
@@ -229,10 +283,42 @@ impl Inner {
         }
     }
 
-    /// Re-reads the signing Secret every `signing_refresh` while a term runs; returns only
-    /// when it can no longer be read for a reason the tenant has to fix.
-    async fn refresh_keys(&self, client: &kube::Client) -> Failure {
-        if self.spec.signing_secret.is_none() {
+    /// Reads the worker's TLS material (custom TLS only) and builds a new hook client when it
+    /// changed. `Ok(true)` when it changed.
+    async fn load_tls(&self, client: &kube::Client) -> Result<bool, tls::TlsError> {
+        if !self.spec.tls.is_custom() {
+            return Ok(false);
+        }
+        let m = tls::load(
+            client,
+            &self.manager.namespace,
+            &self.who.user,
+            &self.spec.tls,
+            preflight::CALL_TIMEOUT,
+        )
+        .await?;
+        if lock(&self.tls).as_ref() == Some(&m) {
+            return Ok(false);
+        }
+        let config = m.client_config(self.spec.tls.client_cert_secret.as_deref().unwrap_or(""))?;
+        let base = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let http = base.with_tls(config).map_err(|e| tls::TlsError::BadCa {
+            what: "the hook client".into(),
+            reason: e.to_string(),
+        })?;
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = http;
+        info!(namespace = %self.manager.namespace, name = %self.manager.name,
+            worker = %self.spec.name, cas = m.cas.len(), client_certificate = m.client.is_some(),
+            "hook TLS settings loaded");
+        *lock(&self.tls) = Some(m);
+        Ok(true)
+    }
+
+    /// Re-reads the signing Secret and the TLS material every `signing_refresh` while a term
+    /// runs; returns only when one can no longer be read for a reason the tenant has to fix
+    /// (a transient API error keeps the last ones).
+    async fn refresh_material(&self, client: &kube::Client) -> Failure {
+        if self.spec.signing_secret.is_none() && !self.spec.tls.is_custom() {
             return std::future::pending().await;
         }
         loop {
@@ -246,6 +332,15 @@ impl Inner {
                         "re-reading the hook signing Secret failed; signing with the last keys");
                 }
             }
+            match self.load_tls(client).await {
+                Ok(_) => {}
+                Err(e) if e.is_permanent() => return e.failure(&self.spec.name),
+                Err(e) => {
+                    warn!(namespace = %self.manager.namespace, name = %self.manager.name,
+                        worker = %self.spec.name, error = %e,
+                        "re-reading the hook TLS settings failed; keeping the last ones");
+                }
+            }
         }
     }
 
@@ -254,6 +349,9 @@ impl Inner {
         let target = preflight::discover(&client, &self.spec, &self.who).await?;
         preflight::check_access(&client, &self.spec, &target, &self.who).await?;
         self.load_keys(&client).await.map_err(|(_, f)| f)?;
+        self.load_tls(&client)
+            .await
+            .map_err(|e| e.failure(&self.spec.name))?;
         debug!(namespace = %self.manager.namespace, name = %self.manager.name, worker = %self.spec.name,
             resource = %target.resource_name(), "worker preflight passed");
         *lock(&self.target) = Some(target);
@@ -314,8 +412,23 @@ impl Inner {
                     "reading the hook signing Secret failed; signing with the keys read at preflight");
             }
         }
+        match self.load_tls(&client).await {
+            Ok(_) => {}
+            Err(e) if e.is_permanent() || lock(&self.tls).is_none() => {
+                return Err(e.failure(&self.spec.name));
+            }
+            Err(e) => {
+                warn!(namespace = %self.manager.namespace, name = %self.manager.name,
+                    worker = %self.spec.name, error = %e,
+                    "reading the hook TLS settings failed; using those read at preflight");
+            }
+        }
         let keys = self.spec.signing_secret.as_ref().map(|_| self.keys.clone());
         let secret_client = client.clone();
+        let patch_api: Api<DynamicObject> = match &target.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &target.resource),
+            None => Api::all_with(client.clone(), &target.resource),
+        };
         let api: Api<DynamicObject> = match &target.namespace {
             Some(ns) => Api::namespaced_with(client, ns, &target.resource),
             None => Api::all_with(client, &target.resource),
@@ -345,33 +458,13 @@ impl Inner {
         // Which budget was exceeded (set once) and the signal for the loop below.
         let over_why: Arc<Mutex<Option<cache::Over>>> = Arc::default();
         let over = tokio_util::sync::CancellationToken::new();
-        let events = {
-            let (why, trip) = (over_why.clone(), over.clone());
-            let raw = watcher(api, wc).backoff(WatchBackoff::default());
-            cache::gate_lists(raw, self.caches.list_slots())
-                .map_ok(move |ev| {
-                    if let Err(o) = held.observe(&ev) {
-                        lock(&why).get_or_insert(o);
-                        trip.cancel();
-                    }
-                    ev
-                })
-                // Ends the stream at the first event over a budget, before the cache applies
-                // it; `held` (moved into the closure above) gives everything back when the
-                // stream is dropped at the end of the term.
-                .take_while({
-                    let over = over.clone();
-                    move |_| std::future::ready(!over.is_cancelled())
-                })
-        };
-        let counted = reflector(writer, events);
-        let controller = Controller::for_stream_with(
-            counted.applied_objects(),
-            store.clone(),
-            target.resource.clone(),
-        )
-        .with_config(controller::Config::default().concurrency(self.spec.concurrency))
-        .graceful_shutdown_on(ctx.stop.clone().cancelled_owned());
+        let (tombstones, mut deleted) = deletions::Tombstones::new(
+            self.spec.finalize,
+            format!(
+                "{}/{}/{}",
+                self.manager.namespace, self.manager.name, self.spec.name
+            ),
+        );
         let shared = Arc::new(Shared {
             manager: self.manager.clone(),
             worker: self.spec.name.clone(),
@@ -392,11 +485,49 @@ impl Inner {
             hook_slots: self.hook_slots.clone(),
             ids: signing::DeliveryIds::default(),
             keys,
+            finalizer: self.spec.finalize.then(|| {
+                finalizer::name(&self.manager.namespace, &self.manager.name, &self.spec.name)
+            }),
+            api: patch_api,
+            tombstones,
+            deletion_slots: tokio::sync::Semaphore::new(usize::from(self.spec.concurrency)),
+            hook_errors: self.hook_errors.clone(),
         });
+        let events = {
+            let (why, trip) = (over_why.clone(), over.clone());
+            let (seen, before) = (shared.clone(), store.clone());
+            let raw = watcher(api, wc).backoff(WatchBackoff::default());
+            cache::gate_lists(raw, self.caches.list_slots())
+                .map_ok(move |ev| {
+                    if let Err(o) = held.observe(&ev) {
+                        lock(&why).get_or_insert(o);
+                        trip.cancel();
+                    }
+                    // Deletions, seen before the cache forgets the object.
+                    seen.tombstones.observe(&ev, &before);
+                    ev
+                })
+                // Ends the stream at the first event over a budget, before the cache applies
+                // it; `held` (moved into the closure above) gives everything back when the
+                // stream is dropped at the end of the term.
+                .take_while({
+                    let over = over.clone();
+                    move |_| std::future::ready(!over.is_cancelled())
+                })
+        };
+        let counted = reflector(writer, events);
+        let controller = Controller::for_stream_with(
+            counted.applied_objects(),
+            store.clone(),
+            target.resource.clone(),
+        )
+        .with_config(controller::Config::default().concurrency(self.spec.concurrency))
+        .graceful_shutdown_on(ctx.stop.clone().cancelled_owned());
         info!(namespace = %self.manager.namespace, name = %self.manager.name, worker = %self.spec.name,
             resource = %target.resource_name(), scope = %target.scope_phrase(),
             selector = self.spec.label_selector.as_deref().unwrap_or(""), as_user = %self.who.user,
-            concurrency = self.spec.concurrency, fencing_token = ctx.fence.token(), "worker starting");
+            concurrency = self.spec.concurrency, finalize = self.spec.finalize,
+            fencing_token = ctx.fence.token(), "worker starting");
 
         let stream = controller.run(reconcile, error_policy, shared.clone());
         let mut stream = pin!(stream);
@@ -407,7 +538,9 @@ impl Inner {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let started = Instant::now();
-        let mut refresher = pin!(self.refresh_keys(&secret_client));
+        let mut refresher = pin!(self.refresh_material(&secret_client));
+        // Deletion deliveries in progress (dropped, and so abandoned, when the term ends).
+        let mut deliveries = futures::stream::FuturesUnordered::new();
 
         let over_limit = || {
             let why = lock(&over_why)
@@ -462,6 +595,10 @@ impl Inner {
                     }
                 },
                 _ = tick.tick() => shared.refresh(&store),
+                Some(k) = deleted.recv(), if drain_until.is_none() => {
+                    deliveries.push(deliver_deletion(shared.clone(), k));
+                }
+                Some(()) = deliveries.next(), if !deliveries.is_empty() => {}
                 _ = over.cancelled() => break Err(over_limit()),
                 _ = ctx.stop.cancelled(), if drain_until.is_none() => {
                     if !is_ready {
@@ -507,8 +644,28 @@ impl Inner {
                 None
             }
             controller::Error::ObjectNotFound(r) => {
-                // Deleted while a retry was scheduled.
-                shared.forget(&key(r.namespace.as_deref(), &r.name));
+                // Deleted while a retry was scheduled (its deletion, if pending, keeps its own
+                // retry state).
+                let k = key(r.namespace.as_deref(), &r.name);
+                if !shared.tombstones.contains(&k) {
+                    shared.forget(&k);
+                }
+                None
+            }
+            controller::Error::ReconcilerFailed(ReconcileError::FinalizerForbidden(why), _) => {
+                Some(Failure::new(
+                    StartupFailure::WatchForbidden,
+                    format!(
+                        "{why}; grant it patch on {} {}",
+                        target.resource_name(),
+                        target.scope_phrase()
+                    ),
+                ))
+            }
+            controller::Error::ReconcilerFailed(ReconcileError::Finalizer(why), obj) => {
+                warn!(namespace = %self.manager.namespace, name = %self.manager.name,
+                    worker = %self.spec.name, object = %obj.name, error = %why,
+                    "updating the finalizer failed; retrying");
                 None
             }
             // Logged by the reconciler itself.
@@ -560,7 +717,7 @@ struct Shared {
     worker: String,
     identity: String,
     fence: Fence,
-    http: hook::HookClient,
+    http: HttpCell,
     url: Url,
     timeout: Duration,
     resync: Option<Duration>,
@@ -578,6 +735,16 @@ struct Shared {
     ids: signing::DeliveryIds,
     /// The signing keys, when the worker signs its calls.
     keys: Option<signing::KeyCell>,
+    /// The worker's finalizer (finalize mode).
+    finalizer: Option<String>,
+    /// The watched resource, as the service account (finalizer patches).
+    api: Api<DynamicObject>,
+    /// Deletions waiting for their `Deleted` call.
+    tombstones: deletions::Tombstones,
+    /// Deletion deliveries at once (the worker's concurrency).
+    deletion_slots: tokio::sync::Semaphore,
+    /// Where the last hook error is shown (`status.workers[].lastHookError`).
+    hook_errors: errors::HookErrors,
 }
 
 impl Shared {
@@ -585,6 +752,11 @@ impl Shared {
         self.backoff.reset(k);
         lock(&self.delivered).remove(k);
         self.ids.delivered(k);
+    }
+
+    /// The hook client of this moment (replaced when the TLS settings change).
+    fn http(&self) -> hook::HookClient {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Recomputes `queue_depth` and drops bookkeeping of objects that are gone.
@@ -607,6 +779,10 @@ impl Shared {
                 live.insert(k);
             }
         }
+        // Deletions waiting for the hook keep their retry state and count as queued.
+        let gone = self.tombstones.keys();
+        waiting += gone.len() as i64;
+        live.extend(gone);
         lock(&self.delivered).retain(|k, _| live.contains(k));
         self.backoff.retain(|k| live.contains(k));
         self.ids.retain(|k| live.contains(k));
@@ -623,11 +799,31 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn new(shared: &'a Shared, key: &str) -> Self {
+    /// Claims `key` for a `Sync` call: `None` while a deletion of it waits for delivery (the
+    /// object was deleted and created again; the deletion goes first). kube-runtime never runs
+    /// two reconciles of one object at once, so a running `Deleted` call is the only rival.
+    fn sync(shared: &'a Shared, key: &str) -> Option<Self> {
+        let mut in_flight = lock(&shared.in_flight);
+        if shared.tombstones.contains(key) || in_flight.contains(key) {
+            return None;
+        }
+        in_flight.insert(key.to_string());
+        drop(in_flight);
+        Some(Self::counted(shared, key))
+    }
+
+    /// Claims `key` for a best-effort `Deleted` call: `None` while a call of it is in flight.
+    fn deletion(shared: &'a Shared, key: &str) -> Option<Self> {
+        if !lock(&shared.in_flight).insert(key.to_string()) {
+            return None;
+        }
+        Some(Self::counted(shared, key))
+    }
+
+    fn counted(shared: &'a Shared, key: &str) -> Self {
         if let Some(m) = &shared.metrics {
             m.active.inc();
         }
-        lock(&shared.in_flight).insert(key.to_string());
         Self {
             shared,
             key: key.to_string(),
@@ -664,6 +860,16 @@ pub enum ReconcileError {
         /// Delay before the retry.
         retry_in: Duration,
     },
+    /// A deletion of the object (deleted and created again) waits for its `Deleted` call,
+    /// which goes first.
+    #[error("a deletion of this object is still being delivered")]
+    DeletionPending,
+    /// The service account may not patch the watched objects (finalize mode): ends the worker.
+    #[error("{0}")]
+    FinalizerForbidden(String),
+    /// Adding or removing the finalizer failed for another reason; retried.
+    #[error("updating the finalizer: {0}")]
+    Finalizer(String),
 }
 
 fn key(namespace: Option<&str>, name: &str) -> String {
@@ -680,8 +886,78 @@ fn object_key(o: &DynamicObject) -> String {
     )
 }
 
+/// A finalizer patch's error as a reconcile error (403: the worker cannot work).
+fn finalizer_error(s: &Shared, e: kube::Error) -> ReconcileError {
+    match e {
+        kube::Error::Api(st) if st.code == 403 => ReconcileError::FinalizerForbidden(format!(
+            "worker {}: finalize: true needs patch on the watched objects, and the service \
+             account may not ({})",
+            s.worker, st.message
+        )),
+        e => ReconcileError::Finalizer(e.to_string()),
+    }
+}
+
 async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, ReconcileError> {
     let k = object_key(&obj);
+    let mut event = hook::SYNC;
+    if let Some(f) = &s.finalizer {
+        let deleting = obj.metadata.deletion_timestamp.is_some();
+        if finalizer::has(&obj, f) {
+            if deleting {
+                event = hook::DELETED;
+            }
+        } else if !deleting {
+            // Finalizer first (only the leader writes): the object comes back with it, and
+            // that version is the one delivered.
+            s.fence.check()?;
+            finalizer::apply(&s.api, &obj, finalizer::add_patch(&obj, f))
+                .await
+                .map_err(|e| finalizer_error(&s, e))?;
+            return Ok(Action::await_change());
+        }
+    }
+    let Some(claim) = InFlight::sync(&s, &k) else {
+        return Err(ReconcileError::DeletionPending);
+    };
+    let HookReply { requeue_after, .. } = call_hook(&s, &obj, &k, event, claim).await?;
+    if event == hook::DELETED {
+        // The hook has it: let the object go. The watch's Delete event that follows is not
+        // delivered again by this replica.
+        if let Some(p) = s
+            .finalizer
+            .as_deref()
+            .and_then(|f| finalizer::remove_patch(&obj, f))
+        {
+            s.tombstones.finalized(&k);
+            match finalizer::apply(&s.api, &obj, p).await {
+                Ok(true) => {}
+                // Changed meanwhile: handled again from its next version (the hook may hear
+                // this deletion again, with a new delivery id).
+                Ok(false) => s.tombstones.unfinalized(&k),
+                Err(e) => {
+                    s.tombstones.unfinalized(&k);
+                    return Err(finalizer_error(&s, e));
+                }
+            }
+        }
+        return Ok(Action::await_change());
+    }
+    Ok(match requeue_after.or(s.resync) {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    })
+}
+
+/// One hook call about `obj` (`event`: `Sync` or `Deleted`), made while holding `claim`;
+/// records metrics, retry state and the last error.
+async fn call_hook(
+    s: &Shared,
+    obj: &DynamicObject,
+    k: &str,
+    event: &'static str,
+    claim: InFlight<'_>,
+) -> Result<HookReply, ReconcileError> {
     // Encoded once, straight from the watch cache, in `hook::call`: a call holds one encoded
     // copy of the object, never a clone of it.
     let object = TypedObject {
@@ -690,16 +966,16 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         data: &obj.data,
     };
     let rv = obj.metadata.resource_version.as_deref().unwrap_or("");
-    let id = s.ids.for_attempt(&k, rv);
+    let id = s.ids.for_attempt(k, rv);
     // Right before the side effect: is this replica still the leader?
     let token = s.fence.check()?;
     let body = HookRequest {
         api_version: hook::PROTOCOL.to_string(),
-        event_type: hook::SYNC.to_string(),
+        event_type: event.to_string(),
         delivery_id: id.clone(),
         // Failures so far of this object: retries of one delivery keep its id, so this counts
         // the attempts of the delivery.
-        attempt: s.backoff.attempts(&k).saturating_add(1),
+        attempt: s.backoff.attempts(k).saturating_add(1),
         resource_version: obj.metadata.resource_version.clone(),
         generation: obj.metadata.generation,
         manager: s.manager.clone(),
@@ -722,10 +998,11 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         id: &id,
         keys: keys.as_deref(),
     };
-    let _in_flight = InFlight::new(&s, &k);
+    let _in_flight = claim;
+    let http = s.http();
     let started = Instant::now();
     let result = tokio::select! {
-        r = hook::call(&s.http, &s.url, s.timeout, &body, delivery) => r,
+        r = hook::call(&http, &s.url, s.timeout, &body, delivery) => r,
         // Leadership lost mid-call: abandon it (the hook can tell by the token anyway).
         _ = s.fence.revoked() => return Err(ReconcileError::Fenced(FenceError::Revoked(token))),
     };
@@ -739,26 +1016,26 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
         m.hook.with_label_values(&[code_class(&code)]).observe(took);
     }
     match result {
-        Ok(HookReply { requeue_after, .. }) => {
-            s.backoff.reset(&k);
-            s.ids.delivered(&k);
-            if let Some(rv) = &obj.metadata.resource_version {
-                lock(&s.delivered).insert(k.clone(), rv.clone());
+        Ok(reply) => {
+            s.backoff.reset(k);
+            s.ids.delivered(k);
+            if event == hook::SYNC
+                && let Some(rv) = &obj.metadata.resource_version
+            {
+                lock(&s.delivered).insert(k.to_string(), rv.clone());
             }
             if let Some(m) = &s.metrics {
                 m.success.inc();
             }
-            let action = match requeue_after.or(s.resync) {
-                Some(d) => Action::requeue(d),
-                None => Action::await_change(),
-            };
+            s.hook_errors
+                .clear(&s.manager.namespace, &s.manager.name, &s.worker);
             debug!(namespace = %s.manager.namespace, name = %s.manager.name, worker = %s.worker,
-                object = %k, code = %code, took_ms = (took * 1000.0) as u64,
-                requeue_after = ?requeue_after.or(s.resync), "hook call succeeded");
-            Ok(action)
+                object = %k, event, code = %code, took_ms = (took * 1000.0) as u64,
+                requeue_after = ?reply.requeue_after.or(s.resync), "hook call succeeded");
+            Ok(reply)
         }
         Err(source) => {
-            let (attempt, backoff) = s.backoff.failure(&k);
+            let (attempt, backoff) = s.backoff.failure(k);
             // The hook may say when to come back (`retryAfterSeconds`, within 1 s..1 h).
             let retry_in = match &source {
                 HookError::Status {
@@ -770,14 +1047,54 @@ async fn reconcile(obj: Arc<DynamicObject>, s: Arc<Shared>) -> Result<Action, Re
             if let Some(m) = &s.metrics {
                 m.error.inc();
             }
+            s.hook_errors.set(
+                &s.manager.namespace,
+                &s.manager.name,
+                &s.worker,
+                &code,
+                &source.to_string(),
+                k,
+            );
             warn!(namespace = %s.manager.namespace, name = %s.manager.name, worker = %s.worker,
-                object = %k, error = %source, attempt, retry_in_ms = retry_in.as_millis() as u64,
+                object = %k, event, error = %source, attempt, retry_in_ms = retry_in.as_millis() as u64,
                 "hook call failed; will retry");
             Err(ReconcileError::Hook {
                 source,
                 attempt,
                 retry_in,
             })
+        }
+    }
+}
+
+/// Delivers the pending deletion of `k` (best effort): retried like any call until the hook
+/// answers 2xx or the term ends; waits while a call about the same object is in flight.
+async fn deliver_deletion(s: Arc<Shared>, k: String) {
+    let Ok(_slot) = s.deletion_slots.acquire().await else {
+        return;
+    };
+    // A new delivery: no retry state of earlier calls about the object.
+    s.forget(&k);
+    loop {
+        let Some(obj) = s.tombstones.get(&k) else {
+            return;
+        };
+        let Some(claim) = InFlight::deletion(&s, &k) else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        match call_hook(&s, &obj, &k, hook::DELETED, claim).await {
+            Ok(_) => {
+                if s.tombstones.delivered(&k, &obj) {
+                    s.forget(&k);
+                    return;
+                }
+                // Deleted again meanwhile (a newer object of that name): deliver that too.
+                s.forget(&k);
+            }
+            Err(ReconcileError::Fenced(_)) => return,
+            Err(ReconcileError::Hook { retry_in, .. }) => tokio::time::sleep(retry_in).await,
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
@@ -806,6 +1123,10 @@ fn error_policy(_obj: Arc<DynamicObject>, err: &ReconcileError, _s: Arc<Shared>)
         ReconcileError::Fenced(_) => Action::await_change(),
         ReconcileError::NoSigningKeys => Action::requeue(Duration::from_secs(1)),
         ReconcileError::Hook { retry_in, .. } => Action::requeue(*retry_in),
+        ReconcileError::DeletionPending => Action::requeue(Duration::from_millis(500)),
+        // Ends the worker (see `on_error`).
+        ReconcileError::FinalizerForbidden(_) => Action::await_change(),
+        ReconcileError::Finalizer(_) => Action::requeue(Duration::from_secs(1)),
     }
 }
 

@@ -194,7 +194,13 @@ pub async fn check_access(
 ) -> Result<(), Failure> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut denied: Vec<(&str, String)> = Vec::new();
-    for verb in ["list", "watch"] {
+    // finalize: true adds and removes the worker's finalizer on the watched objects.
+    let needed: &[&str] = if w.finalize {
+        &["list", "watch", "patch"]
+    } else {
+        &["list", "watch"]
+    };
+    for verb in needed.iter().copied() {
         let review = SelfSubjectAccessReview {
             spec: SelfSubjectAccessReviewSpec {
                 resource_attributes: Some(ResourceAttributes {
@@ -237,16 +243,24 @@ pub async fn check_access(
         .filter(|r| !r.is_empty())
         .collect();
     let res = target.resource_name();
+    let (verb_list, verb_words) = if w.finalize {
+        (
+            "get,list,watch,patch",
+            "get, list, watch and patch (finalize: true)",
+        )
+    } else {
+        ("get,list,watch", "get, list and watch")
+    };
     let grant = match &target.namespace {
         Some(ns) => format!(
-            "e.g. `kubectl -n {ns} create role {sa}-watch --verb=get,list,watch --resource={res}` \
+            "e.g. `kubectl -n {ns} create role {sa}-watch --verb={verb_list} --resource={res}` \
              and `kubectl -n {ns} create rolebinding {sa}-watch --role={sa}-watch \
              --serviceaccount={sans}:{sa}`",
             sa = who.name,
             sans = who.namespace,
         ),
         None => format!(
-            "e.g. `kubectl create clusterrole {sa}-watch --verb=get,list,watch --resource={res}` \
+            "e.g. `kubectl create clusterrole {sa}-watch --verb={verb_list} --resource={res}` \
              and `kubectl create clusterrolebinding {sans}-{sa}-watch --clusterrole={sa}-watch \
              --serviceaccount={sans}:{sa}`",
             sa = who.name,
@@ -256,7 +270,7 @@ pub async fn check_access(
     Err(Failure::new(
         StartupFailure::WatchForbidden,
         format!(
-            "worker {}: service account {} may not {} {res} {}{}; grant it get, list and watch \
+            "worker {}: service account {} may not {} {res} {}{}; grant it {verb_words} \
              on {res} there, {grant}",
             w.name,
             who.user,

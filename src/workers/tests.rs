@@ -338,6 +338,14 @@ async fn names_resolving_to_refused_addresses_are_refused_at_connect_time() {
     assert_eq!(srv.seen.lock().unwrap().len(), 1);
 }
 
+/// An API handle that is never called (no finalizer in these tests); nothing listens there.
+fn unused_api() -> Api<DynamicObject> {
+    let cfg = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+    let client = kube::Client::try_from(cfg).unwrap();
+    let ar = kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+    Api::namespaced_with(client, "team-a", &ar)
+}
+
 fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -> Arc<Shared> {
     let m = metrics;
     let l3 = ["team-a", "inv", "cms"];
@@ -349,7 +357,7 @@ fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -
         worker: "cms".into(),
         identity: "pod-1".into(),
         fence,
-        http: http(),
+        http: Arc::new(std::sync::RwLock::new(http())),
         url,
         timeout: Duration::from_secs(2),
         resync,
@@ -362,6 +370,11 @@ fn shared(url: Url, fence: Fence, resync: Option<Duration>, metrics: &Metrics) -
         in_flight: Mutex::new(HashSet::new()),
         ids: signing::DeliveryIds::default(),
         keys: None,
+        finalizer: None,
+        api: unused_api(),
+        tombstones: deletions::Tombstones::new(false, "team-a/inv/cms".into()).0,
+        deletion_slots: tokio::sync::Semaphore::new(4),
+        hook_errors: errors::HookErrors::default(),
         metrics: Some(WorkerMetrics {
             success: m
                 .reconcile_total
