@@ -1,0 +1,3 @@
+module example.com/manager-operator/hook
+
+go 1.22
