@@ -753,18 +753,28 @@ async fn exercise(name: &'static str, cmd: Command) {
     .await
     .unwrap();
     wait_in_sync(&hook, &rec, &cms, &ns, "cm-0 removed from the hook's state").await;
-    let deleted: Vec<Recorded> = rec.calls()[n..]
-        .iter()
-        .filter(|c| c.json()["type"] == "Deleted")
-        .cloned()
-        .collect();
-    assert!(
-        deleted
-            .iter()
-            .any(|c| c.json()["object"]["metadata"]["name"] == "cm-0" && c.status == 200),
-        "{:?}",
-        rec.summary()
-    );
+    // The recorder keeps a call once the hook's answer has gone back: wait for it too.
+    wait_for(
+        "the operator's Deleted call for cm-0, answered 200",
+        TIMEOUT,
+        || async {
+            let deleted: Vec<Recorded> = rec.calls()[n..]
+                .iter()
+                .filter(|c| c.json()["type"] == "Deleted")
+                .cloned()
+                .collect();
+            if deleted
+                .iter()
+                .any(|c| c.json()["object"]["metadata"]["name"] == "cm-0" && c.status == 200)
+            {
+                Ok(())
+            } else {
+                Err(format!("{:?}", rec.summary()))
+            }
+        },
+    )
+    .await
+    .unwrap();
     let state = hook.state().await;
     assert!(counter(&state, "deletes") >= 3, "{}", state["counters"]);
     assert_eq!(counter(&state, "fenced"), 1, "only the direct stale call");

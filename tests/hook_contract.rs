@@ -1,0 +1,619 @@
+//! The hook contract on the real control plane (issue 14): deletions delivered best effort and,
+//! with `finalize: true`, through the worker's finalizer (held until the hook answers, across a
+//! leader change, released when the config goes away); retries keep their delivery id;
+//! `status.workers[].lastHookError` shows a failing hook and clears; https hooks with a private
+//! CA (inline and from a ConfigMap) and a client certificate (mutual TLS).
+//!
+//! Hooks are in-process axum servers on 127.0.0.1 that record every call and answer what the
+//! test tells them to.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use manager_operator::api::ManagerConfig;
+use serde_json::Value;
+use support::operator::Operator;
+use support::{TIMEOUT, kubectl_ok, wait_for};
+
+/// What a recording hook received and what it answers.
+#[derive(Default)]
+struct Script {
+    calls: Mutex<Vec<Value>>,
+    /// Status answered to every call (200 unless set).
+    status: AtomicU16,
+    /// TLS handshakes that failed (e.g. a client without a certificate).
+    failed_handshakes: AtomicUsize,
+}
+
+impl Script {
+    fn calls(&self) -> Vec<Value> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn answer(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+    /// Calls of `type` about object `name`.
+    fn about(&self, ty: &str, name: &str) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c["type"] == ty && c["object"]["metadata"]["name"] == name)
+            .collect()
+    }
+}
+
+async fn record(State(s): State<Arc<Script>>, body: String) -> StatusCode {
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    s.calls.lock().unwrap().push(v);
+    match s.status.load(Ordering::SeqCst) {
+        0 => StatusCode::OK,
+        c => StatusCode::from_u16(c).unwrap_or(StatusCode::OK),
+    }
+}
+
+fn router(s: Arc<Script>) -> Router {
+    Router::new().route("/hook", post(record)).with_state(s)
+}
+
+/// A plain http hook; its URL.
+async fn http_hook(s: Arc<Script>) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, router(s)).await });
+    format!("http://127.0.0.1:{port}/hook")
+}
+
+/// A TLS listener for axum: handshakes that fail are counted and skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    script: Arc<Script>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.script.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A private PKI: a CA, a serving certificate for 127.0.0.1, a client CA and a client
+/// certificate.
+struct Pki {
+    ca_pem: String,
+    server_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    server_key: rustls::pki_types::PrivateKeyDer<'static>,
+    client_ca: rustls::pki_types::CertificateDer<'static>,
+    client_pem: String,
+    client_key_pem: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "hook test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+
+    let cca_key = KeyPair::generate().unwrap();
+    let mut cca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cca_cert = cca.self_signed(&cca_key).unwrap();
+    let cissuer = Issuer::new(cca, cca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["manager-operator-worker".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &cissuer)
+        .unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_chain: vec![server.der().clone()],
+        server_key: rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap(),
+        client_ca: cca_cert.der().clone(),
+        client_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
+    }
+}
+
+/// An https hook serving `pki`'s certificate and requiring a client certificate of its client
+/// CA; its URL.
+async fn tls_hook(s: Arc<Script>, pki: &Pki) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.client_ca.clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        script: s.clone(),
+    };
+    tokio::spawn(async move { axum::serve(listener, router(s)).await });
+    format!("https://127.0.0.1:{port}/hook")
+}
+
+fn apply_yaml(yaml: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let f = dir.path().join("obj.yaml");
+    std::fs::write(&f, yaml).expect("write");
+    kubectl_ok(&["apply", "-f", f.to_str().expect("path")]);
+}
+
+/// Service account `sa` in `ns` may use `verbs` on ConfigMaps and get Secrets there.
+fn grant(ns: &str, sa: &str, verbs: &str) {
+    apply_yaml(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {ns}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: {sa}-cms, namespace: {ns}}}\nrules:\n\
+         - apiGroups: ['']\n  resources: [configmaps]\n  verbs: [{verbs}]\n\
+         - apiGroups: ['']\n  resources: [secrets]\n  verbs: [get]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: {sa}-cms, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {sa}-cms}}\n\
+         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
+    ));
+}
+
+/// A ManagerConfig with one worker `cms` watching ConfigMaps labelled `app=hooked`; `hook`
+/// is the YAML flow mapping of its hook, `extra` more worker fields.
+fn config(ns: &str, name: &str, sa: &str, hook: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {sa}\n  \
+         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\n  \
+         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n  \
+         - {{name: cms, watch: {{apiVersion: v1, kind: ConfigMap, labelSelector: app=hooked}}, \
+         hook: {hook}{extra}}}\n"
+    )
+}
+
+async fn create_cm(client: &kube::Client, ns: &str, name: &str) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("app".to_string(), "hooked".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("creating a ConfigMap");
+}
+
+async fn wait_calls(s: &Script, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    wait_for(what, TIMEOUT, || async {
+        let calls = s.calls();
+        if ok(&calls) {
+            Ok(calls)
+        } else {
+            let brief: Vec<String> = calls
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {} attempt={} holder={}",
+                        c["type"], c["object"]["metadata"]["name"], c["attempt"], c["holder"]
+                    )
+                })
+                .collect();
+            Err(format!("calls so far: {brief:?}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The worker's `lastHookError` as the status shows it.
+async fn last_error(
+    api: &Api<ManagerConfig>,
+    name: &str,
+) -> Option<manager_operator::api::LastHookError> {
+    let mc = api.get(name).await.ok()?;
+    mc.status?.workers.first()?.last_hook_error.clone()
+}
+
+fn finalizers(cm: &ConfigMap) -> Vec<String> {
+    cm.metadata.finalizers.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_show_in_status() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "mo-del").await;
+    grant(&ns, "hooked", "get, list, watch");
+    let op = Operator::start(&ns, &[]).await;
+    let s = Arc::new(Script::default());
+    let url = http_hook(s.clone()).await;
+    apply_yaml(&config(
+        &ns,
+        "del",
+        "hooked",
+        &format!("{{url: '{url}', timeout: 2s}}"),
+        "",
+    ));
+    create_cm(&client, &ns, "cm-0").await;
+    create_cm(&client, &ns, "cm-1").await;
+    wait_calls(&s, "Sync of cm-0 and cm-1", |c| {
+        c.iter().filter(|v| v["type"] == "Sync").count() >= 2
+    })
+    .await;
+    for c in s.calls() {
+        assert_eq!(c["apiVersion"], "hooks.manager-operator.io/v1");
+        assert_eq!(c["attempt"], 1);
+        assert!(c["deliveryId"].as_str().unwrap().starts_with("msg_"));
+        assert_eq!(
+            c["resourceVersion"],
+            c["object"]["metadata"]["resourceVersion"]
+        );
+    }
+
+    // The hook fails while cm-0 is deleted: the Deleted call is retried with the same id.
+    s.answer(503);
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .delete("cm-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_calls(&s, "two attempts of cm-0's Deleted call", |_| {
+        s.about("Deleted", "cm-0").len() >= 2
+    })
+    .await;
+    let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let e = wait_for("status.workers[0].lastHookError", TIMEOUT, || async {
+        last_error(&mcs, "del")
+            .await
+            .ok_or_else(|| "no lastHookError yet".to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(e.code, "503");
+    assert!(e.message.contains("503"), "{e:?}");
+    assert_eq!(e.object, format!("{ns}/cm-0"));
+
+    s.answer(200);
+    wait_calls(&s, "cm-0's Deleted call answered", |_| {
+        let d = s.about("Deleted", "cm-0");
+        d.len() >= 3 && s.status.load(Ordering::SeqCst) == 200
+    })
+    .await;
+    let deleted = s.about("Deleted", "cm-0");
+    let ids: BTreeSet<&str> = deleted
+        .iter()
+        .map(|c| c["deliveryId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1, "one delivery id across retries: {deleted:?}");
+    let attempts: Vec<u64> = deleted
+        .iter()
+        .map(|c| c["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts[..3], [1, 2, 3]);
+    assert_eq!(deleted[0]["object"]["metadata"]["name"], "cm-0");
+    assert!(s.about("Deleted", "cm-1").is_empty());
+    wait_for("lastHookError cleared", TIMEOUT, || async {
+        match last_error(&mcs, "del").await {
+            None => Ok(()),
+            Some(e) => Err(format!("still {e:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    drop(op);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_change() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "mo-fin").await;
+    grant(&ns, "hooked", "get, list, watch, patch");
+    let s = Arc::new(Script::default());
+    let url = http_hook(s.clone()).await;
+    let a = Operator::start_as(&ns, "fin-a", "text", &["--disable-placement"]).await;
+    apply_yaml(&config(
+        &ns,
+        "fin",
+        "hooked",
+        &format!("{{url: '{url}', timeout: 2s}}"),
+        ", finalize: true",
+    ));
+    let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    // `a` leads before the second replica starts.
+    wait_for("fin led by fin-a", TIMEOUT, || async {
+        let mc = mcs.get("fin").await.map_err(|e| e.to_string())?;
+        match mc.status.and_then(|s| s.leader) {
+            Some(l) if l == "fin-a" => Ok(()),
+            other => Err(format!("leader {other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    let b = Operator::start_as(&ns, "fin-b", "text", &["--disable-placement"]).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    create_cm(&client, &ns, "cm-0").await;
+    let ours = format!("hooks.manager-operator.io/{ns}.fin.cms");
+    wait_for("cm-0 carries the worker's finalizer", TIMEOUT, || async {
+        let cm = cms.get("cm-0").await.map_err(|e| e.to_string())?;
+        if finalizers(&cm) == [ours.clone()] {
+            Ok(())
+        } else {
+            Err(format!("{:?}", finalizers(&cm)))
+        }
+    })
+    .await
+    .unwrap();
+    wait_calls(&s, "Sync of cm-0 with the finalizer", |_| {
+        s.about("Sync", "cm-0")
+            .iter()
+            .any(|c| c["object"]["metadata"]["finalizers"][0] == ours.as_str())
+    })
+    .await;
+
+    // The hook is down for deletions: cm-0 stays, Terminating, while fin-a retries.
+    s.answer(500);
+    cms.delete("cm-0", &DeleteParams::default()).await.unwrap();
+    wait_calls(&s, "fin-a's Deleted calls for cm-0", |_| {
+        s.about("Deleted", "cm-0").len() >= 2
+    })
+    .await;
+    let held = cms
+        .get("cm-0")
+        .await
+        .expect("cm-0 is held by the finalizer");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(
+        s.about("Deleted", "cm-0")
+            .iter()
+            .all(|c| c["holder"].as_str().unwrap().starts_with("fin-a"))
+    );
+
+    // fin-a dies; fin-b takes over, delivers the deletion and lets cm-0 go.
+    drop(a);
+    s.answer(200);
+    wait_for("cm-0 gone", Duration::from_secs(90), || async {
+        match cms.get_opt("cm-0").await {
+            Ok(None) => Ok(()),
+            Ok(Some(cm)) => Err(format!("still there with {:?}", finalizers(&cm))),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap();
+    let by_b: Vec<Value> = s
+        .about("Deleted", "cm-0")
+        .into_iter()
+        .filter(|c| c["holder"].as_str().unwrap().starts_with("fin-b"))
+        .collect();
+    assert!(
+        !by_b.is_empty(),
+        "the new leader delivered the deletion: {:?}",
+        s.about("Deleted", "cm-0")
+    );
+    assert!(
+        by_b[0]["fencingToken"].as_i64() > s.about("Deleted", "cm-0")[0]["fencingToken"].as_i64()
+    );
+    assert!(by_b[0]["object"]["metadata"]["deletionTimestamp"].is_string());
+
+    // The config goes away: the finalizer comes off the objects it was on.
+    create_cm(&client, &ns, "cm-1").await;
+    wait_for("cm-1 carries the finalizer", TIMEOUT, || async {
+        let cm = cms.get("cm-1").await.map_err(|e| e.to_string())?;
+        if finalizers(&cm).contains(&ours) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", finalizers(&cm)))
+        }
+    })
+    .await
+    .unwrap();
+    mcs.delete("fin", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        "fin gone and cm-1 without the finalizer",
+        TIMEOUT,
+        || async {
+            let cm = cms.get("cm-1").await.map_err(|e| e.to_string())?;
+            let gone = mcs
+                .get_opt("fin")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            if gone && finalizers(&cm).is_empty() {
+                Ok(())
+            } else {
+                Err(format!("config gone: {gone}, {:?}", finalizers(&cm)))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    cms.delete("cm-1", &DeleteParams::default()).await.unwrap();
+    wait_for("cm-1 deletable", TIMEOUT, || async {
+        match cms.get_opt("cm-1").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalize_without_patch_rights_is_refused_naming_the_verb() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "mo-finrbac").await;
+    grant(&ns, "hooked", "get, list, watch");
+    let _op = Operator::start(&ns, &[]).await;
+    let s = Arc::new(Script::default());
+    let url = http_hook(s.clone()).await;
+    apply_yaml(&config(
+        &ns,
+        "fin",
+        "hooked",
+        &format!("{{url: '{url}'}}"),
+        ", finalize: true",
+    ));
+    let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let msg = wait_for("Ready=False WatchForbidden", TIMEOUT, || async {
+        let mc = mcs.get("fin").await.map_err(|e| e.to_string())?;
+        let c = mc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .ok_or_else(|| "no Ready".to_string())?;
+        if c.reason == "WatchForbidden" {
+            Ok(c.message)
+        } else {
+            Err(format!("{} {}", c.reason, c.message))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(msg.contains("patch"), "{msg}");
+    assert!(msg.contains("finalize: true"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "mo-tls").await;
+    grant(&ns, "hooked", "get, list, watch");
+    let pki = pki();
+    let s = Arc::new(Script::default());
+    let url = tls_hook(s.clone(), &pki).await;
+    let _op = Operator::start(&ns, &["--hook-signing-refresh-period", "1s"]).await;
+    let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    create_cm(&client, &ns, "cm-0").await;
+
+    // Without the CA, the hook's certificate is not trusted: the call fails with the reason.
+    apply_yaml(&config(
+        &ns,
+        "tls",
+        "hooked",
+        &format!("{{url: '{url}', timeout: 2s}}"),
+        "",
+    ));
+    let e = wait_for("lastHookError: untrusted certificate", TIMEOUT, || async {
+        last_error(&mcs, "tls")
+            .await
+            .ok_or_else(|| "no lastHookError yet".to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(e.code, "error");
+    assert!(e.message.to_lowercase().contains("certificate"), "{e:?}");
+    assert!(s.calls().is_empty());
+
+    // A client certificate Secret that does not exist: HookTlsUnavailable, naming it.
+    let inline = serde_json::to_string(&pki.ca_pem).unwrap();
+    apply_yaml(&config(
+        &ns,
+        "tls",
+        "hooked",
+        &format!(
+            "{{url: '{url}', timeout: 2s, caBundle: {inline}, clientCertSecretRef: {{name: worker-client}}}}"
+        ),
+        "",
+    ));
+    let msg = wait_for("Ready=False HookTlsUnavailable", TIMEOUT, || async {
+        let mc = mcs.get("tls").await.map_err(|e| e.to_string())?;
+        let c = mc
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .ok_or_else(|| "no Ready".to_string())?;
+        if c.reason == "HookTlsUnavailable" {
+            Ok(c.message)
+        } else {
+            Err(format!("{} {}", c.reason, c.message))
+        }
+    })
+    .await
+    .unwrap();
+    assert!(msg.contains("worker-client"), "{msg}");
+
+    // The Secret appears: the inline CA and the client certificate get the call through.
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "worker-client"},
+        "stringData": {"tls.crt": pki.client_pem, "tls.key": pki.client_key_pem},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    wait_calls(&s, "cm-0 delivered over mutual TLS", |c| !c.is_empty()).await;
+
+    // The CA from a ConfigMap works the same (and the client certificate is still required:
+    // a handshake without it would have been counted as failed).
+    let before = s.failed_handshakes.load(Ordering::SeqCst);
+    apply_yaml(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hook-ca, namespace: {ns}}}\ndata:\n  ca.crt: {inline}\n"
+    ));
+    apply_yaml(&config(
+        &ns,
+        "tls",
+        "hooked",
+        &format!(
+            "{{url: '{url}', timeout: 2s, caBundleRef: {{kind: ConfigMap, name: hook-ca, key: ca.crt}}, clientCertSecretRef: {{name: worker-client}}}}"
+        ),
+        ", resyncPeriod: 1s",
+    ));
+    let n = s.calls().len();
+    wait_calls(&s, "calls with the CA from a ConfigMap", |c| {
+        c.len() >= n + 2
+    })
+    .await;
+    assert_eq!(s.failed_handshakes.load(Ordering::SeqCst), before);
+    wait_for("lastHookError cleared", TIMEOUT, || async {
+        match last_error(&mcs, "tls").await {
+            None => Ok(()),
+            Some(e) => Err(format!("still {e:?}")),
+        }
+    })
+    .await
+    .unwrap();
+}
