@@ -975,3 +975,50 @@ mod note_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod finalizer_tests {
+    use super::*;
+
+    fn cfg(workers: &str) -> ResolvedConfig {
+        let mc: ManagerConfig = serde_yaml::from_str(&format!(
+            "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\nmetadata: {{name: m, namespace: ns}}\nspec:\n  workers: {workers}\n"
+        ))
+        .unwrap();
+        crate::validation::resolve(&mc, &HookPolicy::default()).unwrap()
+    }
+
+    fn w(name: &str, selector: &str, finalize: bool) -> String {
+        format!(
+            "{{name: {name}, finalize: {finalize}, watch: {{apiVersion: v1, kind: ConfigMap, labelSelector: '{selector}'}}, hook: {{url: 'http://h.svc/'}}}}"
+        )
+    }
+
+    fn names(v: Vec<ResolvedWorker>) -> Vec<String> {
+        v.into_iter().map(|w| w.name).collect()
+    }
+
+    #[test]
+    fn finalizers_are_released_for_workers_that_stop_finalizing_what_they_did() {
+        let old = cfg(&format!(
+            "[{}, {}, {}, {}]",
+            w("kept", "a=1", true),
+            w("off", "a=1", true),
+            w("moved", "a=1", true),
+            w("never", "a=1", false)
+        ));
+        assert_eq!(
+            names(finalizers_to_release(&old, None)),
+            ["kept", "off", "moved"],
+            "a deleted config releases every finalize worker"
+        );
+        let new = cfg(&format!(
+            "[{}, {}, {}, {}]",
+            w("kept", "a=1", true),
+            w("off", "a=1", false),
+            w("moved", "a=2", true),
+            w("never", "a=1", true)
+        ));
+        assert_eq!(names(finalizers_to_release(&old, Some(&new))), ["off", "moved"]);
+    }
+}

@@ -340,3 +340,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hook_tls_settings_need_https_and_usable_certificates() {
+    use crate::api::{CaBundleRef, SecretNameRef};
+    let mut mc = load("minimal.yaml");
+    mc.spec.workers[0].hook.url = "https://hook.team-a.svc:8443/".into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&key).unwrap().pem();
+    mc.spec.workers[0].hook.ca_bundle = Some(ca.clone());
+    mc.spec.workers[0].hook.ca_bundle_ref = Some(CaBundleRef {
+        kind: "ConfigMap".into(),
+        name: "hook-ca".into(),
+        key: "ca.crt".into(),
+    });
+    mc.spec.workers[0].hook.client_cert_secret_ref = Some(SecretNameRef {
+        name: "client".into(),
+    });
+    mc.spec.workers[0].finalize = true;
+    let r = resolve(&mc, &HookPolicy::default()).unwrap();
+    assert!(r.workers[0].finalize);
+    assert_eq!(r.workers[0].tls.ca_bundle.as_deref(), Some(ca.as_str()));
+    assert_eq!(r.workers[0].tls.client_cert_secret.as_deref(), Some("client"));
+
+    let fields = |mc: &ManagerConfig| -> Vec<(String, Rule)> {
+        resolve(mc, &HookPolicy::default())
+            .expect_err("refused")
+            .0
+            .into_iter()
+            .map(|v| (v.field, v.rule))
+            .collect()
+    };
+    let mut plain = mc.clone();
+    plain.spec.workers[0].hook.url = "http://hook.team-a.svc:8080/".into();
+    assert_eq!(
+        fields(&plain),
+        [("spec.workers[0].hook.url".to_string(), Rule::HookTls)]
+    );
+    let mut junk = mc.clone();
+    junk.spec.workers[0].hook.ca_bundle = Some("not a certificate".into());
+    assert_eq!(
+        fields(&junk),
+        [("spec.workers[0].hook.caBundle".to_string(), Rule::HookTls)]
+    );
+    let mut kind = mc.clone();
+    kind.spec.workers[0].hook.ca_bundle_ref.as_mut().unwrap().kind = "Pod".into();
+    kind.spec.workers[0].hook.client_cert_secret_ref = Some(SecretNameRef {
+        name: "Bad_Name".into(),
+    });
+    assert_eq!(
+        fields(&kind),
+        [
+            ("spec.workers[0].hook.caBundleRef.kind".to_string(), Rule::HookTls),
+            (
+                "spec.workers[0].hook.clientCertSecretRef.name".to_string(),
+                Rule::Name
+            )
+        ]
+    );
+}
