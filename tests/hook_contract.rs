@@ -616,4 +616,31 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     })
     .await
     .unwrap();
+
+    // The ConfigMap changes to another CA: reloaded while running (1 s refresh), the hook is
+    // no longer trusted; changed back, it is again. No restart either time.
+    let other = serde_json::to_string(&self::pki().ca_pem).unwrap();
+    let cm = |ca: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hook-ca, namespace: {ns}}}\ndata:\n  ca.crt: {ca}\n"
+        )
+    };
+    apply_yaml(&cm(&other));
+    let e = wait_for("untrusted after the CA changed", TIMEOUT, || async {
+        last_error(&mcs, "tls")
+            .await
+            .ok_or_else(|| "no lastHookError yet".to_string())
+    })
+    .await
+    .unwrap();
+    assert!(e.message.to_lowercase().contains("certificate"), "{e:?}");
+    apply_yaml(&cm(&inline));
+    let n = s.calls().len();
+    wait_calls(&s, "calls after the CA changed back", |c| c.len() >= n + 2).await;
+    let mc = mcs.get("tls").await.unwrap();
+    assert_eq!(
+        mc.status.unwrap().observed_generation,
+        mc.metadata.generation,
+        "the same generation: reloaded, not restarted"
+    );
 }

@@ -1019,6 +1019,9 @@ mod finalizer_tests {
             w("moved", "a=2", true),
             w("never", "a=1", true)
         ));
-        assert_eq!(names(finalizers_to_release(&old, Some(&new))), ["off", "moved"]);
+        assert_eq!(
+            names(finalizers_to_release(&old, Some(&new))),
+            ["off", "moved"]
+        );
     }
 }

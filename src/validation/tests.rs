@@ -363,7 +363,10 @@ fn hook_tls_settings_need_https_and_usable_certificates() {
     let r = resolve(&mc, &HookPolicy::default()).unwrap();
     assert!(r.workers[0].finalize);
     assert_eq!(r.workers[0].tls.ca_bundle.as_deref(), Some(ca.as_str()));
-    assert_eq!(r.workers[0].tls.client_cert_secret.as_deref(), Some("client"));
+    assert_eq!(
+        r.workers[0].tls.client_cert_secret.as_deref(),
+        Some("client")
+    );
 
     let fields = |mc: &ManagerConfig| -> Vec<(String, Rule)> {
         resolve(mc, &HookPolicy::default())
@@ -386,14 +389,22 @@ fn hook_tls_settings_need_https_and_usable_certificates() {
         [("spec.workers[0].hook.caBundle".to_string(), Rule::HookTls)]
     );
     let mut kind = mc.clone();
-    kind.spec.workers[0].hook.ca_bundle_ref.as_mut().unwrap().kind = "Pod".into();
+    kind.spec.workers[0]
+        .hook
+        .ca_bundle_ref
+        .as_mut()
+        .unwrap()
+        .kind = "Pod".into();
     kind.spec.workers[0].hook.client_cert_secret_ref = Some(SecretNameRef {
         name: "Bad_Name".into(),
     });
     assert_eq!(
         fields(&kind),
         [
-            ("spec.workers[0].hook.caBundleRef.kind".to_string(), Rule::HookTls),
+            (
+                "spec.workers[0].hook.caBundleRef.kind".to_string(),
+                Rule::HookTls
+            ),
             (
                 "spec.workers[0].hook.clientCertSecretRef.name".to_string(),
                 Rule::Name
