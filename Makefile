@@ -13,7 +13,7 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools tools-cluster crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,10 +31,12 @@ test: tools build ## Unit + integration + chart + e2e tests, each against a fres
 	e2e/with-cluster.sh e2e/chart-test.sh
 	e2e/with-cluster.sh e2e/e2e.sh
 
-tools: ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
-	e2e/tools.sh
+tools: tools-cluster ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
 	e2e/tools-observability.sh
 	e2e/tools-clientgo.sh
+
+tools-cluster: ## Build only the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules (cached)
+	e2e/tools.sh
 
 chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
 	e2e/check-chart-crd.sh --fix
@@ -75,7 +77,7 @@ lint: ## Clippy with warnings as errors on the operator and the bench harness (a
 	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target} $(CARGO) clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then shellcheck e2e/*.sh bench/run.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
-run: tools build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
+run: tools-cluster build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
 	e2e/run-local.sh up $(RUN_DIR)
 
 run-down: ## Stop the operator and the control plane started by `make run`
