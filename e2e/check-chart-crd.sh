@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The chart ships the ManagerConfig CRD in charts/manager-operator/crds/ (Helm installs files
-# there before the templates and never templates them). It must stay byte-identical to
+# The chart renders the ManagerConfig CRD from charts/manager-operator/files/crds/ (templates/crd.yaml,
+# so that `helm upgrade` upgrades it). That file must stay byte-identical to
 # crds/managerconfig.yaml, which a unit test keeps equal to `manager-operator crd`.
 #
 #   e2e/check-chart-crd.sh          exit 1 with a diff when they differ
@@ -9,7 +9,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$ROOT/crds/managerconfig.yaml"
-DST="$ROOT/charts/manager-operator/crds/managerconfig.yaml"
+DST="$ROOT/charts/manager-operator/files/crds/managerconfig.yaml"
 
 if [[ "${1:-}" == "--fix" ]]; then
   cp "$SRC" "$DST"

@@ -289,6 +289,16 @@ fn pod_security_settings_are_locked_down() {
     );
 }
 
+/// True for a ClusterRole aggregated into the built-in view/edit/admin roles.
+fn is_aggregated(o: &Value) -> bool {
+    o["metadata"]["labels"].as_mapping().is_some_and(|l| {
+        l.keys().any(|k| {
+            k.as_str()
+                .is_some_and(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+        })
+    })
+}
+
 /// One permission: (role kind, namespace, apiGroup, resource or non-resource URL, verb, resourceName).
 type Perm = (String, String, String, String, String, String);
 
@@ -297,6 +307,8 @@ fn permissions(objs: &[Value], set: &str) -> BTreeSet<Perm> {
     for role in objs
         .iter()
         .filter(|o| matches!(kind(o), "ClusterRole" | "Role"))
+        // The aggregated view/edit roles are for people (checked on their own below).
+        .filter(|o| !is_aggregated(o))
     {
         let ns = role["metadata"]["namespace"]
             .as_str()
@@ -751,10 +763,10 @@ fn every_alert_has_a_runbook_section() {
 #[test]
 fn chart_crd_is_the_committed_crd() {
     let committed = std::fs::read_to_string(root().join("crds/managerconfig.yaml")).unwrap();
-    let in_chart = std::fs::read_to_string(chart().join("crds/managerconfig.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("files/crds/managerconfig.yaml")).unwrap();
     assert!(
         committed == in_chart,
-        "charts/manager-operator/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run e2e/check-chart-crd.sh --fix"
+        "charts/manager-operator/files/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run e2e/check-chart-crd.sh --fix"
     );
 }
 
@@ -1050,4 +1062,137 @@ fn network_policy_guards_the_webhook_port_when_enabled() {
         Some("monitoring")
     );
     assert!(rule_for(8081).get("from").is_none(), "probes from anywhere");
+}
+
+#[test]
+fn aggregated_roles_let_namespace_users_read_and_editors_manage_managerconfigs() {
+    let objs = render(&[], &[]);
+    let agg: Vec<&Value> = objs.iter().filter(|o| is_aggregated(o)).collect();
+    let names: Vec<&str> = agg.iter().map(|o| name(o)).collect();
+    assert_eq!(
+        names,
+        [format!("{FULLNAME}-view"), format!("{FULLNAME}-edit")]
+    );
+    let label = |o: &Value, l: &str| {
+        o["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{l}").as_str()]
+            .as_str()
+            == Some("true")
+    };
+    assert!(label(agg[0], "view") && label(agg[0], "edit") && label(agg[0], "admin"));
+    assert!(!label(agg[1], "view") && label(agg[1], "edit") && label(agg[1], "admin"));
+    let verbs = |o: &Value| -> Vec<String> {
+        o["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                assert_eq!(strs(&r["apiGroups"]), ["manager-operator.io"]);
+                strs(&r["verbs"])
+            })
+            .collect()
+    };
+    assert_eq!(verbs(agg[0]), ["get", "list", "watch"]);
+    assert_eq!(
+        verbs(agg[1]),
+        ["create", "update", "patch", "delete", "deletecollection"]
+    );
+    // Never bound by the chart.
+    for b in objs
+        .iter()
+        .filter(|o| matches!(kind(o), "ClusterRoleBinding" | "RoleBinding"))
+    {
+        assert!(!b["roleRef"]["name"].as_str().unwrap().ends_with("-view"));
+        assert!(!b["roleRef"]["name"].as_str().unwrap().ends_with("-edit"));
+    }
+    let off = render(&[], &["rbac.aggregateClusterRoles=false"]);
+    assert!(!off.iter().any(is_aggregated));
+}
+
+#[test]
+fn the_crd_is_a_template_kept_on_uninstall_and_optional() {
+    let committed: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("crds/managerconfig.yaml")).unwrap(),
+    )
+    .unwrap();
+    let objs = render(&[], &[]);
+    let crd = one(&objs, "CustomResourceDefinition");
+    assert_eq!(
+        crd["spec"], committed["spec"],
+        "the rendered CRD is crds/managerconfig.yaml"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"].as_str(),
+        Some("keep")
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"].as_str(),
+        Some("Helm")
+    );
+    let not_kept = render(&[], &["crds.keep=false"]);
+    assert!(
+        one(&not_kept, "CustomResourceDefinition")["metadata"]["annotations"]
+            ["helm.sh/resource-policy"]
+            .is_null()
+    );
+    assert!(
+        of_kind(
+            &render(&[], &["crds.enabled=false"]),
+            "CustomResourceDefinition"
+        )
+        .is_empty()
+    );
+    assert!(
+        !chart().join("crds").exists(),
+        "no crds/ folder: Helm would install it once and never upgrade it"
+    );
+}
+
+#[test]
+fn install_details_registry_extra_volumes_pdb_policy_and_memory() {
+    let objs = render(
+        &[],
+        &[
+            "image.registry=mirror.example.com/",
+            "extraVolumes[0].name=ca",
+            "extraVolumes[0].configMap.name=corp-ca",
+            "extraVolumeMounts[0].name=ca",
+            "extraVolumeMounts[0].mountPath=/etc/corp-ca",
+        ],
+    );
+    let dep = one(&objs, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("mirror.example.com/ghcr.io/manager-operator/manager-operator:"),
+        "{:?}",
+        c["image"]
+    );
+    assert!(
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "ca" && v["configMap"]["name"] == "corp-ca")
+    );
+    assert!(
+        c["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/corp-ca")
+    );
+    let defaults = render(&[], &[]);
+    let c = &one(&defaults, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["image"].as_str().unwrap().split(':').next(),
+        Some("ghcr.io/manager-operator/manager-operator")
+    );
+    assert_eq!(c["resources"]["limits"]["memory"].as_str(), Some("512Mi"));
+    assert_eq!(
+        one(&defaults, "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"].as_str(),
+        Some("AlwaysAllow")
+    );
 }

@@ -1956,3 +1956,19 @@ async fn placement_balances_on_start_join_leave_and_crash() {
         last.elapsed()
     );
 }
+
+/// `samples/quickstart/` brings its own ServiceAccount and RBAC: applied as the README says into
+/// an empty namespace, it ends Ready by itself (its hook does not exist: Degraded, not broken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_sample_ends_ready_by_itself() {
+    support::ensure_crd();
+    let client = support::admin_client().await;
+    let ns = support::fresh_namespace(&client, "quickstart").await;
+    let _op = Operator::start(&format!("{ns}-op"), &ns).await;
+    let dir = support::repo_root().join("samples/quickstart");
+    kubectl_ok(&["apply", "-n", &ns, "-f", dir.to_str().unwrap()]);
+    let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
+    let (mc, took) = wait_ready_cond(&api, "quickstart", "True", "Running", TIMEOUT).await;
+    eprintln!("quickstart Ready after {took:?}: {}", describe(&mc));
+    assert_eq!(mc.spec.service_account_name, "quickstart");
+}

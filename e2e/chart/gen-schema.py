@@ -88,6 +88,7 @@ SCHEMA = {
             "maxConcurrentLists": i(0),
         }),
         "image": obj({
+            "registry": s(),
             "repository": s(minLength=1),
             "tag": s(),
             "digest": s(pattern=r"^(sha256:[a-f0-9]{64})?$"),
@@ -98,7 +99,8 @@ SCHEMA = {
             "create": b(), "name": s(), "annotations": amap(),
             "automountServiceAccountToken": b(),
         }),
-        "rbac": obj({"create": b(), "metricsReaderClusterRole": b()}),
+        "crds": obj({"enabled": b(), "keep": b()}),
+        "rbac": obj({"create": b(), "metricsReaderClusterRole": b(), "aggregateClusterRoles": b()}),
         "logFormat": s(enum=["json", "text"]),
         "logLevel": s(minLength=1),
         "hookPolicy": obj({
@@ -110,6 +112,8 @@ SCHEMA = {
         }),
         "extraArgs": arr(s()),
         "extraEnv": arr(anyobj()),
+        "extraVolumes": arr(obj({"name": s(minLength=1)}, required=("name",), extra=True)),
+        "extraVolumeMounts": arr(obj({"name": s(minLength=1), "mountPath": s(minLength=1)}, required=("name", "mountPath"), extra=True)),
         "health": obj({"port": PORT}),
         "metrics": obj({
             "port": PORT, "secure": b(),
@@ -162,6 +166,7 @@ SCHEMA = {
         "updateStrategy": anyobj(),
         "podDisruptionBudget": obj({
             "enabled": b(), "minAvailable": INT_OR_PERCENT, "maxUnavailable": INT_OR_PERCENT,
+            "unhealthyPodEvictionPolicy": s(enum=["", "AlwaysAllow", "IfHealthyBudget"]),
         }),
         "serviceMonitor": obj({
             "enabled": b(), "namespace": s(), "labels": amap(),
