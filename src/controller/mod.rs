@@ -2,7 +2,9 @@
 //! [`Manager`] in this process and keeps it in step.
 //!
 //! * a new `metadata.generation` restarts the manager with the new spec;
-//! * deletion stops it (behind a finalizer) and releases its lease;
+//! * deletion stops it and releases its lease: the periodic sweep stops managers whose config
+//!   is gone from the cache (no finalizer on the ManagerConfig, so deleting a namespace or
+//!   uninstalling never waits for an operator that no longer runs);
 //! * a failed start — returned by `Manager::start` or reported later by the manager — is
 //!   surfaced as `Ready=False` with the stable reason, a Warning Event and
 //!   `startup_failures_total`, and retried with capped exponential backoff;
@@ -50,7 +52,9 @@ use crate::validation::{HookPolicy, ResolvedConfig, ResolvedWorker};
 use env::KubeEnv;
 use status::Observed;
 
-/// Finalizer that makes deletion wait until the manager has stopped and released its lease.
+/// The finalizer earlier versions put on every ManagerConfig (deletion waited for the manager
+/// to stop). It made a namespace holding a ManagerConfig stay `Terminating` for as long as no
+/// operator ran, so it is no longer added, and removed where an earlier version left it.
 pub const FINALIZER: &str = "manager-operator.io/stop-manager";
 /// The single field manager for status writes.
 pub const FIELD_MANAGER: &str = "manager-operator";
@@ -81,6 +85,9 @@ impl Error {
 /// Per-config state kept by this replica.
 struct Entry {
     generation: Option<i64>,
+    /// The object's uid: a config deleted and created again under the same name (before the
+    /// sweep noticed) is a new config even at the same generation.
+    uid: Option<String>,
     manager: Option<Manager>,
     observer: Option<tokio::task::JoinHandle<()>>,
     failures: u32,
@@ -97,6 +104,7 @@ impl Entry {
     fn new(generation: Option<i64>) -> Self {
         Self {
             generation,
+            uid: None,
             manager: None,
             observer: None,
             failures: 0,
@@ -419,11 +427,10 @@ async fn stop_entry(mut entry: Entry) {
 /// How often managers of ManagerConfigs that vanished from the cache are looked for.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Stops managers whose ManagerConfig is no longer in the cache. The finalizer is shared by
-/// the replicas: the first one to handle a deletion removes it and the object is gone. A
-/// replica whose reconcile of that object was still queued (behind a slow start of the same
-/// object) or whose watch re-listed meanwhile never sees the deletion — kube-runtime does not
-/// reconcile deleted objects — and its manager would run forever.
+/// Stops managers whose ManagerConfig is no longer in the cache: the way a deletion stops a
+/// manager (ManagerConfigs carry no finalizer of ours, and kube-runtime does not reconcile
+/// deleted objects), on every replica, also when its watch re-listed meanwhile. The workers'
+/// finalizers (finalize mode) are released as the config goes.
 async fn sweep_vanished(
     ctx: Arc<Ctx>,
     store: Store<ManagerConfig>,
@@ -599,11 +606,10 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
         }
         ctx.metrics.forget_manager(&ns, &name);
         ctx.env.hook_errors.forget(&ns, &name, &[]);
-        // The workers' finalizers go before the config's own (bounded: a failure is reported
+        // Still here (another controller's finalizer, or ours from an earlier version): the
+        // workers' finalizers come off the watched objects now (bounded: a failure is reported
         // and the config still goes away; deletion never hangs on this).
-        if mc.finalizers().iter().any(|f| f == FINALIZER)
-            && let Some(cfg) = resolved.as_ref().or(finalizing.as_ref())
-        {
+        if let Some(cfg) = resolved.as_ref().or(finalizing.as_ref()) {
             let all = finalizers_to_release(cfg, None);
             release_finalizers(&ctx, cfg, &all, Some(&mc)).await;
         }
@@ -627,17 +633,22 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
         return Ok(Action::await_change());
     }
 
-    if !mc.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = mc.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": mc.resource_version()}});
+    if mc.finalizers().iter().any(|f| f == FINALIZER) {
+        // Left by an earlier version: take it off (see FINALIZER).
+        let remaining: Vec<String> = mc
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": remaining, "resourceVersion": mc.resource_version()}});
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
-            // Another replica added it first (or the object changed): the watch brings us back.
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            // Another replica removed it first (or the object changed): the watch brings us back.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
                 return Ok(Action::requeue(Duration::from_millis(200)));
             }
             Err(e) => return Err(e.into()),
@@ -648,7 +659,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let stale = {
         let mut reg = ctx.registry.lock().await;
         match reg.get_mut(&key) {
-            Some(e) if e.generation == generation => {
+            Some(e) if e.generation == generation && e.uid == mc.metadata.uid => {
                 if e.manager.is_some() {
                     // Running (or campaigning): the observer keeps status in step.
                     return Ok(Action::requeue(Duration::from_secs(300)));
@@ -707,6 +718,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             let mut reg = ctx.registry.lock().await;
             let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
             entry.generation = generation;
+            entry.uid = mc.metadata.uid.clone();
             entry.finalizing = finalizing;
             entry.manager = Some(manager);
             entry.observer = Some(observer);
@@ -719,6 +731,7 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 let mut reg = ctx.registry.lock().await;
                 let entry = reg.entry(key).or_insert_with(|| Entry::new(generation));
                 entry.generation = generation;
+                entry.uid = mc.metadata.uid.clone();
                 entry.waiting_for_quota = quota;
                 if finalizing.is_some() {
                     entry.finalizing = finalizing;
