@@ -415,6 +415,31 @@ fn spawn_release(ctx: &Arc<Ctx>, old: Option<ResolvedConfig>, new: Option<&Resol
     tokio::spawn(async move { release_finalizers(&ctx, &old, &gone, None).await });
 }
 
+/// Removes [`FINALIZER`], left by an earlier version, from `mc`. `Ok(false)` when the object
+/// changed or went meanwhile (409, 404): it comes back through the watch.
+async fn drop_legacy_finalizer(
+    api: &Api<ManagerConfig>,
+    mc: &ManagerConfig,
+) -> Result<bool, Error> {
+    if !mc.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(true);
+    }
+    let remaining: Vec<&String> = mc.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = serde_json::json!({"metadata": {"finalizers": remaining, "resourceVersion": mc.resource_version()}});
+    match api
+        .patch(
+            &mc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn stop_entry(mut entry: Entry) {
     if let Some(m) = entry.manager.take() {
         m.shutdown().await;
@@ -613,46 +638,13 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             let all = finalizers_to_release(cfg, None);
             release_finalizers(&ctx, cfg, &all, Some(&mc)).await;
         }
-        if mc.finalizers().iter().any(|f| f == FINALIZER) {
-            let remaining: Vec<String> = mc
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            let patch = serde_json::json!({"metadata": {"finalizers": remaining, "resourceVersion": mc.resource_version()}});
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        drop_legacy_finalizer(&api, &mc).await?;
         return Ok(Action::await_change());
     }
 
-    if mc.finalizers().iter().any(|f| f == FINALIZER) {
-        // Left by an earlier version: take it off (see FINALIZER).
-        let remaining: Vec<String> = mc
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        let patch = serde_json::json!({"metadata": {"finalizers": remaining, "resourceVersion": mc.resource_version()}});
-        match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            // Another replica removed it first (or the object changed): the watch brings us back.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            Err(e) => return Err(e.into()),
-        }
+    if !drop_legacy_finalizer(&api, &mc).await? {
+        // Another replica removed it first (or the object changed): the watch brings us back.
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
     let generation = mc.metadata.generation;
