@@ -1,0 +1,1 @@
+../../src/cr-manager/main.go

@@ -1,0 +1,1 @@
+../../src/cr-webhook/main.go
