@@ -99,7 +99,6 @@ func main() {
 		hookEvery                                      time.Duration
 		releaseOnCancel                                bool
 	)
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (required)")
 	flag.StringVar(&namespace, "lease-namespace", "", "namespace of the Lease (required)")
 	flag.StringVar(&name, "lease-name", "", "name of the Lease (required)")
 	flag.StringVar(&identity, "identity", "", "holder identity (required)")
@@ -109,7 +108,12 @@ func main() {
 	flag.BoolVar(&releaseOnCancel, "release-on-cancel", false, "LeaderElectionReleaseOnCancel")
 	flag.StringVar(&hookURL, "hook-url", "", "URL the leader-only Runnable POSTs to (none: it only waits)")
 	flag.DurationVar(&hookEvery, "hook-every", time.Second, "cadence of the hook calls")
+	// --kubeconfig is registered by controller-runtime's client/config package (on
+	// flag.CommandLine, at init).
 	flag.Parse()
+	if k := flag.Lookup("kubeconfig"); k != nil {
+		kubeconfig = k.Value.String()
+	}
 	if kubeconfig == "" || namespace == "" || name == "" || identity == "" {
 		fmt.Fprintln(os.Stderr, "cr-manager: --kubeconfig, --lease-namespace, --lease-name and --identity are required")
 		os.Exit(2)
