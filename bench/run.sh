@@ -7,7 +7,10 @@
 #
 # Environment:
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
-#                    scale scaleout dispatch); the report is rendered from every CSV present
+#                    scale scaleout dispatch seed peer-failover peer-admission); the report is rendered from every CSV present.
+#                    seed (issue 18) runs the controller-runtime peers of bench/peers/, built
+#                    with Go from the Go module proxy by bench/peers/build.sh (first run only)
+#   BENCH_SEED_WINDOW  seconds a controller-runtime peer is given to exit in seed (default 30)
 #   BENCH_PROFILE    1 (default) records perf profiles of the operator when `perf` is
 #                    installed, each in an extra run after the measured ones (admission at 64
 #                    concurrent, a second steady-state window at scale's largest size, dispatch
@@ -28,7 +31,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 QUICK="${BENCH_QUICK:-0}"
 RESULTS="${BENCH_RESULTS:-$HERE/results}"
 REPORT="${BENCH_REPORT:-$ROOT/docs/benchmarks.md}"
-SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale scaleout dispatch}"
+SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale scaleout dispatch seed peer-failover peer-admission}"
 PROFILE="${BENCH_PROFILE:-1}"
 CARGO="${CARGO:-cargo}"
 NS=bench
@@ -46,6 +49,8 @@ if [[ "$QUICK" == 1 ]]; then
   SCALEOUT_CONFIGS=60
   SCALEOUT_TRIALS=1
   DISPATCH_OBJECTS=2000
+  SEED_TRIALS=2
+  PEER_ROUNDS=3
 else
   TRIALS=20
   SURFACING_CONFIGS=100
@@ -58,7 +63,10 @@ else
   SCALEOUT_CONFIGS=300
   SCALEOUT_TRIALS=3
   DISPATCH_OBJECTS=10000
+  SEED_TRIALS=5
+  PEER_ROUNDS=10
 fi
+SEED_WINDOW="${BENCH_SEED_WINDOW:-30}"
 SCALE_SIZES="${BENCH_SCALE_SIZES:-$SCALE_SIZES}"
 SCALEOUT_CONFIGS="${BENCH_SCALEOUT_CONFIGS:-$SCALEOUT_CONFIGS}"
 SCALEOUT_TRIALS="${BENCH_SCALEOUT_TRIALS:-$SCALEOUT_TRIALS}"
@@ -145,6 +153,9 @@ outputs() {
   scale) echo scale.csv scale-ready.csv scale-apiserver-requests.csv scale-replicas.csv scale-leases.csv profile-scale.csv profile-scale-groups.csv ;;
   scaleout) echo scaleout.csv scaleout-distribution.csv scaleout-moves.csv scaleout-failover.csv scaleout-violations.csv ;;
   dispatch) echo dispatch.csv profile-dispatch.csv profile-dispatch-groups.csv ;;
+  seed) echo seed.csv ;;
+  peer-failover) echo peer-failover.csv ;;
+  peer-admission) echo peer-admission.csv ;;
   *) return 1 ;;
   esac
 }
@@ -316,7 +327,54 @@ run_dispatch() {
   fi
 }
 
-settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale cases=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); scaleout $SCALEOUT_CONFIGS configs on 3+1 replicas with $SCALEOUT_TRIALS trials per signal; dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS"
+# peer_bin oldest|newest PROGRAM: a controller-runtime peer (bench/peers), built when missing.
+peer_bin() {
+  local version
+  if [[ "$1" == oldest ]]; then
+    version="$("$HERE/peers/build.sh" versions | head -n 1)"
+  else
+    version="$("$HERE/peers/build.sh" versions | tail -n 1)"
+  fi
+  "$HERE/peers/build.sh" bin "$version" "$2"
+}
+
+# peer_version PATH: the controller-runtime version in a peer's cache path (cr-peers-VERSION-HASH).
+peer_version() { basename "$(dirname "$1")" | sed 's/^cr-peers-\(v[^-]*\)-.*/\1/'; }
+
+run_seed() {
+  local old new
+  old="$(peer_bin oldest cr-manager)"
+  new="$(peer_bin newest cr-manager)"
+  cluster_up seed
+  mapfile -t args < <(common seed)
+  "$BENCH" seed "${args[@]}" --cr-old "$old" --cr-old-version "$(peer_version "$old")" \
+    --cr-new "$new" --cr-new-version "$(peer_version "$new")" --window "$SEED_WINDOW" \
+    --trials "$SEED_TRIALS"
+  cluster_down
+}
+
+run_peer-failover() {
+  local cr
+  cr="$(peer_bin newest cr-manager)"
+  cluster_up peer-failover
+  mapfile -t args < <(common peer-failover)
+  "$BENCH" peer-failover "${args[@]}" --cr-manager "$cr" --cr-version "$(peer_version "$cr")" \
+    --rounds "$PEER_ROUNDS"
+  cluster_down
+}
+
+run_peer-admission() {
+  local cr
+  cr="$(peer_bin newest cr-webhook)"
+  cluster_up peer-admission
+  mapfile -t args < <(common peer-admission)
+  "$BENCH" peer-admission "${args[@]}" --cr-webhook "$cr" --cr-version "$(peer_version "$cr")" \
+    --levels "$ADMISSION_LEVELS" --seconds "$ADMISSION_SECONDS" --warmup "$ADMISSION_WARMUP" \
+    --reps 2
+  cluster_down
+}
+
+settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale cases=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); scaleout $SCALEOUT_CONFIGS configs on 3+1 replicas with $SCALEOUT_TRIALS trials per signal; dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS; seed $SEED_TRIALS trials per case (window ${SEED_WINDOW}s); peer-failover $PEER_ROUNDS rounds"
 "$BENCH" machine --out "$RESULTS/machine.csv" \
   --set "quick=$QUICK" \
   --set "date=$(date -u +%Y-%m-%dT%H:%MZ)" \

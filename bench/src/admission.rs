@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, fail};
 
-const CONFIGURATION: &str = "mo-bench";
+pub const CONFIGURATION: &str = "mo-bench";
 const APISERVER_METRIC: &str = "apiserver_admission_webhook_admission_duration_seconds";
 const OPERATOR_METRIC: &str = "manager_operator_admission_duration_seconds";
 
@@ -43,7 +43,7 @@ pub struct Settings {
     pub perf_out: Option<std::path::PathBuf>,
 }
 
-fn manager_config(name: &str, ns: &str, valid: bool) -> Value {
+pub fn manager_config(name: &str, ns: &str, valid: bool) -> Value {
     if valid {
         json!({
             "apiVersion": "manager-operator.io/v1alpha1", "kind": "ManagerConfig",
@@ -75,7 +75,7 @@ fn manager_config(name: &str, ns: &str, valid: bool) -> Value {
     }
 }
 
-fn review(object: &Value, ns: &str, uid: &str) -> Value {
+pub fn review(object: &Value, ns: &str, uid: &str) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
@@ -89,7 +89,7 @@ fn review(object: &Value, ns: &str, uid: &str) -> Value {
     })
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &bytes::Bytes) -> Result<Value> {
+pub async fn post(client: &reqwest::Client, url: &str, body: &bytes::Bytes) -> Result<Value> {
     let r = client
         .post(url)
         .header("content-type", "application/json")
@@ -104,15 +104,15 @@ async fn post(client: &reqwest::Client, url: &str, body: &bytes::Bytes) -> Resul
     Ok(serde_json::from_slice(&b)?)
 }
 
-struct LoadResult {
-    latencies_ms: Vec<f64>,
-    errors: u64,
+pub struct LoadResult {
+    pub latencies_ms: Vec<f64>,
+    pub errors: u64,
     /// Every request sent, warm-up included (for CPU per request).
-    total: u64,
-    seconds: f64,
+    pub total: u64,
+    pub seconds: f64,
 }
 
-async fn load(
+pub async fn load(
     client: &reqwest::Client,
     url: &str,
     body: bytes::Bytes,
@@ -179,7 +179,7 @@ async fn load(
     out
 }
 
-async fn ca_bundle(client: &kube::Client) -> Result<Vec<u8>> {
+pub async fn ca_bundle(client: &kube::Client) -> Result<Vec<u8>> {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     util::within(
         Duration::from_secs(60),

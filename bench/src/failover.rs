@@ -44,13 +44,13 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn signal(self) -> libc::c_int {
+    pub fn signal(self) -> libc::c_int {
         match self {
             Mode::Crash => libc::SIGKILL,
             Mode::Graceful => libc::SIGTERM,
         }
     }
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Mode::Crash => "SIGKILL",
             Mode::Graceful => "SIGTERM",

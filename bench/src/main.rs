@@ -8,9 +8,13 @@ mod bare;
 mod dispatch;
 mod failover;
 mod hook;
+mod peer_admission;
+mod peer_failover;
+mod peers;
 mod report;
 mod scale;
 mod scaleout;
+mod seed;
 mod surfacing;
 mod util;
 
@@ -184,6 +188,60 @@ enum Cmd {
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
+    /// Issue 18, the seed failure: leaseDuration < renewDeadline given to controller-runtime
+    /// before v0.19, to the current release, and to the operator.
+    Seed {
+        #[command(flatten)]
+        common: Common,
+        /// cr-manager built against controller-runtime before v0.19.
+        #[arg(long)]
+        cr_old: PathBuf,
+        /// Its controller-runtime version (for the report).
+        #[arg(long)]
+        cr_old_version: String,
+        /// cr-manager built against the current controller-runtime.
+        #[arg(long)]
+        cr_new: PathBuf,
+        #[arg(long)]
+        cr_new_version: String,
+        /// Seconds a cr-manager is given to exit.
+        #[arg(long, default_value_t = 30.0)]
+        window: f64,
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
+    /// Issue 18: failover and handoff, the operator and two controller-runtime replicas
+    /// alternating (SIGKILL and SIGTERM each round).
+    PeerFailover {
+        #[command(flatten)]
+        common: Common,
+        /// cr-manager built against the current controller-runtime.
+        #[arg(long)]
+        cr_manager: PathBuf,
+        #[arg(long)]
+        cr_version: String,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Issue 18: the operator's webhook and a controller-runtime webhook under the same load.
+    PeerAdmission {
+        #[command(flatten)]
+        common: Common,
+        /// cr-webhook built against the current controller-runtime.
+        #[arg(long)]
+        cr_webhook: PathBuf,
+        #[arg(long)]
+        cr_version: String,
+        #[arg(long, default_value = "1,16,64")]
+        levels: String,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Runs of each implementation per (review, concurrency), alternating.
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+    },
     /// The bare kube-runtime controller of scenario 6 (started by `dispatch`).
     BareController {
         #[arg(long)]
@@ -333,6 +391,70 @@ async fn main_() -> util::Result<()> {
                 perf: perf_concurrency.zip(perf_out),
             };
             dispatch::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
+        }
+        Cmd::Seed {
+            common,
+            cr_old,
+            cr_old_version,
+            cr_new,
+            cr_new_version,
+            window,
+            trials,
+        } => {
+            let s = seed::Settings {
+                old: seed::CrBuild {
+                    version: cr_old_version,
+                    bin: cr_old,
+                },
+                new: seed::CrBuild {
+                    version: cr_new_version,
+                    bin: cr_new,
+                },
+                window,
+                trials,
+            };
+            seed::run(
+                &common.opts(),
+                &common.namespace,
+                &s,
+                &common.out_dir.join("seed.csv"),
+            )
+            .await
+        }
+        Cmd::PeerFailover {
+            common,
+            cr_manager,
+            cr_version,
+            rounds,
+        } => {
+            peer_failover::run(
+                &common.opts(),
+                &common.namespace,
+                &cr_manager,
+                &cr_version,
+                rounds,
+                &common.out_dir.join("peer-failover.csv"),
+            )
+            .await
+        }
+        Cmd::PeerAdmission {
+            common,
+            cr_webhook,
+            cr_version,
+            levels: l,
+            seconds,
+            warmup,
+            reps,
+        } => {
+            let s = peer_admission::Settings {
+                levels: levels(&l),
+                seconds,
+                warmup,
+                reps,
+                cr_webhook,
+                cr_version,
+            };
+            peer_admission::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
         }
         Cmd::BareController {
             kubeconfig,

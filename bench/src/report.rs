@@ -1648,6 +1648,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
     );
     dispatch_section(&mut body, &mut sum, load(dir, "dispatch.csv"));
     placement_section(&mut body, &mut sum, dir);
+    peers_section(&mut body, dir);
     profile_section(
         &mut body,
         dir,
@@ -1695,4 +1696,304 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
     std::fs::write(out_path, out)?;
     eprintln!("[bench] wrote {}", out_path.display());
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 18: side by side with controller-runtime
+
+const PEERS: &str = "8. Side by side with controller-runtime (issue 18)";
+
+fn peers_section(out: &mut String, dir: &Path) {
+    let seed = load(dir, "seed.csv");
+    let failover = load(dir, "peer-failover.csv");
+    let admission = load(dir, "peer-admission.csv");
+    if seed.is_none() && failover.is_none() && admission.is_none() {
+        return;
+    }
+    let _ = writeln!(out, "### {PEERS}\n");
+    let _ = writeln!(
+        out,
+        "The alternative measured in the same run: `bench/peers/` holds a controller-runtime \
+         program (`cr-manager`: a Manager with leader election on a Lease and one leader-only \
+         Runnable) as one Go module per controller-runtime version, built from the Go module \
+         proxy by `bench/peers/build.sh` into the tools cache.\n"
+    );
+    seed_part(out, seed);
+    peer_failover_part(out, failover);
+    peer_admission_part(out, admission);
+}
+
+fn seed_part(out: &mut String, rows: Option<Vec<Row>>) {
+    let Some(rows) = rows else { return };
+    let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let first = &rows[0];
+    let _ = writeln!(
+        out,
+        "#### The seed failure: leaseDuration {} < renewDeadline {} (retryPeriod {})\n",
+        get(first, "lease_duration"),
+        get(first, "renew_deadline"),
+        get(first, "retry_period")
+    );
+    let _ = writeln!(
+        out,
+        "The mistake the operator was started for, given to each. controller-runtime: \
+         `cr-manager` started with those timings and given {} s to exit (time: process start → \
+         exit). The operator: a ManagerConfig with the same timings (time: create sent → refusal, \
+         or → the `Ready=False` watch event). The CRD's CEL rule catches the mistake before the \
+         operator sees it; the second operator row removes that rule from the CRD (as with a CRD \
+         installed before the rule, or edited) to show the operator's own check, and the third \
+         adds the operator's webhook. controller-runtime rows and the first operator row \
+         alternate trial by trial (A B C A B C); the other two run after, as they need the CRD \
+         edited.\n",
+        fmt(num(first, "window_s"), 0)
+    );
+    // Cases in the order first seen.
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for r in &rows {
+        let k = (get(r, "subject"), get(r, "setup"));
+        if !cases.contains(&k) {
+            cases.push(k);
+        }
+    }
+    let mut table_rows = Vec::new();
+    for (subject, setup) in &cases {
+        let rs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| &get(r, "subject") == subject && &get(r, "setup") == setup)
+            .collect();
+        let mut outcomes: Vec<String> = Vec::new();
+        for r in &rs {
+            let mut o = get(r, "outcome");
+            let code = get(r, "exit_code");
+            if !code.is_empty() {
+                o = format!("{o} (exit code {code})");
+            }
+            if !outcomes.contains(&o) {
+                outcomes.push(o);
+            }
+        }
+        let times: Vec<f64> = rs.iter().map(|r| num(r, "time_ms")).collect();
+        let finite: Vec<f64> = times.iter().copied().filter(|x| x.is_finite()).collect();
+        let time = if finite.is_empty() {
+            "—".to_string()
+        } else {
+            let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{} ms ({}–{})",
+                fmt(util::median(&finite), 0),
+                fmt(lo, 0),
+                fmt(hi, 0)
+            )
+        };
+        let mut leaders: Vec<String> = Vec::new();
+        for r in &rs {
+            let l = get(r, "leader");
+            if !leaders.contains(&l) {
+                leaders.push(l);
+            }
+        }
+        let message = get(rs[0], "message").replace('|', "\\|");
+        table_rows.push(vec![
+            subject.clone(),
+            setup.clone(),
+            rs.len().to_string(),
+            outcomes.join("; "),
+            time,
+            leaders.join("; "),
+            format!("`{message}`"),
+        ]);
+    }
+    table(
+        out,
+        &[
+            "who",
+            "setup",
+            "trials",
+            "outcome",
+            "time (median; min–max)",
+            "led?",
+            "message (first trial)",
+        ],
+        &table_rows,
+    );
+}
+
+fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>) {
+    let Some(rows) = rows else { return };
+    let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let first = &rows[0];
+    let _ = writeln!(
+        out,
+        "#### Failover and handoff: the operator against controller-runtime\n\n\
+         Two operator replicas (scenarios 1 and 2: one ManagerConfig whose worker calls the hook) \
+         against two `cr-manager` replicas (a Manager with leader election on a Lease and one \
+         leader-only Runnable that calls the same hook at once when it starts and then every \
+         second), the same Lease timings (leaseDuration {}, renewDeadline {}, retryPeriod {}). \
+         SIGKILL, and SIGTERM with `releaseOnCancel: true` / `LeaderElectionReleaseOnCancel`. \
+         Time: signal → the first hook call by the other replica. Each round runs SIGKILL then \
+         SIGTERM, each an operator trial then a controller-runtime trial (A B A B).\n",
+        get(first, "lease_duration"),
+        get(first, "renew_deadline"),
+        get(first, "retry_period")
+    );
+    let mut trows = Vec::new();
+    for signal in ["SIGKILL", "SIGTERM"] {
+        let mut impls: Vec<String> = Vec::new();
+        for r in rows.iter().filter(|r| get(r, "signal") == signal) {
+            let i = get(r, "impl");
+            if !impls.contains(&i) {
+                impls.push(i);
+            }
+        }
+        let median_of = |imp: &str| {
+            let v: Vec<f64> = rows
+                .iter()
+                .filter(|r| get(r, "signal") == signal && get(r, "impl") == imp)
+                .map(|r| num(r, "latency_ms"))
+                .collect();
+            util::median(&v)
+        };
+        let op_median = median_of("manager-operator");
+        for imp in &impls {
+            let rs: Vec<Row> = rows
+                .iter()
+                .filter(|r| get(r, "signal") == signal && &get(r, "impl") == imp)
+                .cloned()
+                .collect();
+            let lat = col(&rs, "latency_ms");
+            let exit = col(&rs, "victim_exit_ms");
+            let ratio = median_of(imp) / op_median;
+            trows.push(vec![
+                signal.to_string(),
+                imp.clone(),
+                lat.len().to_string(),
+                fmt(util::percentile(&lat, 0.0), 0),
+                fmt(util::median(&lat), 0),
+                fmt(util::percentile(&lat, 90.0), 0),
+                fmt(util::percentile(&lat, 100.0), 0),
+                fmt(util::median(&exit), 0),
+                fmt(ratio, 2),
+            ]);
+        }
+    }
+    table(
+        out,
+        &[
+            "signal",
+            "implementation",
+            "trials",
+            "min ms",
+            "p50 ms",
+            "p90 ms",
+            "max ms",
+            "victim exit p50 ms",
+            "p50 ÷ operator p50",
+        ],
+        &trows,
+    );
+    let samples = |signal: &str, imp: &str| -> String {
+        rows.iter()
+            .filter(|r| get(r, "signal") == signal && get(r, "impl") == imp)
+            .map(|r| fmt(num(r, "latency_ms"), 0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut impls: Vec<String> = Vec::new();
+    for r in &rows {
+        let i = get(r, "impl");
+        if !impls.contains(&i) {
+            impls.push(i);
+        }
+    }
+    let _ = writeln!(out, "Every trial, in order (ms):\n");
+    for signal in ["SIGKILL", "SIGTERM"] {
+        for imp in &impls {
+            let _ = writeln!(out, "- {signal}, {imp}: {}", samples(signal, imp));
+        }
+    }
+    out.push('\n');
+}
+
+fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
+    let Some(rows) = rows else { return };
+    let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let mut impls: Vec<String> = Vec::new();
+    for r in &rows {
+        let i = get(r, "impl");
+        if !impls.contains(&i) {
+            impls.push(i);
+        }
+    }
+    let reps = rows.iter().map(|r| num(r, "rep")).fold(0.0_f64, f64::max);
+    let _ = writeln!(
+        out,
+        "#### Admission: the operator's webhook against a controller-runtime webhook\n\n\
+         The operator's webhook (as in scenario 4) and `cr-webhook`, a controller-runtime webhook \
+         server (`webhook.NewServer`, one `admission.Webhook` with a handler) on 127.0.0.1, both \
+         TLS with an ECDSA P-256 certificate, both hit by the same load client (C tasks on HTTP/1.1 \
+         keep-alive connections, back to back) with the same AdmissionReview v1 bodies (scenario \
+         4's valid config and its config that breaks three rules). Each row: the median over {} \
+         runs per implementation, the two alternating A B A B. CPU: the server process's user + \
+         system CPU ÷ requests (warm-up included).\n\n\
+         The work differs and is part of the result. `cr-webhook` decodes the review, decodes the \
+         object with `encoding/json` (unknown fields ignored), parses the three durations, checks \
+         leaseDuration (1s–1h, whole seconds) > renewDeadline > 1.2 × retryPeriod, retryPeriod ≥ \
+         100ms, and for each worker: name present and unique, watch apiVersion and kind set, \
+         label selector parses, hook URL absolute http(s). The operator's webhook checks all of \
+         that plus strict decoding that names unknown fields and wrong types, the hook URL policy \
+         (metadata and link-local addresses, secrets over https), names, ranges of every other \
+         field, and it records the review in its Prometheus histogram.\n",
+        fmt(reps, 0)
+    );
+    let med = |imp: &str, review: &str, c: &str, k: &str| -> f64 {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| {
+                get(r, "impl") == imp && get(r, "review") == review && get(r, "concurrency") == c
+            })
+            .map(|r| num(r, k))
+            .collect();
+        util::median(&v)
+    };
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for r in &rows {
+        let k = (get(r, "review"), get(r, "concurrency"));
+        if !cases.contains(&k) {
+            cases.push(k);
+        }
+    }
+    let op = "manager-operator";
+    let mut trows = Vec::new();
+    for (review, c) in &cases {
+        for imp in &impls {
+            let rps = med(imp, review, c, "rps");
+            trows.push(vec![
+                review.clone(),
+                c.clone(),
+                imp.clone(),
+                fmt(rps, 0),
+                fmt(rps / med(op, review, c, "rps"), 2),
+                fmt(med(imp, review, c, "p50_ms"), 2),
+                fmt(med(imp, review, c, "p99_ms"), 2),
+                fmt(med(imp, review, c, "server_cpu_us_per_req"), 0),
+                fmt(med(imp, review, c, "server_rss_mib"), 1),
+            ]);
+        }
+    }
+    table(
+        out,
+        &[
+            "review",
+            "concurrency",
+            "implementation",
+            "req/s",
+            "req/s ÷ operator",
+            "p50 ms",
+            "p99 ms",
+            "server CPU µs/req",
+            "server RSS MiB (after)",
+        ],
+        &trows,
+    );
 }

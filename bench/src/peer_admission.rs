@@ -1,0 +1,216 @@
+//! Issue 18, admission side by side: the operator's webhook (as in scenario 4: URL mode on
+//! 127.0.0.1, its self-managed ECDSA P-256 certificate) against `cr-webhook` (a
+//! controller-runtime webhook server validating the same leader-election rules, TLS with an
+//! ECDSA P-256 certificate made by `openssl` for 127.0.0.1), hit by the same load client
+//! ([`crate::admission::load`]: C tasks on HTTP/1.1 keep-alive connections, back to back) with
+//! the same two AdmissionReview v1 bodies at the same concurrencies. For each review and
+//! concurrency the two alternate A B A B (`reps` times each). Server CPU per request: the
+//! server process's user + system CPU over the run (warm-up included) ÷ requests sent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::admission::{self, CONFIGURATION};
+use crate::peers::Peer;
+use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, fail};
+
+/// Settings of the scenario.
+pub struct Settings {
+    pub levels: Vec<usize>,
+    pub seconds: f64,
+    pub warmup: f64,
+    /// Runs of each implementation per (review, concurrency), alternating.
+    pub reps: usize,
+    /// The cr-webhook binary and its controller-runtime version.
+    pub cr_webhook: std::path::PathBuf,
+    pub cr_version: String,
+}
+
+fn https_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
+    let certs = reqwest::Certificate::from_pem_bundle(ca_pem)?;
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .tls_certs_only(certs)
+        .pool_max_idle_per_host(1024)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// A self-signed ECDSA P-256 certificate for 127.0.0.1 in `dir` (tls.crt, tls.key).
+fn self_signed(dir: &Path) -> Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)?;
+    let st = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("tls.key"))
+        .arg("-out")
+        .arg(dir.join("tls.crt"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if !st.success() {
+        return fail("openssl could not make the cr-webhook certificate");
+    }
+    Ok(std::fs::read(dir.join("tls.crt"))?)
+}
+
+/// Runs the scenario; writes `peer-admission.csv` into `out_dir`.
+pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Result<()> {
+    let client = util::client(&o.kubeconfig).await?;
+    // The operator's webhook, as in scenario 4.
+    let port = util::free_port()?;
+    let extra: Vec<String> = [
+        "--watch-namespace",
+        "bench-idle",
+        "--webhook-bind-address",
+        &format!("127.0.0.1:{port}"),
+        "--webhook-url",
+        "https://127.0.0.1:0/validate-managerconfig",
+        "--webhook-register",
+        "--webhook-secret-namespace",
+        ns,
+        "--webhook-configuration-name",
+        CONFIGURATION,
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    let mut op = Operator::spawn(o, "bench-peer-admission", &extra)?;
+    op.wait_ready(Duration::from_secs(60)).await?;
+    let op_http = https_client(&admission::ca_bundle(&client).await?)?;
+    let op_url = format!("https://127.0.0.1:{port}/validate-managerconfig");
+
+    // cr-webhook.
+    let cert_dir = o.log_dir.join("cr-webhook-certs");
+    let cr_ca = self_signed(&cert_dir)?;
+    let cr_port = util::free_port()?;
+    let cr_args: Vec<String> = vec![
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        cr_port.to_string(),
+        "--cert-dir".into(),
+        cert_dir.display().to_string(),
+    ];
+    let cr = Peer::spawn(&s.cr_webhook, &cr_args, &o.log_dir.join("cr-webhook.log"))?;
+    let cr_http = https_client(&cr_ca)?;
+    let cr_url = format!("https://127.0.0.1:{cr_port}/validate");
+
+    let valid = admission::review(
+        &admission::manager_config("bench-valid", ns, true),
+        ns,
+        "uid-valid",
+    );
+    let invalid = admission::review(
+        &admission::manager_config("bench-invalid", ns, false),
+        ns,
+        "uid-invalid",
+    );
+    let cr_name = format!("controller-runtime {}", s.cr_version);
+    let impls = [
+        ("manager-operator", &op_http, &op_url, op.pid),
+        (cr_name.as_str(), &cr_http, &cr_url, cr.pid),
+    ];
+    // Both answer both reviews as intended (cr-webhook: once it listens).
+    for (name, http, url, _) in &impls {
+        for (body, want) in [(&valid, true), (&invalid, false)] {
+            let b = bytes::Bytes::from(serde_json::to_vec(body)?);
+            let answer = util::within(Duration::from_secs(30), "the webhook to answer", async {
+                loop {
+                    match admission::post(http, url, &b).await {
+                        Ok(a) => return Ok(a),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            })
+            .await?;
+            let allowed = answer["response"]["allowed"].as_bool();
+            if allowed != Some(want) {
+                return fail(format!(
+                    "{name} answered allowed={allowed:?}, expected {want}: {answer}"
+                ));
+            }
+            if !want {
+                eprintln!(
+                    "[bench] {name} denied: {}",
+                    answer["response"]["status"]["message"]
+                );
+            }
+        }
+    }
+
+    let mut csv = Csv::new(
+        out_dir.join("peer-admission.csv"),
+        &[
+            "impl",
+            "review",
+            "concurrency",
+            "rep",
+            "requests",
+            "errors",
+            "seconds",
+            "rps",
+            "p50_ms",
+            "p99_ms",
+            "server_cpu_us_per_req",
+            "server_rss_mib",
+            "load1",
+        ],
+    );
+    for (review, body) in [("valid", &valid), ("invalid", &invalid)] {
+        let b = bytes::Bytes::from(serde_json::to_vec(body)?);
+        for &c in &s.levels {
+            for rep in 1..=s.reps {
+                for (name, http, url, pid) in &impls {
+                    let load1 = util::loadavg().0;
+                    let cpu0 = util::cpu_seconds(*pid).unwrap_or(f64::NAN);
+                    let r = admission::load(
+                        http,
+                        url,
+                        b.clone(),
+                        c,
+                        Duration::from_secs_f64(s.warmup),
+                        Duration::from_secs_f64(s.seconds),
+                    )
+                    .await;
+                    let cpu = util::cpu_seconds(*pid).unwrap_or(f64::NAN) - cpu0;
+                    let l = &r.latencies_ms;
+                    let rss = util::rss_mib(*pid).unwrap_or(f64::NAN);
+                    eprintln!(
+                        "[bench] peer-admission {review} c={c} rep {rep}: {name} {:.0} req/s p50 {:.2} ms p99 {:.2} ms",
+                        l.len() as f64 / r.seconds,
+                        util::percentile(l, 50.0),
+                        util::percentile(l, 99.0)
+                    );
+                    csv.row(&[
+                        name.to_string(),
+                        review.into(),
+                        c.to_string(),
+                        rep.to_string(),
+                        l.len().to_string(),
+                        r.errors.to_string(),
+                        f(r.seconds),
+                        f(l.len() as f64 / r.seconds),
+                        f(util::percentile(l, 50.0)),
+                        f(util::percentile(l, 99.0)),
+                        f(cpu * 1e6 / r.total.max(1) as f64),
+                        f(rss),
+                        f(load1),
+                    ]);
+                }
+            }
+        }
+    }
+    csv.save()?;
+    cr.kill().await;
+    op.stop().await;
+    Ok(())
+}
