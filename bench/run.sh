@@ -7,7 +7,7 @@
 #
 # Environment:
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
-#                    scale scaleout dispatch seed peer-failover peer-admission); the report is rendered from every CSV present.
+#                    scale scaleout dispatch seed peer-failover peer-admission peer-memory); the report is rendered from every CSV present.
 #                    seed (issue 18) runs the controller-runtime peers of bench/peers/, built
 #                    with Go from the Go module proxy by bench/peers/build.sh (first run only)
 #   BENCH_SEED_WINDOW  seconds a controller-runtime peer is given to exit in seed (default 30)
@@ -31,7 +31,7 @@ ROOT="$(cd "$HERE/.." && pwd)"
 QUICK="${BENCH_QUICK:-0}"
 RESULTS="${BENCH_RESULTS:-$HERE/results}"
 REPORT="${BENCH_REPORT:-$ROOT/docs/benchmarks.md}"
-SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale scaleout dispatch seed peer-failover peer-admission}"
+SCENARIOS="${BENCH_SCENARIOS:-failover handoff surfacing admission scale scaleout dispatch seed peer-failover peer-admission peer-memory}"
 PROFILE="${BENCH_PROFILE:-1}"
 CARGO="${CARGO:-cargo}"
 NS=bench
@@ -51,6 +51,8 @@ if [[ "$QUICK" == 1 ]]; then
   DISPATCH_OBJECTS=2000
   SEED_TRIALS=2
   PEER_ROUNDS=3
+  PEER_REPS=1
+  PEER_SETTLE=5
 else
   TRIALS=20
   SURFACING_CONFIGS=100
@@ -65,6 +67,8 @@ else
   DISPATCH_OBJECTS=10000
   SEED_TRIALS=5
   PEER_ROUNDS=10
+  PEER_REPS=2
+  PEER_SETTLE=10
 fi
 SEED_WINDOW="${BENCH_SEED_WINDOW:-30}"
 SCALE_SIZES="${BENCH_SCALE_SIZES:-$SCALE_SIZES}"
@@ -156,6 +160,7 @@ outputs() {
   seed) echo seed.csv ;;
   peer-failover) echo peer-failover.csv ;;
   peer-admission) echo peer-admission.csv ;;
+  peer-memory) echo peer-memory.csv ;;
   *) return 1 ;;
   esac
 }
@@ -374,7 +379,17 @@ run_peer-admission() {
   cluster_down
 }
 
-settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale cases=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); scaleout $SCALEOUT_CONFIGS configs on 3+1 replicas with $SCALEOUT_TRIALS trials per signal; dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS; seed $SEED_TRIALS trials per case (window ${SEED_WINDOW}s); peer-failover $PEER_ROUNDS rounds"
+run_peer-memory() {
+  local cr
+  cr="$(peer_bin newest cr-manager)"
+  cluster_up peer-memory
+  mapfile -t args < <(common peer-memory)
+  "$BENCH" peer-memory "${args[@]}" --cr-manager "$cr" --cr-version "$(peer_version "$cr")" \
+    --sizes 1,10,100 --reps "$PEER_REPS" --settle "$PEER_SETTLE"
+  cluster_down
+}
+
+settings="trials=$TRIALS; surfacing configs=$SURFACING_CONFIGS per reason; admission ${ADMISSION_SECONDS}s per level (warm-up ${ADMISSION_WARMUP}s) at $ADMISSION_LEVELS and a kubectl burst of $ADMISSION_BURST; scale cases=$SCALE_SIZES (settle ${SCALE_SETTLE}s; window ${SCALE_WINDOW}s); scaleout $SCALEOUT_CONFIGS configs on 3+1 replicas with $SCALEOUT_TRIALS trials per signal; dispatch $DISPATCH_OBJECTS objects at $DISPATCH_LEVELS; seed $SEED_TRIALS trials per case (window ${SEED_WINDOW}s); peer-failover $PEER_ROUNDS rounds; peer-admission 2 runs each per level; peer-memory 1/10/100 managers x $PEER_REPS (settle ${PEER_SETTLE}s)"
 "$BENCH" machine --out "$RESULTS/machine.csv" \
   --set "quick=$QUICK" \
   --set "date=$(date -u +%Y-%m-%dT%H:%MZ)" \

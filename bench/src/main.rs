@@ -10,6 +10,7 @@ mod failover;
 mod hook;
 mod peer_admission;
 mod peer_failover;
+mod peer_memory;
 mod peers;
 mod report;
 mod scale;
@@ -242,6 +243,24 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         reps: usize,
     },
+    /// Issue 18: the operator's marginal RSS per manager against controller-runtime processes.
+    PeerMemory {
+        #[command(flatten)]
+        common: Common,
+        /// cr-manager built against the current controller-runtime.
+        #[arg(long)]
+        cr_manager: PathBuf,
+        #[arg(long)]
+        cr_version: String,
+        /// Manager counts, comma-separated.
+        #[arg(long, default_value = "1,10,100")]
+        sizes: String,
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+        /// Seconds between the last manager up and the RSS samples.
+        #[arg(long, default_value_t = 10.0)]
+        settle: f64,
+    },
     /// The bare kube-runtime controller of scenario 6 (started by `dispatch`).
     BareController {
         #[arg(long)]
@@ -455,6 +474,29 @@ async fn main_() -> util::Result<()> {
                 cr_version,
             };
             peer_admission::run(&common.opts(), &common.namespace, &s, &common.out_dir).await
+        }
+        Cmd::PeerMemory {
+            common,
+            cr_manager,
+            cr_version,
+            sizes,
+            reps,
+            settle,
+        } => {
+            let s = peer_memory::Settings {
+                sizes: levels(&sizes),
+                reps,
+                settle,
+                cr_manager,
+                cr_version,
+            };
+            peer_memory::run(
+                &common.opts(),
+                &common.namespace,
+                &s,
+                &common.out_dir.join("peer-memory.csv"),
+            )
+            .await
         }
         Cmd::BareController {
             kubeconfig,

@@ -1,7 +1,7 @@
 //! Issue 18, admission side by side: the operator's webhook (as in scenario 4: URL mode on
 //! 127.0.0.1, its self-managed ECDSA P-256 certificate) against `cr-webhook` (a
 //! controller-runtime webhook server validating the same leader-election rules, TLS with an
-//! ECDSA P-256 certificate made by `openssl` for 127.0.0.1), hit by the same load client
+//! ECDSA P-256 certificate for 127.0.0.1 from a CA made by `openssl`), hit by the same load client
 //! ([`crate::admission::load`]: C tasks on HTTP/1.1 keep-alive connections, back to back) with
 //! the same two AdmissionReview v1 bodies at the same concurrencies. For each review and
 //! concurrency the two alternate A B A B (`reps` times each). Server CPU per request: the
@@ -37,29 +37,79 @@ fn https_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
         .build()?)
 }
 
-/// A self-signed ECDSA P-256 certificate for 127.0.0.1 in `dir` (tls.crt, tls.key).
-fn self_signed(dir: &Path) -> Result<Vec<u8>> {
-    std::fs::create_dir_all(dir)?;
+fn openssl(args: &[&str], dir: &Path) -> Result<()> {
     let st = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("tls.key"))
-        .arg("-out")
-        .arg(dir.join("tls.crt"))
+        .args(args)
+        .current_dir(dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()?;
     if !st.success() {
-        return fail("openssl could not make the cr-webhook certificate");
+        return fail(format!("openssl {} failed", args.join(" ")));
     }
-    Ok(std::fs::read(dir.join("tls.crt"))?)
+    Ok(())
+}
+
+/// A CA and an ECDSA P-256 serving certificate for 127.0.0.1 signed by it, in `dir` (ca.crt,
+/// tls.crt, tls.key); returns the CA certificate (PEM).
+fn certificates(dir: &Path) -> Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-days",
+        "1",
+        "-subj",
+        "/CN=mo-bench-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&ca, dir)?;
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+    ]);
+    openssl(&csr, dir)?;
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "tls.crt",
+        ],
+        dir,
+    )?;
+    Ok(std::fs::read(dir.join("ca.crt"))?)
 }
 
 /// Runs the scenario; writes `peer-admission.csv` into `out_dir`.
@@ -90,7 +140,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
 
     // cr-webhook.
     let cert_dir = o.log_dir.join("cr-webhook-certs");
-    let cr_ca = self_signed(&cert_dir)?;
+    let cr_ca = certificates(&cert_dir)?;
     let cr_port = util::free_port()?;
     let cr_args: Vec<String> = vec![
         "--host".into(),

@@ -1707,7 +1707,8 @@ fn peers_section(out: &mut String, dir: &Path) {
     let seed = load(dir, "seed.csv");
     let failover = load(dir, "peer-failover.csv");
     let admission = load(dir, "peer-admission.csv");
-    if seed.is_none() && failover.is_none() && admission.is_none() {
+    let memory = load(dir, "peer-memory.csv");
+    if seed.is_none() && failover.is_none() && admission.is_none() && memory.is_none() {
         return;
     }
     let _ = writeln!(out, "### {PEERS}\n");
@@ -1721,6 +1722,7 @@ fn peers_section(out: &mut String, dir: &Path) {
     seed_part(out, seed);
     peer_failover_part(out, failover);
     peer_admission_part(out, admission);
+    peer_memory_part(out, memory);
 }
 
 fn seed_part(out: &mut String, rows: Option<Vec<Row>>) {
@@ -1993,6 +1995,68 @@ fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
             "p99 ms",
             "server CPU µs/req",
             "server RSS MiB (after)",
+        ],
+        &trows,
+    );
+}
+
+fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>) {
+    let Some(rows) = rows else { return };
+    let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let reps = rows.iter().map(|r| num(r, "rep")).fold(0.0_f64, f64::max);
+    let _ = writeln!(
+        out,
+        "#### Memory per manager\n\n\
+         The operator: one replica, RSS with no ManagerConfig and with N, each Ready (one worker \
+         watching one ConfigMap, calling the hook); marginal = (RSS(N) − RSS(0)) ÷ N. \
+         controller-runtime: N `cr-manager` processes (one manager each, each leading its own \
+         Lease, its Runnable calling the hook every 10 s; no informer), RSS summed. Same Lease \
+         timings (15s/10s/2s). Median over {} runs, the two alternating per size. RSS is resident \
+         memory as the kernel reports it (`VmRSS`), sampled after a settle period.\n",
+        fmt(reps, 0)
+    );
+    let mut sizes: Vec<String> = Vec::new();
+    let mut impls: Vec<String> = Vec::new();
+    for r in &rows {
+        let n = get(r, "managers");
+        if !sizes.contains(&n) {
+            sizes.push(n);
+        }
+        let i = get(r, "impl");
+        if !impls.contains(&i) {
+            impls.push(i);
+        }
+    }
+    let med = |imp: &str, n: &str, k: &str| -> f64 {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| get(r, "impl") == imp && get(r, "managers") == n)
+            .map(|r| num(r, k))
+            .collect();
+        util::median(&v)
+    };
+    let mut trows = Vec::new();
+    for n in &sizes {
+        for imp in &impls {
+            trows.push(vec![
+                n.clone(),
+                imp.clone(),
+                fmt(med(imp, n, "processes"), 0),
+                fmt(med(imp, n, "rss_baseline_mib"), 1),
+                fmt(med(imp, n, "rss_total_mib"), 1),
+                fmt(med(imp, n, "rss_per_manager_mib"), 2),
+            ]);
+        }
+    }
+    table(
+        out,
+        &[
+            "managers",
+            "implementation",
+            "processes",
+            "baseline RSS MiB",
+            "total RSS MiB",
+            "MiB per manager",
         ],
         &trows,
     );
