@@ -31,13 +31,25 @@ pub struct Settings {
     pub cr_version: String,
 }
 
-async fn rss_sample(pids: &[u32]) -> f64 {
-    let mut v = Vec::new();
+/// Proportional set size of `pid` in MiB (shared pages divided among the processes sharing
+/// them), from /proc/PID/smaps_rollup.
+fn pss_mib(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Summed RSS and PSS of `pids` (MiB), each the median of five samples 0.5 s apart.
+async fn rss_sample(pids: &[u32]) -> (f64, f64) {
+    let mut rss = Vec::new();
+    let mut pss = Vec::new();
     for _ in 0..5 {
-        v.push(pids.iter().filter_map(|p| util::rss_mib(*p)).sum::<f64>());
+        rss.push(pids.iter().filter_map(|p| util::rss_mib(*p)).sum::<f64>());
+        pss.push(pids.iter().filter_map(|p| pss_mib(*p)).sum::<f64>());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    util::median(&v)
+    (util::median(&rss), util::median(&pss))
 }
 
 /// Runs the scenario; writes `out`.
@@ -69,6 +81,9 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
             "rss_total_mib",
             "rss_baseline_mib",
             "rss_per_manager_mib",
+            "pss_total_mib",
+            "pss_baseline_mib",
+            "pss_per_manager_mib",
             "load1",
         ],
     );
@@ -84,7 +99,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
             )?;
             op.wait_ready(Duration::from_secs(60)).await?;
             tokio::time::sleep(settle).await;
-            let base = rss_sample(&[op.pid]).await;
+            let (base, pbase) = rss_sample(&[op.pid]).await;
             let names: Vec<String> = (0..n).map(|i| format!("memory-{i:03}")).collect();
             for name in &names {
                 let mc = util::dynamic(json!({
@@ -117,7 +132,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
             )
             .await?;
             tokio::time::sleep(settle).await;
-            let total = rss_sample(&[op.pid]).await;
+            let (total, ptotal) = rss_sample(&[op.pid]).await;
             eprintln!(
                 "[bench] peer-memory rep {rep} n={n}: operator {base:.1} -> {total:.1} MiB ({:.2} MiB per manager)",
                 (total - base) / n as f64
@@ -130,6 +145,9 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
                 f(total),
                 f(base),
                 f((total - base) / n as f64),
+                f(ptotal),
+                f(pbase),
+                f((ptotal - pbase) / n as f64),
                 f(load1),
             ]);
             for name in &names {
@@ -174,7 +192,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
             .await?;
             tokio::time::sleep(settle).await;
             let pids: Vec<u32> = ps.iter().map(|p| p.pid).collect();
-            let total = rss_sample(&pids).await;
+            let (total, ptotal) = rss_sample(&pids).await;
             eprintln!(
                 "[bench] peer-memory rep {rep} n={n}: controller-runtime {total:.1} MiB in {n} processes ({:.2} MiB each)",
                 total / n as f64
@@ -187,6 +205,9 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
                 f(total),
                 "0".into(),
                 f(total / n as f64),
+                f(ptotal),
+                "0".into(),
+                f(ptotal / n as f64),
                 f(load1),
             ]);
             csv.save()?;

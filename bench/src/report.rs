@@ -1719,10 +1719,25 @@ fn peers_section(out: &mut String, dir: &Path) {
          Runnable) as one Go module per controller-runtime version, built from the Go module \
          proxy by `bench/peers/build.sh` into the tools cache.\n"
     );
+    let mut slower = Vec::new();
     seed_part(out, seed);
-    peer_failover_part(out, failover);
-    peer_admission_part(out, admission);
-    peer_memory_part(out, memory);
+    peer_failover_part(out, failover, &mut slower);
+    peer_admission_part(out, admission, &mut slower);
+    peer_memory_part(out, memory, &mut slower);
+    let _ = writeln!(out, "#### Where the operator is slower\n");
+    if slower.is_empty() {
+        let _ = writeln!(
+            out,
+            "In none of the comparisons above (medians). Caveats: the operator's webhook does more \
+             work per review than `cr-webhook` (see above), which makes its throughput lead \
+             conservative; on 2 cores the load client shares the CPUs with the server it loads.\n"
+        );
+    } else {
+        for x in &slower {
+            let _ = writeln!(out, "- {x}");
+        }
+        out.push('\n');
+    }
 }
 
 fn seed_part(out: &mut String, rows: Option<Vec<Row>>) {
@@ -1819,9 +1834,22 @@ fn seed_part(out: &mut String, rows: Option<Vec<Row>>) {
         ],
         &table_rows,
     );
+    let _ = writeln!(
+        out,
+        "Reading it: controller-runtime before v0.19 neither starts nor fails — `Manager.Start` \
+         does not return, nothing is logged, the Lease is never taken, and (where the table says \
+         so) one SIGTERM does not end the process either (`ctrl.SetupSignalHandler` exits on a \
+         second signal). The current release returns the error from `Start` within milliseconds \
+         of starting (time includes process start-up), so the process exits, and what then \
+         happens depends on the Deployment (a crash loop). The operator never starts a manager \
+         with these timings: the create is refused (CEL, or its webhook), or, where the CRD lacks \
+         the rule and the webhook is off, the config is stored and reported `Ready=False` \
+         `InvalidSpec` with the field and the rule, and the operator keeps running its other \
+         configs.\n"
+    );
 }
 
-fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>) {
+fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>, slower: &mut Vec<String>) {
     let Some(rows) = rows else { return };
     let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let first = &rows[0];
@@ -1866,6 +1894,13 @@ fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>) {
             let lat = col(&rs, "latency_ms");
             let exit = col(&rs, "victim_exit_ms");
             let ratio = median_of(imp) / op_median;
+            if imp != "manager-operator" && ratio < 1.0 {
+                slower.push(format!(
+                    "{signal} failover: the operator's median takeover ({} ms) is longer than {imp}'s ({} ms).",
+                    fmt(op_median, 0),
+                    fmt(median_of(imp), 0)
+                ));
+            }
             trows.push(vec![
                 signal.to_string(),
                 imp.clone(),
@@ -1908,6 +1943,22 @@ fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>) {
             impls.push(i);
         }
     }
+    let _ = writeln!(
+        out,
+        "Why they differ: a client-go candidate (controller-runtime uses client-go's elector) \
+         polls the Lease every retryPeriod with jitter factor 1.2, i.e. every 0.5–1.1 s here, so it \
+         finds a released Lease, or an expired one, up to one such interval late; an operator \
+         candidate watches the Lease and acts when the release is written or at the moment of \
+         expiry (`src/manager/election.rs`). A controller-runtime replica killed with SIGKILL has \
+         no process left to do anything, and one stopped with SIGTERM releases the Lease only \
+         after its Runnables have returned, as the operator does. With SIGKILL both wait for \
+         the Lease to expire: leaseDuration minus the age of the last renewal when the kill \
+         lands, which is random; the operator renews every 1 s at these timings \
+         (max(retryPeriod, min(0.6 × renewDeadline, renewDeadline − 2 × retryPeriod))), \
+         client-go every retryPeriod (0.5 s), so the operator's last renewal is older by about \
+         0.25 s on average, and then the client-go candidate's poll adds 0–1.1 s. Over few trials \
+         the spread of the kill point dominates and either median can be the lower one.\n"
+    );
     let _ = writeln!(out, "Every trial, in order (ms):\n");
     for signal in ["SIGKILL", "SIGTERM"] {
         for imp in &impls {
@@ -1917,7 +1968,7 @@ fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>) {
     out.push('\n');
 }
 
-fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
+fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>, slower: &mut Vec<String>) {
     let Some(rows) = rows else { return };
     let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let mut impls: Vec<String> = Vec::new();
@@ -1935,9 +1986,11 @@ fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
          server (`webhook.NewServer`, one `admission.Webhook` with a handler) on 127.0.0.1, both \
          TLS with an ECDSA P-256 certificate, both hit by the same load client (C tasks on HTTP/1.1 \
          keep-alive connections, back to back) with the same AdmissionReview v1 bodies (scenario \
-         4's valid config and its config that breaks three rules). Each row: the median over {} \
-         runs per implementation, the two alternating A B A B. CPU: the server process's user + \
-         system CPU ÷ requests (warm-up included).\n\n\
+         4's valid config and its config that breaks three rules). Each row: the median over the \
+         runs per implementation (runs: {}), the two alternating A B A B. CPU: the server \
+         process's user + system CPU ÷ requests (warm-up included). On 2 cores the load client \
+         shares the CPUs with the server it loads, so the throughputs are of client and server \
+         together; the CPU per request is the server's alone.\n\n\
          The work differs and is part of the result. `cr-webhook` decodes the review, decodes the \
          object with `encoding/json` (unknown fields ignored), parses the three durations, checks \
          leaseDuration (1s–1h, whole seconds) > renewDeadline > 1.2 × retryPeriod, retryPeriod ≥ \
@@ -1968,6 +2021,32 @@ fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
     let op = "manager-operator";
     let mut trows = Vec::new();
     for (review, c) in &cases {
+        for imp in &impls
+            .iter()
+            .filter(|i| i.as_str() != op)
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            let (orps, crps) = (med(op, review, c, "rps"), med(imp, review, c, "rps"));
+            let (op99, cr99) = (med(op, review, c, "p99_ms"), med(imp, review, c, "p99_ms"));
+            let (ocpu, ccpu) = (
+                med(op, review, c, "server_cpu_us_per_req"),
+                med(imp, review, c, "server_cpu_us_per_req"),
+            );
+            for (what, worse, o, p) in [
+                ("throughput (req/s)", orps < crps, orps, crps),
+                ("p99 latency (ms)", op99 > cr99, op99, cr99),
+                ("server CPU per request (µs)", ocpu > ccpu, ocpu, ccpu),
+            ] {
+                if worse {
+                    slower.push(format!(
+                        "Admission, {review} review at concurrency {c}: {what} {} for the operator against {} for {imp}.",
+                        fmt(o, 2),
+                        fmt(p, 2)
+                    ));
+                }
+            }
+        }
         for imp in &impls {
             let rps = med(imp, review, c, "rps");
             trows.push(vec![
@@ -2000,7 +2079,7 @@ fn peer_admission_part(out: &mut String, rows: Option<Vec<Row>>) {
     );
 }
 
-fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>) {
+fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>, slower: &mut Vec<String>) {
     let Some(rows) = rows else { return };
     let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
     let reps = rows.iter().map(|r| num(r, "rep")).fold(0.0_f64, f64::max);
@@ -2011,8 +2090,12 @@ fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>) {
          watching one ConfigMap, calling the hook); marginal = (RSS(N) − RSS(0)) ÷ N. \
          controller-runtime: N `cr-manager` processes (one manager each, each leading its own \
          Lease, its Runnable calling the hook every 10 s; no informer), RSS summed. Same Lease \
-         timings (15s/10s/2s). Median over {} runs, the two alternating per size. RSS is resident \
-         memory as the kernel reports it (`VmRSS`), sampled after a settle period.\n",
+         timings (15s/10s/2s). Median over the runs (runs: {}), the two alternating per size. RSS is resident \
+         memory as the kernel reports it (`VmRSS`), sampled after a settle period; RSS counts the \
+         pages N processes of one binary share (its code) in every one of them, PSS \
+         (`smaps_rollup`) divides them among the sharers, so for controller-runtime PSS is the \
+         fairer per-manager cost. The operator's per-manager figure at N = 1 is noise-prone: one \
+         config's cost is near the variation of the process's heap.\n",
         fmt(reps, 0)
     );
     let mut sizes: Vec<String> = Vec::new();
@@ -2037,14 +2120,30 @@ fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>) {
     };
     let mut trows = Vec::new();
     for n in &sizes {
+        let op = med("manager-operator", n, "rss_per_manager_mib");
+        for imp in impls.iter().filter(|i| i.as_str() != "manager-operator") {
+            let other = med(imp, n, "rss_per_manager_mib");
+            if op > other {
+                slower.push(format!(
+                    "Memory at {n} managers: {} MiB per manager for the operator against {} for {imp}.",
+                    fmt(op, 2),
+                    fmt(other, 2)
+                ));
+            }
+        }
         for imp in &impls {
             trows.push(vec![
                 n.clone(),
                 imp.clone(),
                 fmt(med(imp, n, "processes"), 0),
-                fmt(med(imp, n, "rss_baseline_mib"), 1),
+                if imp == "manager-operator" {
+                    fmt(med(imp, n, "rss_baseline_mib"), 1)
+                } else {
+                    "—".into()
+                },
                 fmt(med(imp, n, "rss_total_mib"), 1),
                 fmt(med(imp, n, "rss_per_manager_mib"), 2),
+                fmt(med(imp, n, "pss_per_manager_mib"), 2),
             ]);
         }
     }
@@ -2056,7 +2155,8 @@ fn peer_memory_part(out: &mut String, rows: Option<Vec<Row>>) {
             "processes",
             "baseline RSS MiB",
             "total RSS MiB",
-            "MiB per manager",
+            "RSS MiB per manager",
+            "PSS MiB per manager",
         ],
         &trows,
     );

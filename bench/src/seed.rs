@@ -72,6 +72,9 @@ fn manager_config(name: &str, ns: &str) -> Value {
     })
 }
 
+/// When a config was first seen `Ready=False`, with the reason and the message.
+type Seen = (Instant, String, String);
+
 struct Row {
     trial: usize,
     subject: String,
@@ -267,7 +270,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
 
     // Phase 2: the CRD without the rule, webhook off: stored, then Ready=False InvalidSpec.
     drop_cel_rule(&client, &mcs, ns).await?;
-    let seen: Arc<Mutex<HashMap<String, (Instant, String, String)>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
     let s2 = seen.clone();
     let watch = util::watch_objects(mcs.clone(), move |obj, now| {
         if let Some(reason) = util::condition_reason(obj, "Ready", "False") {
