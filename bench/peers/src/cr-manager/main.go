@@ -5,7 +5,7 @@
 // The same source is built against each controller-runtime version under bench/peers/
 // (bench/peers/build.sh), so the versions differ only in the library.
 //
-// While it leads, the Runnable POSTs every --hook-every, and once at once when it starts:
+// While it leads, the Runnable POSTs at once when it starts, then every --hook-every:
 //
 //	{"holder":IDENTITY,"fencingToken":0,"source":"controller-runtime",
 //	 "manager":{"name":LEASE_NAME},"object":{"metadata":{"name":LEASE_NAME}}}
