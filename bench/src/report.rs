@@ -1956,12 +1956,15 @@ fn peer_failover_part(out: &mut String, rows: Option<Vec<Row>>, slower: &mut Vec
             slower.push(format!(
                 "SIGTERM, the signalled process's exit: the operator's takes {} ms (median), \
                  {imp}'s {} ms, and the operator releases the Lease only near the end of that \
-                 exit, so it sets a floor under the operator's handoff. Where the time goes: the operator's log shows about 100 ms between `SIGTERM: shutting \
-                 down gracefully` and `controller stopped; stopping every manager and releasing \
-                 leases`; in that gap it waits for the controller loop to end, for the vanished-\
-                 config sweeper and for leaving the placement group, in that order, before \
-                 managers release their leases (`src/controller/mod.rs`); which of the three \
-                 takes the 100 ms was not traced. Scenario 2 above \
+                 exit, so it sets a floor under the operator's handoff. Where the time goes (traced from the operator's debug log, one replica, SIGTERM \
+                 after 3 s): the controller loop and the sweeper end within 5 ms and the \
+                 replica deletes its membership Lease (`left the placement group` at +5 ms); \
+                 then `leave` in `src/placement/membership.rs` sleeps 100 ms on purpose, so \
+                 the other replicas' membership watches see it leave (and rank themselves \
+                 first) before its managers release their Leases; `controller stopped; \
+                 releasing leases` follows at +106 ms. With `--disable-placement` the same \
+                 span is 0.6 ms. The pause buys a takeover by the replica placement will keep \
+                 (no second handover later) for 100 ms of handoff. Scenario 2 above \
                  (one long-lived pair) measured a shorter exit than this A/B, where every trial \
                  starts a fresh pair; why the two differ was not traced either.",
                 fmt(op_exit, 0),
