@@ -345,12 +345,22 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
-    let mc = api.get("over").await.expect("over");
-    assert!(
-        ready(&mc).is_some_and(limit_exceeded),
-        "over still LimitExceeded while under runs: {:?}",
-        ready(&mc)
-    );
+    // Still refused: it retries with backoff, so between two refusals it is briefly Starting
+    // again; wait for the refusal rather than sample one moment.
+    wait_for(
+        "over still LimitExceeded while under runs",
+        TIMEOUT,
+        || async {
+            let mc = api.get("over").await.map_err(|e| e.to_string())?;
+            match ready(&mc) {
+                Some(c) if c.status == "True" => panic!("over became Ready: {c:?}"),
+                Some(c) if limit_exceeded(c) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
     drop(op);
 
     // Heals by raising the limit (an operator flag: a restart with the new value).
