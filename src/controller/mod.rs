@@ -620,8 +620,10 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let key = ObjectRef::from_obj(&*mc);
     let api: Api<ManagerConfig> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let resolved = crate::validation::resolve(&mc, &ctx.policy).ok();
+    // The spec as the runtime would run it (None when invalid): which workers finalize.
+    let resolve = || crate::validation::resolve(&mc, &ctx.policy).ok();
     if mc.metadata.deletion_timestamp.is_some() {
+        let resolved = resolve();
         let entry = ctx.registry.lock().await.remove(&key);
         let mut finalizing = None;
         if let Some(mut e) = entry {
@@ -668,6 +670,8 @@ async fn reconcile(mc: Arc<ManagerConfig>, ctx: Arc<Ctx>) -> Result<Action, Erro
             None => None,
         }
     };
+    // Only past the early returns above: a running config's periodic reconcile resolves nothing.
+    let resolved = resolve();
     if let Some(mut old) = stale {
         // A new spec gets a fresh start, not the old backoff.
         info!(namespace = %ns, name = %name, ?generation, "spec changed: restarting the manager");

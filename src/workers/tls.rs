@@ -169,7 +169,9 @@ impl Material {
     }
 }
 
-/// Reads a worker's TLS material as the service account (`client` impersonates it).
+/// Reads a worker's TLS material as the service account (`client` impersonates it). A key and
+/// certificate that do not fit together are found by [`Material::client_config`], which the
+/// worker calls whenever the material changed, before any call uses it.
 pub async fn load(
     client: &kube::Client,
     namespace: &str,
@@ -217,8 +219,6 @@ pub async fn load(
         .await?;
         m.client = Some((crt, key));
     }
-    // Build once now so a bad pair fails here, with the reason, not at the first call.
-    m.client_config(tls.client_cert_secret.as_deref().unwrap_or(""))?;
     Ok(m)
 }
 
