@@ -203,16 +203,10 @@ pub async fn ca_bundle(client: &kube::Client) -> Result<Vec<u8>> {
     .await
 }
 
-/// Runs the scenario; writes `admission-direct.csv` and `admission-apiserver.csv` into `out_dir`.
-pub async fn run(
-    o: &OperatorOpts,
-    ns: &str,
-    s: &Settings,
-    out_dir: &std::path::Path,
-) -> Result<()> {
-    let client = util::client(&o.kubeconfig).await?;
-    let port = util::free_port()?;
-    let extra: Vec<String> = [
+/// Flags of an operator that serves only its webhook on `127.0.0.1:port` (registered in URL
+/// mode, its certificate Secret in `ns`): the admission scenarios' operator.
+pub fn webhook_args(ns: &str, port: u16) -> Vec<String> {
+    [
         "--watch-namespace",
         "bench-idle",
         "--webhook-bind-address",
@@ -227,18 +221,34 @@ pub async fn run(
     ]
     .iter()
     .map(|x| x.to_string())
-    .collect();
-    let mut op = Operator::spawn(o, "bench-admission", &extra)?;
-    op.wait_ready(Duration::from_secs(60)).await?;
-    let ca = ca_bundle(&client).await?;
-    let certs = reqwest::Certificate::from_pem_bundle(&ca)?;
-    let http = reqwest::Client::builder()
+    .collect()
+}
+
+/// The load client: HTTP/1.1 keep-alive, trusting only `ca_pem`, no proxy.
+pub fn https_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
+    let certs = reqwest::Certificate::from_pem_bundle(ca_pem)?;
+    Ok(reqwest::Client::builder()
         .no_proxy()
         .http1_only()
         .tls_certs_only(certs)
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(10))
-        .build()?;
+        .build()?)
+}
+
+/// Runs the scenario; writes `admission-direct.csv` and `admission-apiserver.csv` into `out_dir`.
+pub async fn run(
+    o: &OperatorOpts,
+    ns: &str,
+    s: &Settings,
+    out_dir: &std::path::Path,
+) -> Result<()> {
+    let client = util::client(&o.kubeconfig).await?;
+    let port = util::free_port()?;
+    let extra = webhook_args(ns, port);
+    let mut op = Operator::spawn(o, "bench-admission", &extra)?;
+    op.wait_ready(Duration::from_secs(60)).await?;
+    let http = https_client(&ca_bundle(&client).await?)?;
     let url = format!("https://127.0.0.1:{port}/validate-managerconfig");
 
     // Both reviews answer as intended before anything is measured.

@@ -262,6 +262,20 @@ impl Hook {
         g.log.get(from..).map(<[Call]>::to_vec).unwrap_or_default()
     }
 
+    /// Waits (polling every 2 ms) for the first call by `holder` logged at or after `from`.
+    pub async fn first_call_by(&self, from: usize, holder: &str) -> Call {
+        loop {
+            if let Some(c) = self
+                .log_since(from)
+                .into_iter()
+                .find(|c| c.holder == holder)
+            {
+                return c;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
     /// Length of the call log.
     pub fn log_len(&self) -> usize {
         self.lock().log.len()

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::admission::{self, CONFIGURATION};
+use crate::admission;
 use crate::peers::Peer;
 use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, fail};
 
@@ -24,17 +24,6 @@ pub struct Settings {
     /// The cr-webhook binary and its controller-runtime version.
     pub cr_webhook: std::path::PathBuf,
     pub cr_version: String,
-}
-
-fn https_client(ca_pem: &[u8]) -> Result<reqwest::Client> {
-    let certs = reqwest::Certificate::from_pem_bundle(ca_pem)?;
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .tls_certs_only(certs)
-        .pool_max_idle_per_host(1024)
-        .timeout(Duration::from_secs(10))
-        .build()?)
 }
 
 fn openssl(args: &[&str], dir: &Path) -> Result<()> {
@@ -117,25 +106,10 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
     let client = util::client(&o.kubeconfig).await?;
     // The operator's webhook, as in scenario 4.
     let port = util::free_port()?;
-    let extra: Vec<String> = [
-        "--watch-namespace",
-        "bench-idle",
-        "--webhook-bind-address",
-        &format!("127.0.0.1:{port}"),
-        "--webhook-url",
-        "https://127.0.0.1:0/validate-managerconfig",
-        "--webhook-register",
-        "--webhook-secret-namespace",
-        ns,
-        "--webhook-configuration-name",
-        CONFIGURATION,
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let extra = admission::webhook_args(ns, port);
     let mut op = Operator::spawn(o, "bench-peer-admission", &extra)?;
     op.wait_ready(Duration::from_secs(60)).await?;
-    let op_http = https_client(&admission::ca_bundle(&client).await?)?;
+    let op_http = admission::https_client(&admission::ca_bundle(&client).await?)?;
     let op_url = format!("https://127.0.0.1:{port}/validate-managerconfig");
 
     // cr-webhook.
@@ -151,7 +125,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out_dir: &Path) -> Re
         cert_dir.display().to_string(),
     ];
     let cr = Peer::spawn(&s.cr_webhook, &cr_args, &o.log_dir.join("cr-webhook.log"))?;
-    let cr_http = https_client(&cr_ca)?;
+    let cr_http = admission::https_client(&cr_ca)?;
     let cr_url = format!("https://127.0.0.1:{cr_port}/validate");
 
     let valid = admission::review(

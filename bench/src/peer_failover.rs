@@ -84,18 +84,7 @@ async fn cr_trial(
     let first_fut = within(
         Duration::from_secs(60),
         "the new controller-runtime leader's first hook call",
-        async {
-            loop {
-                if let Some(c) = hook
-                    .log_since(mark)
-                    .into_iter()
-                    .find(|c| c.holder == new_holder)
-                {
-                    return Ok(c);
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        },
+        async { Ok(hook.first_call_by(mark, &new_holder).await) },
     );
     let (first, exit) = tokio::join!(first_fut, exit_fut);
     let first = first?;

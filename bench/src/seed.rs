@@ -332,22 +332,7 @@ pub async fn run(o: &OperatorOpts, ns: &str, s: &Settings, out: &Path) -> Result
 
     // Phase 3: the same CRD, webhook on.
     let port = util::free_port()?;
-    let extra: Vec<String> = [
-        "--watch-namespace",
-        "bench-idle",
-        "--webhook-bind-address",
-        &format!("127.0.0.1:{port}"),
-        "--webhook-url",
-        "https://127.0.0.1:0/validate-managerconfig",
-        "--webhook-register",
-        "--webhook-secret-namespace",
-        ns,
-        "--webhook-configuration-name",
-        crate::admission::CONFIGURATION,
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let extra = crate::admission::webhook_args(ns, port);
     let mut op = Operator::spawn(o, "bench-seed-webhook", &extra)?;
     op.wait_ready(Duration::from_secs(60)).await?;
     crate::admission::ca_bundle(&client).await?;
