@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod echo_hook;
+pub mod selftest;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Development aid: a hook endpoint that answers 200 and logs each call (used by
     /// `make run`).
     EchoHook(echo_hook::EchoHookArgs),
+    /// In-cluster check run by the chart's `helm test` hook: dry-run a valid ManagerConfig
+    /// (must be admitted) and one the webhook must deny (exit 0 when both hold).
+    Selftest(selftest::SelftestArgs),
 }
 
 /// Hook policy flags (SPEC §6), shared by `run` and `check`.
@@ -122,6 +126,25 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check(args) => ExitCode::from(check::run(&args)),
+        Command::Selftest(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(selftest::run(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::EchoHook(args) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
