@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -650,6 +651,9 @@ pub struct SecretCertSource {
     name: String,
     subject: CertSubject,
     lifetimes: CertLifetimes,
+    /// The ValidatingWebhookConfiguration that owns the Secret (garbage collection deletes the
+    /// Secret with it, so uninstalling the chart leaves no orphan).
+    owner: Option<String>,
 }
 
 impl SecretCertSource {
@@ -667,6 +671,36 @@ impl SecretCertSource {
             name: name.to_string(),
             subject,
             lifetimes,
+            owner: None,
+        }
+    }
+
+    /// Makes the Secret a dependent of the ValidatingWebhookConfiguration `name`: it gets an
+    /// ownerReference when written, so that deleting the configuration (as `helm uninstall`
+    /// does) lets the garbage collector delete the Secret too.
+    pub fn owned_by_configuration(mut self, name: &str) -> Self {
+        self.owner = Some(name.to_string());
+        self
+    }
+
+    /// The ownerReference to the configuration, when it exists. Best effort: a configuration
+    /// that is missing or unreadable only costs the Secret its garbage collection.
+    async fn owner_reference(&self) -> Option<OwnerReference> {
+        let name = self.owner.as_deref()?;
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(self.api.clone().into_client());
+        match api.get_opt(name).await {
+            Ok(Some(vwc)) => Some(OwnerReference {
+                api_version: "admissionregistration.k8s.io/v1".into(),
+                kind: "ValidatingWebhookConfiguration".into(),
+                name: name.to_string(),
+                uid: vwc.metadata.uid?,
+                ..OwnerReference::default()
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(configuration = name, error = %e, "cannot read the webhook configuration; the certificate Secret gets no ownerReference");
+                None
+            }
         }
     }
 
@@ -711,6 +745,7 @@ impl SecretCertSource {
                 .into_iter()
                 .map(|(k, v)| (k, ByteString(v)))
                 .collect();
+            let owner = self.owner_reference().await;
             let result = match existing {
                 None => {
                     let secret = Secret {
@@ -721,6 +756,7 @@ impl SecretCertSource {
                                 "app.kubernetes.io/managed-by".to_string(),
                                 MANAGER.to_string(),
                             )])),
+                            owner_references: owner.map(|o| vec![o]),
                             ..ObjectMeta::default()
                         },
                         type_: Some("kubernetes.io/tls".into()),
@@ -737,6 +773,16 @@ impl SecretCertSource {
                     let mut all = secret.data.take().unwrap_or_default();
                     all.extend(bytes);
                     secret.data = Some(all);
+                    // A Secret written before owners were set gets its owner now.
+                    if let Some(o) = owner {
+                        let refs = secret
+                            .metadata
+                            .owner_references
+                            .get_or_insert_with(Vec::new);
+                        if !refs.iter().any(|r| r.uid == o.uid) {
+                            refs.push(o);
+                        }
+                    }
                     self.api
                         .replace(&self.name, &PostParams::default(), &secret)
                         .await

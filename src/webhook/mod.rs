@@ -626,7 +626,8 @@ pub async fn start_webhook_with_claims(
                 &config.secret_name,
                 config.subject(),
                 config.lifetimes,
-            );
+            )
+            .owned_by_configuration(&config.configuration_name);
             let cert = s.ensure().await?;
             (Source::Secret(Box::new(s)), cert)
         }
