@@ -339,6 +339,8 @@ write_env() {
     printf 'export ETCD_PID=%q\n' "$(<"$DIR/etcd.pid")"
     printf 'export APISERVER_PID=%q\n' "$(<"$DIR/kube-apiserver.pid")"
     printf 'export KCM_PID=%q\n' "$(<"$DIR/kube-controller-manager.pid")"
+    # Written by e2e/node.sh up when the cluster has kubelet nodes.
+    printf 'if [ -f %q ]; then . %q; fi\n' "$DIR/nodes/env" "$DIR/nodes/env"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
 }
@@ -424,6 +426,10 @@ cmd_down() {
     die "$DIR is not a cluster dir made by this script (no $MARKER); refusing to remove it"
   fi
   DIR="$(cd "$DIR" && pwd)"
+  if [[ -d "$DIR/nodes" ]]; then
+    # Kubelet nodes started by e2e/node.sh (their containers, mounts and cgroups) go first.
+    "$HERE/node.sh" down "$DIR" || log "WARNING: e2e/node.sh down $DIR failed"
+  fi
   stop_components
   rm -rf "$DIR"
   log "cluster in $DIR stopped and removed"
