@@ -91,8 +91,10 @@ fail_with_log() {
   local p="$1" msg="$2"
   {
     printf '\n[node] ERROR: %s\n' "$msg"
-    printf '[node] ---- last 40 lines of %s ----\n' "$p.log"
-    tail -n 40 "$p.log" 2>/dev/null || true
+    printf '[node] ---- last error lines of %s ----\n' "$p.log"
+    grep -E '^[EF][0-9]{4} |level=(error|fatal)' "$p.log" 2>/dev/null | grep -v "nodeIP can't be loopback" | tail -n 15 || true
+    printf '[node] ---- last 25 lines of %s ----\n' "$p.log"
+    tail -n 25 "$p.log" 2>/dev/null || true
     printf '[node] ---- end of %s ----\n' "$p.log"
   } >&2
   return 1
@@ -496,7 +498,7 @@ shim_pids() {
     pid="${f#/proc/}"
     pid="${pid%/cmdline}"
     [[ "$pid" == "$$" ]] && continue
-    if tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "$sock"; then
+    if { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$sock"; then
       [[ "$(readlink "/proc/$pid/exe" 2>/dev/null || true)" == */containerd-shim* ]] && echo "$pid"
     fi
   done
