@@ -460,6 +460,42 @@ node_ready() {
   [[ "$(kubectl_admin get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" == True ]]
 }
 
+# The kubelet (protectKernelDefaults: false, the default) rewrites host sysctls at start:
+# vm.overcommit_memory=1, vm.panic_on_oom=0, kernel.panic=10, kernel.panic_on_oops=1 and the
+# kernel.keys quotas. The first `up` on a machine saves the values found in SYSCTL_SAVE; the
+# `down` that leaves no kubelet running on the machine writes them back.
+SYSCTL_SAVE="${MO_SYSCTL_SAVE:-/run/mo-node-sysctl.orig}"
+KUBELET_SYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
+  kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
+
+save_sysctls() {
+  [[ -f "$SYSCTL_SAVE" ]] && return 0
+  local k
+  for k in "${KUBELET_SYSCTLS[@]}"; do
+    [[ -r "/proc/sys/$k" ]] && printf '%s %s\n' "$k" "$(<"/proc/sys/$k")"
+  done >"$SYSCTL_SAVE.tmp"
+  mv "$SYSCTL_SAVE.tmp" "$SYSCTL_SAVE"
+}
+
+any_kubelet_running() {
+  local f
+  for f in /proc/[0-9]*/exe; do
+    [[ "$(readlink "$f" 2>/dev/null || true)" == */kubelet ]] && return 0
+  done
+  return 1
+}
+
+restore_sysctls() {
+  [[ -f "$SYSCTL_SAVE" ]] || return 0
+  any_kubelet_running && return 0
+  local k v
+  while read -r k v; do
+    [[ "$(<"/proc/sys/$k")" == "$v" ]] || printf '%s\n' "$v" >"/proc/sys/$k" 2>/dev/null ||
+      log "WARNING: cannot restore /proc/sys/$k to $v"
+  done <"$SYSCTL_SAVE"
+  rm -f "$SYSCTL_SAVE"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Scheduler
 
@@ -638,6 +674,7 @@ cmd_up() {
   SNAPSHOTTER="$(pick_snapshotter)"
   printf '%s\n' "$SNAPSHOTTER" >"$NDIR/snapshotter"
 
+  save_sysctls
   start_scheduler || die "kube-scheduler failed to start (log: $NDIR/kube-scheduler.log; clean up: $0 down $DIR)"
   for ((i = 1; i <= WANT; i++)); do
     name="mo-node-$i"
@@ -683,6 +720,7 @@ cmd_down_inner() {
   fi
   unmount_under "$NDIR"
   rm -rf "$NDIR"
+  restore_sysctls
 }
 
 cmd_down() {
