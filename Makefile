@@ -13,7 +13,7 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools tools-cluster crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools tools-cluster tools-node node-smoke crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ tools: tools-cluster ## Build etcd, kube-apiserver, kube-controller-manager, kub
 
 tools-cluster: ## Build only the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules (cached)
 	e2e/tools.sh
+
+tools-node: ## Build kubelet, kube-scheduler and the pause image; install containerd, runc, CNI plugins if missing (for e2e/node.sh)
+	e2e/tools-node.sh
+
+node-smoke: tools-cluster tools-node ## Real kubelet nodes (e2e/node.sh, root): hostNetwork pods Ready by probe, kubectl logs
+	e2e/with-cluster.sh e2e/node-smoke.sh
 
 chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
 	e2e/check-chart-crd.sh --fix
