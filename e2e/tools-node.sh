@@ -15,7 +15,10 @@
 # CRI without the RuntimeConfig RPC (cmd/kubelet/app/server.go getCgroupDriverFromCRI logs
 # "CRI implementation should be updated to support RuntimeConfig. Falling back to using
 # cgroupDriver from kubelet config." and carries on; the fallback is announced for removal in
-# 1.37), so kubelet's own cgroupDriver setting is what counts.
+# 1.37), so kubelet's own cgroupDriver setting is what counts. Verified with e2e/node-smoke.sh:
+# nodes Ready, pods run, probes, kubectl logs. The one containerd setting this machine type
+# needs (restrict_oom_score_adj: no CAP_SYS_RESOURCE) is explained in e2e/node.sh. If a later
+# kubelet drops the fallback, build containerd v2 from github.com/containerd/containerd/v2 here.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
