@@ -92,6 +92,17 @@ pub struct RunArgs {
     #[arg(long, env = "MO_MEMBERSHIP_GROUP")]
     pub membership_group: Option<String>,
 
+    /// Name of the pod this replica runs in (the chart sets it from the downward API). With
+    /// `--pod-uid`, the replica's membership Lease is owned by the pod and garbage-collected
+    /// with it.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// UID of the pod this replica runs in (the chart sets it from the downward API); see
+    /// `--pod-name`.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+
     /// Every replica campaigns for every config at once (no placement, no handovers).
     #[arg(long, env = "MO_DISABLE_PLACEMENT")]
     pub disable_placement: bool,
@@ -181,10 +192,17 @@ impl RunArgs {
                 Some(ns) => format!("manager-operator-{ns}"),
                 None => "manager-operator".into(),
             });
+        let owner_pod = match (&self.pod_name, &self.pod_uid) {
+            (Some(name), Some(uid)) if !name.is_empty() && !uid.is_empty() => {
+                Some((name.clone(), uid.clone()))
+            }
+            _ => None,
+        };
         MembershipConfig {
             namespace,
             group,
             identity: identity.to_string(),
+            owner_pod,
         }
     }
 }

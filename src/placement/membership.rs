@@ -46,6 +46,10 @@ pub struct MembershipConfig {
     pub group: String,
     /// This replica's identity.
     pub identity: String,
+    /// The pod this replica runs in, as (name, uid): its membership Lease gets an
+    /// ownerReference to it, so the garbage collector deletes the Lease with the pod even when
+    /// the replica could not (killed, or its RBAC deleted first by `helm uninstall`).
+    pub owner_pod: Option<(String, String)>,
 }
 
 /// The Lease name of a member: `mo-member-<identity>` made a valid object name (lowercase,
@@ -228,14 +232,20 @@ async fn announce(
     ready: bool,
 ) -> Result<(), kube::Error> {
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(Timestamp::now());
+    let mut metadata = serde_json::json!({
+        "name": name,
+        "labels": BTreeMap::from([(GROUP_LABEL, cfg.group.as_str())]),
+        "annotations": BTreeMap::from([(READY_ANNOTATION, if ready { "true" } else { "false" })]),
+    });
+    if let Some((pod, uid)) = &cfg.owner_pod {
+        metadata["ownerReferences"] = serde_json::json!([
+            {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}
+        ]);
+    }
     let lease = serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {
-            "name": name,
-            "labels": BTreeMap::from([(GROUP_LABEL, cfg.group.as_str())]),
-            "annotations": BTreeMap::from([(READY_ANNOTATION, if ready { "true" } else { "false" })]),
-        },
+        "metadata": metadata,
         "spec": {
             "holderIdentity": cfg.identity,
             "leaseDurationSeconds": MEMBER_LEASE_SECONDS,
