@@ -13,10 +13,10 @@ RUN_NAMESPACE ?= mo-demo
 
 VALID_SAMPLES = $(filter-out samples/invalid-%,$(wildcard samples/*.yaml))
 
-.PHONY: help build unit test tools tools-cluster tools-node node-smoke crds chart chart-test e2e reliability soak bench fmt fmt-check lint run run-down clean-cluster
+.PHONY: help build unit test tools tools-cluster tools-node node-smoke image crds chart chart-test e2e e2e-node reliability soak bench fmt fmt-check lint run run-down clean-cluster
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## Build the operator (debug)
 	$(CARGO) build
@@ -24,16 +24,20 @@ build: ## Build the operator (debug)
 unit: ## Unit tests only (no control plane needed)
 	$(CARGO) test --lib --bins
 
-test: tools build ## Unit + integration + chart + e2e tests, each against a fresh local control plane
+test: tools tools-node build ## Unit + integration + chart + e2e (host processes, then real pods on real nodes), each against a fresh local control plane
 	$(CARGO) test --all-targets --no-run
 	e2e/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
 	$(CARGO) test --doc
 	e2e/with-cluster.sh e2e/chart-test.sh
 	e2e/with-cluster.sh e2e/e2e.sh
+	e2e/with-cluster.sh e2e/e2e-node.sh
 
 tools: tools-cluster ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
 	e2e/tools-observability.sh
 	e2e/tools-clientgo.sh
+
+image: ## Build the operator image offline (FROM scratch, static binary) with buildah; writes target/image/manager-operator.tar
+	e2e/image.sh build
 
 tools-cluster: ## Build only the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules (cached)
 	e2e/tools.sh
@@ -53,8 +57,12 @@ chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values s
 chart-test: tools ## Chart lint/template/server dry-run per value set, schema checks, promtool check+test
 	e2e/with-cluster.sh e2e/chart-test.sh
 
-e2e: tools build ## E2E: chart installed, 2 replicas under its RBAC, Prometheus, failover, every dashboard query
+e2e: tools tools-node build ## E2E: chart + 2 replicas as processes (RBAC, Prometheus, failover, dashboards), then as pods on 2 kubelet nodes
 	e2e/with-cluster.sh e2e/e2e.sh
+	e2e/with-cluster.sh e2e/e2e-node.sh
+
+e2e-node: tools tools-node ## Only the node scenario: make image, 2 kubelet nodes, helm install/upgrade/test/uninstall, pod failover
+	e2e/with-cluster.sh e2e/e2e-node.sh
 
 reliability: tools build ## Fault-injection tests only (API server/etcd restarts, paused leader, churn, Lease tampering; ~4 min)
 	$(CARGO) test --test reliability -- --test-threads=1 --nocapture

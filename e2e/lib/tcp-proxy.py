@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A tiny TCP load balancer on 127.0.0.1 — the e2e suite's stand-in for the webhook Service.
 
-    tcp-proxy.py LISTEN_PORT BACKEND_PORT [BACKEND_PORT...]
+    tcp-proxy.py LISTEN_PORT BACKEND [BACKEND...]
+
+A BACKEND is PORT (on 127.0.0.1) or HOST:PORT with HOST in 127.0.0.0/8 (the node scenario's
+host-network pods listen on their node's loopback address, 127.0.0.1 or 127.0.0.2).
 
 The API server calls the ValidatingWebhookConfiguration's `clientConfig.url`
 (https://127.0.0.1:LISTEN_PORT/...) and this forwards each connection, bytes only (TLS passes
@@ -33,9 +36,9 @@ async def main(listen, backends):
     async def handle(client_r, client_w):
         start = next(rr)
         for i in range(len(backends)):
-            port = backends[(start + i) % len(backends)]
+            host, port = backends[(start + i) % len(backends)]
             try:
-                up_r, up_w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
             except (OSError, asyncio.TimeoutError):
                 continue
             await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w))
@@ -48,5 +51,13 @@ async def main(listen, backends):
         await server.serve_forever()
 
 
+def backend(arg):
+    host, _, port = arg.rpartition(":")
+    host = host or "127.0.0.1"
+    if not host.startswith("127."):
+        sys.exit(f"tcp-proxy: backend {arg!r} is not on 127.0.0.0/8")
+    return host, int(port)
+
+
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), [int(p) for p in sys.argv[2:]]))
+    asyncio.run(main(int(sys.argv[1]), [backend(a) for a in sys.argv[2:]]))
