@@ -130,6 +130,10 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply --server
 
 # ---------------------------------------------------------------------------------------------
 log "5/7 helm lint, helm template and server-side dry-run for every value set"
+# The helm-test Pod (templates/tests/selftest.yaml) names its own ServiceAccount, which a dry-run
+# does not create; the API server's ServiceAccount admission wants it to exist.
+kubectl create serviceaccount "$RELEASE-manager-operator-selftest" -n "$NS" --dry-run=client -o yaml |
+  kubectl apply --server-side -f - >/dev/null
 value_sets=(defaults)
 for f in "$HERE"/chart/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
 for set in "${value_sets[@]}"; do
@@ -197,7 +201,7 @@ if [[ -n "$ca_data" ]]; then
 else
   cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "$WORK/ca.crt"
 fi
-sa="$(jq -r '.items[] | select(.kind == "ServiceAccount") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
+sa="$(jq -r '.items[] | select(.kind == "ServiceAccount" and (.metadata.labels["app.kubernetes.io/component"] // "") != "test") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
 fs_name="$(jq -r '.items[] | select(.kind == "FlowSchema") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
 own_pl="$(jq -r '.items[] | select(.kind == "PriorityLevelConfiguration") | .metadata.name' "$WORK/applied-lease-flow-control.json")"
 [[ -n "$sa" && -n "$fs_name" && -n "$own_pl" ]] || die "the lease-flow-control render lacks the ServiceAccount, FlowSchema or PriorityLevelConfiguration"
