@@ -77,7 +77,7 @@ crds: ## Regenerate crds/managerconfig.yaml from the code
 	mv crds/managerconfig.yaml.tmp crds/managerconfig.yaml
 	e2e/check-chart-crd.sh --fix
 
-bench: tools ## Benchmarks (issues 7, 12, 18; 18 needs Go): rewrites docs/benchmarks.md and bench/results/*.csv; BENCH_QUICK=1 for a few minutes
+bench: tools ## Benchmarks (the side-by-side scenarios need Go): rewrites docs/benchmarks.md and bench/results/*.csv; BENCH_QUICK=1 for a few minutes
 	bench/run.sh
 
 fmt: ## Format the code

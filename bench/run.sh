@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks of issues 7 and 12 (`make bench`): every scenario on its own fresh local control plane,
+# Benchmarks (`make bench`): every scenario on its own fresh local control plane,
 # raw data in bench/results/*.csv, the report in docs/benchmarks.md.
 #
 #   bench/run.sh                    full run (about an hour on 2 cores)
@@ -8,7 +8,7 @@
 # Environment:
 #   BENCH_SCENARIOS  subset, space-separated (default: failover handoff surfacing admission
 #                    scale scaleout dispatch seed peer-failover peer-admission peer-memory); the report is rendered from every CSV present.
-#                    seed (issue 18) runs the controller-runtime peers of bench/peers/, built
+#                    seed runs the controller-runtime peers of bench/peers/, built
 #                    with Go from the Go module proxy by bench/peers/build.sh (first run only)
 #   BENCH_SEED_WINDOW  seconds a controller-runtime peer is given to exit in seed (default 30)
 #   BENCH_PROFILE    1 (default) records perf profiles of the operator when `perf` is

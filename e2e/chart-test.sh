@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Chart, dashboard and alert checks (issue 6): static checks, `helm lint` and `helm template` for
+# Chart, dashboard and alert checks (docs/design.md §5, §7): static checks, `helm lint` and `helm template` for
 # every value set, server-side dry-run of every rendered manifest against a real API server,
 # values-schema negative cases, and promtool on the alert rules.
 #

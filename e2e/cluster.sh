@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real, throw-away Kubernetes control plane as local processes on 127.0.0.1 (SPEC §8).
+# A real, throw-away Kubernetes control plane as local processes on 127.0.0.1 (docs/design.md §8).
 #
 #   e2e/cluster.sh up DIR     start etcd, kube-apiserver, kube-controller-manager; return when
 #                             /readyz is ok and the default ServiceAccount exists (KCM works)

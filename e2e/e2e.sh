@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end scenario (issue 6 item 5): the chart installed for real, two operator replicas as
+# End-to-end scenario (docs/design.md §8): the chart installed for real, two operator replicas as
 # local processes running with a token of the chart's ServiceAccount (so with exactly the chart's
 # RBAC), Prometheus scraping both, everything driven with kubectl, and every dashboard panel
 # query checked against what Prometheus scraped.

@@ -1,5 +1,5 @@
 //! manager-operator: a Kubernetes operator that runs leader-elected managers declared by
-//! `ManagerConfig` resources, and makes every startup failure visible (SPEC §1).
+//! `ManagerConfig` resources, and makes every startup failure visible (docs/design.md §1).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §5), all in one [`prometheus::Registry`], prefix
+//! Prometheus metrics (docs/design.md §5), all in one [`prometheus::Registry`], prefix
 //! `manager_operator_`. Labels are bounded: per ManagerConfig (namespace/name), per worker, per
 //! stable reason, never per object or per error text. Documented in `docs/metrics.md`.
 

@@ -1,4 +1,4 @@
-//! Authenticated metrics (`manager-operator run --metrics-secure`, SPEC §6): `/metrics` over TLS,
+//! Authenticated metrics (`manager-operator run --metrics-secure`, docs/design.md §6): `/metrics` over TLS,
 //! readable only with a bearer token that the API server authenticates (`TokenReview`,
 //! `authentication.k8s.io/v1`) and authorizes (`SubjectAccessReview`, `authorization.k8s.io/v1`,
 //! the request's path as a non-resource URL and its lower-cased method as the verb, so a scrape

@@ -1,5 +1,5 @@
 //! `manager-operator run`: one process serving the ManagerConfig controller, the admission
-//! webhook, `/metrics`, `/healthz` and `/readyz` (SPEC §5, §7). SIGTERM and SIGINT stop it
+//! webhook, `/metrics`, `/healthz` and `/readyz` (docs/design.md §5, §7). SIGTERM and SIGINT stop it
 //! gracefully: every manager stops its workers and releases its lease first.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! The Helm chart, rendered with `helm template` and checked object by object (issue 6, issue 8
+//! The Helm chart, rendered with `helm template` and checked object by object (docs/design.md §7
 //! item 9): pod security settings, RBAC with no wildcards and no permission beyond what the
 //! operator uses, webhook configuration per mode, optional objects only when enabled, and the
 //! chart's CRD equal to `crds/managerconfig.yaml`.
@@ -774,7 +774,7 @@ fn container_args(objs: &[Value]) -> Vec<String> {
     strs(&one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
 }
 
-/// Placement (issue 12): every replica of a release is in the membership group `<fullname>`, with
+/// Placement (docs/placement.md): every replica of a release is in the membership group `<fullname>`, with
 /// its membership Lease in the pod's namespace (downward API); `placement.*` drive the handover
 /// pace, and `placement.enabled=false` is `--disable-placement`.
 #[test]

@@ -1,4 +1,4 @@
-//! The example hooks of `examples/hooks/` (issue 14 §6) against the real control plane.
+//! The example hooks of `examples/hooks/` (docs/hooks.md) against the real control plane.
 //!
 //! Each example runs as a real process on 127.0.0.1 — `python3 examples/hooks/python/hook.py`,
 //! and the Go one built with `go build` into the target directory — with a signing secret, and a

@@ -1,4 +1,4 @@
-//! Fair shares (issue 13 §3, SPEC §3 "one broken config never delays or stops another"),
+//! Fair shares (docs/security.md, docs/design.md §3 "one broken config never delays or stops another"),
 //! measured on a REAL control plane of its own (`e2e/cluster.sh up <tempdir>`, so nothing else
 //! runs on it) with two operator replicas (`manager-operator run`, the default tenant limits,
 //! placement on, as the chart runs them).

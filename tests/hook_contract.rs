@@ -1,4 +1,4 @@
-//! The hook contract on the real control plane (issue 14): deletions delivered best effort and,
+//! The hook contract on the real control plane (docs/hooks.md): deletions delivered best effort and,
 //! with `finalize: true`, through the worker's finalizer (held until the hook answers, across a
 //! leader change, released when the config goes away); retries keep their delivery id;
 //! `status.workers[].lastHookError` shows a failing hook and clears; https hooks with a private

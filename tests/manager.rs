@@ -251,7 +251,7 @@ async fn foreign_client_go_holder_is_respected_until_expiry_by_observation() {
     let activity = Arc::new(Activity::default());
     let tasks = IntGauge::new("t", "t").unwrap();
     let t = Instant::now();
-    // A Lease the operator did not create: taken over only with the opt-in (issue 13).
+    // A Lease the operator did not create: taken over only with the opt-in (docs/security.md).
     let m = Manager::start(
         &config(&ns, ", adoptExistingLease: true"),
         &HookPolicy::default(),

@@ -1,4 +1,4 @@
-//! `manager-operator run --metrics-secure` on the real control plane (SPEC §6, issue 8 item 8):
+//! `manager-operator run --metrics-secure` on the real control plane (docs/design.md §6):
 //! the operator binary serves `/metrics` over TLS and lets a scrape through only when the API
 //! server authenticates its bearer token (TokenReview) and authorizes `get` on the non-resource
 //! URL `/metrics` for it (SubjectAccessReview).

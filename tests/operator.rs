@@ -1679,7 +1679,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 5. Many managers, many replicas (issue 12): one config per Lease, placement, join, leave,
+// 5. Many managers, many replicas (docs/placement.md): one config per Lease, placement, join, leave,
 // crash.
 
 /// The Lease holder's full identity (`<replica>/<config uid>`).

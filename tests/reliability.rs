@@ -1,4 +1,4 @@
-//! Fault injection on the REAL control plane (issue 8, faults 1–5; the table with the observed
+//! Fault injection on the REAL control plane (docs/reliability.md, faults 1–5; the table with the observed
 //! numbers is `docs/reliability.md`).
 //!
 //! Every test starts its own cluster with `e2e/cluster.sh up <tempdir>` (killing etcd or
@@ -1700,7 +1700,7 @@ async fn lease_tampering() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 8 item 7, end to end: the operator process runs as system:masters here (far more than
+// End to end (docs/reliability.md): the operator process runs as system:masters here (far more than
 // the chart grants), yet a tenant config whose service account may not read Secrets and that
 // asks to watch Secrets gets WatchForbidden: workers act only as the impersonated account.
 
@@ -1761,7 +1761,7 @@ async fn tenant_secrets() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fault 7 (issue 12): a replica joins while the API server is down; placement resumes when it
+// Fault 7 (docs/placement.md): a replica joins while the API server is down; placement resumes when it
 // is back, by graceful handovers, with no fencing violation.
 
 #[test]

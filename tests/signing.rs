@@ -1,4 +1,4 @@
-//! Signed hook calls on the real control plane (issue 13 §4).
+//! Signed hook calls on the real control plane (docs/hooks.md, signed calls).
 //!
 //! A real `manager-operator run` process (webhook off, loopback hooks allowed, the signing
 //! Secret re-read every second) calls a hook that is *not* this crate's code: the Python

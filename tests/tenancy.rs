@@ -1,4 +1,4 @@
-//! Tenant isolation (issue 13 §2, §3) against the real control plane and the operator binary
+//! Tenant isolation (docs/security.md) against the real control plane and the operator binary
 //! (`manager-operator run`, webhook off: these are the runtime guards that hold when admission
 //! was bypassed).
 //!

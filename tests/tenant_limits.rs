@@ -1,4 +1,4 @@
-//! Per-config limits of issue 13 §3 against the real control plane and the operator binary
+//! Per-config limits (docs/security.md) against the real control plane and the operator binary
 //! (`manager-operator run`, webhook off, one replica watching the test's namespace):
 //!
 //! * `--max-watched-objects-per-config`: a config whose worker would cache more objects than

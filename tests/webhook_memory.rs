@@ -1,4 +1,4 @@
-//! The webhook is not a memory amplifier (issue 13 §3): 32 parallel ~3 MiB AdmissionReviews
+//! The webhook is not a memory amplifier (docs/security.md): 32 parallel ~3 MiB AdmissionReviews
 //! whose object carries 240,000 unknown fields, sent to the real operator binary's webhook,
 //! leave its peak RSS (VmHWM from /proc) under the chart's 256Mi memory limit, and each denial
 //! is short (the unknown fields are counted, not listed).

@@ -28,7 +28,7 @@ use crate::util::{self, Csv, Operator, OperatorOpts, Result, f, fail, ms, within
 pub const LEASE_DURATION: Duration = Duration::from_secs(3);
 const RENEW_DEADLINE: &str = "2s";
 const RETRY_PERIOD: Duration = Duration::from_millis(500);
-/// The leader's renew cycle at these timings: every retryPeriod before issue 12; since then
+/// The leader's renew cycle at these timings: every retryPeriod before placement; since then
 /// max(retryPeriod, min(0.6 × renewDeadline, renewDeadline − 2 × retryPeriod)) = 1 s. The
 /// signal lands at a random point of the longer one.
 const RENEW_CYCLE: Duration = Duration::from_millis(1000);
@@ -68,7 +68,7 @@ async fn lease(api: &Api<Lease>) -> Result<(Option<String>, i32)> {
     }
 }
 
-/// The replica placement (issue 12) prefers as the config's leader: `Some(Some(id))` when
+/// The replica placement (docs/placement.md) prefers as the config's leader: `Some(Some(id))` when
 /// exactly one replica reports `manager_operator_managers_preferred` 1, `Some(None)` while the
 /// replicas disagree, `None` for operators without placement metrics.
 async fn preferred(ops: &[Operator]) -> Option<Option<String>> {
@@ -255,7 +255,7 @@ pub async fn run(
             loop {
                 let (holder, token) = lease(&leases).await?;
                 if let Some(h) = holder {
-                    // With placement (issue 12) the holder is `<replica>/<uid>`; the hook
+                    // With placement (docs/placement.md) the holder is `<replica>/<uid>`; the hook
                     // payload's holder is the replica.
                     let h = util::replica_of(&h).to_string();
                     let called = hook

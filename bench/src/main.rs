@@ -1,4 +1,4 @@
-//! `mo-bench`: the benchmark harness of manager-operator (issues 7 and 12). Each subcommand runs one
+//! `mo-bench`: the benchmark harness of manager-operator. Each subcommand runs one
 //! scenario against an already started local control plane (`e2e/cluster.sh up`, with the CRD,
 //! the namespace and its RBAC installed: see `bench/run.sh`) and writes raw CSV; `report`
 //! turns the CSV files into `docs/benchmarks.md`.
@@ -26,7 +26,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "mo-bench",
-    about = "manager-operator benchmarks (issues 7 and 12)"
+    about = "manager-operator benchmarks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -142,7 +142,7 @@ enum Cmd {
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
-    /// Scenario 7 (issue 12): placement over R replicas, a replica joining, SIGTERM and SIGKILL.
+    /// Scenario 7 (docs/placement.md): placement over R replicas, a replica joining, SIGTERM and SIGKILL.
     Scaleout {
         #[command(flatten)]
         common: Common,
@@ -189,7 +189,7 @@ enum Cmd {
         #[arg(long)]
         perf_out: Option<PathBuf>,
     },
-    /// Issue 18, the seed failure: leaseDuration < renewDeadline given to controller-runtime
+    /// the seed failure: leaseDuration < renewDeadline given to controller-runtime
     /// before v0.19, to the current release, and to the operator.
     Seed {
         #[command(flatten)]
@@ -211,7 +211,7 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
-    /// Issue 18: failover and handoff, the operator and two controller-runtime replicas
+    /// failover and handoff, the operator and two controller-runtime replicas
     /// alternating (SIGKILL and SIGTERM each round).
     PeerFailover {
         #[command(flatten)]
@@ -224,7 +224,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// Issue 18: the operator's webhook and a controller-runtime webhook under the same load.
+    /// the operator's webhook and a controller-runtime webhook under the same load.
     PeerAdmission {
         #[command(flatten)]
         common: Common,
@@ -243,7 +243,7 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         reps: usize,
     },
-    /// Issue 18: the operator's marginal RSS per manager against controller-runtime processes.
+    /// the operator's marginal RSS per manager against controller-runtime processes.
     PeerMemory {
         #[command(flatten)]
         common: Common,

@@ -1,4 +1,4 @@
-//! Issue 18, admission side by side: the operator's webhook (as in scenario 4: URL mode on
+//! admission side by side: the operator's webhook (as in scenario 4: URL mode on
 //! 127.0.0.1, its self-managed ECDSA P-256 certificate) against `cr-webhook` (a
 //! controller-runtime webhook server validating the same leader-election rules, TLS with an
 //! ECDSA P-256 certificate for 127.0.0.1 from a CA made by `openssl`), hit by the same load client

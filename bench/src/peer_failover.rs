@@ -1,4 +1,4 @@
-//! Issue 18, failover and handoff side by side: the operator's scenarios 1 and 2 against two
+//! failover and handoff side by side: the operator's scenarios 1 and 2 against two
 //! `cr-manager` replicas (controller-runtime, current release) with the same Lease timings
 //! (leaseDuration 3s, renewDeadline 2s, retryPeriod 500ms) whose leader-only Runnable calls the
 //! same hook (at once when it starts, then every second).

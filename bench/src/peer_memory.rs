@@ -1,4 +1,4 @@
-//! Issue 18, memory per manager: the operator's marginal RSS per ManagerConfig against the RSS
+//! memory per manager: the operator's marginal RSS per ManagerConfig against the RSS
 //! of controller-runtime manager processes (`cr-manager`, current release), at N = 1, 10, 100
 //! managers.
 //!

@@ -1,4 +1,4 @@
-//! The controller-runtime peers of issue 18 (bench/peers/, built by bench/peers/build.sh): a
+//! The controller-runtime peers (bench/peers/, built by bench/peers/build.sh): a
 //! running `cr-manager` or `cr-webhook` process whose stdout JSON events are recorded with the
 //! harness's clock.
 

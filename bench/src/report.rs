@@ -685,7 +685,7 @@ fn rows_where<'a>(rows: &'a [Row], key: &str, value: &str) -> Vec<&'a Row> {
         .collect()
 }
 
-const PLACEMENT: &str = "7. Placement (issue 12)";
+const PLACEMENT: &str = "7. Placement (docs/placement.md)";
 
 fn placement_section(out: &mut String, sum: &mut Summary, dir: &Path) {
     let _ = writeln!(out, "### {PLACEMENT}\n");
@@ -1265,7 +1265,7 @@ fn scale_replicas_part(out: &mut String, sum: &mut Summary, dir: &Path) {
         k3.map(|r| num(r, "ready") >= num(r, "configs")),
     );
 
-    // Memory per idle manager: one replica holding every manager (the figure issue 12 compares
+    // Memory per idle manager: one replica holding every manager (the figure placement is judged by
     // with), at its largest size.
     let one = with_budget
         .iter()
@@ -1541,7 +1541,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
          (etcd, kube-apiserver, kube-controller-manager as processes on 127.0.0.1, built by \
          `e2e/tools.sh`), a fresh cluster per scenario (`e2e/cluster.sh up`), the operator as a \
          release build (`manager-operator run`, admin kubeconfig, loopback hooks allowed). The \
-         targets come from issues 7 and 12; they are measured here, never asserted in tests. `make bench` \
+         targets come from the project's goals (docs/design.md §3.1); they are measured here, never asserted in tests. `make bench` \
          reruns everything and rewrites this file and `bench/results/*.csv`; `BENCH_QUICK=1 make \
          bench` is the few-minutes variant.\n"
     );
@@ -1699,9 +1699,9 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 18: side by side with controller-runtime
+// side by side with controller-runtime
 
-const PEERS: &str = "8. Side by side with controller-runtime (issue 18)";
+const PEERS: &str = "8. Side by side with controller-runtime";
 
 fn peers_section(out: &mut String, dir: &Path) {
     let seed = load(dir, "seed.csv");

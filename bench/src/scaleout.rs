@@ -1,4 +1,4 @@
-//! Scenario 7 (issue 12): placement, many managers over many replicas.
+//! Scenario 7 (docs/placement.md): placement, many managers over many replicas.
 //!
 //! R replicas (default 3; distinct `--identity`, one `--membership-group` in the watched
 //! namespace, webhook off) and N ManagerConfigs, each with one worker watching the one

@@ -1,4 +1,4 @@
-//! Issue 18, the seed failure: leaseDuration 5s < renewDeadline 10s (retryPeriod 2s), given to
+//! the seed failure: leaseDuration 5s < renewDeadline 10s (retryPeriod 2s), given to
 //!
 //! * `cr-manager` built against controller-runtime before v0.19 (v0.18.x) and against the
 //!   current release: spawned, then watched for `window` seconds: does Manager.Start return

@@ -665,7 +665,7 @@ pub async fn gauge(op: &Operator, name: &str) -> f64 {
 }
 
 /// Waits until every replica sees `n` ready members of its placement group
-/// (`manager_operator_replicas_seen`, issue 12). Unless `required`, replicas without the
+/// (`manager_operator_replicas_seen`, docs/placement.md). Unless `required`, replicas without the
 /// metric (an operator built before placement) pass.
 pub async fn wait_members(
     ops: &[Operator],
@@ -809,7 +809,7 @@ pub async fn target_configmap(
 }
 
 /// The replica part of a Lease holder identity `<replica>/<ManagerConfig uid>` (placement,
-/// issue 12): the text before the last `/`, or the whole holder when it has none.
+/// docs/placement.md): the text before the last `/`, or the whole holder when it has none.
 pub fn replica_of(holder: &str) -> &str {
     holder.rsplit_once('/').map_or(holder, |(r, _)| r)
 }

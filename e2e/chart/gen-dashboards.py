@@ -249,7 +249,7 @@ def overview():
     b.panel("timeseries", "Startup failures by reason",
             [(f"sum by (reason) (increase({M}startup_failures_total[$__rate_interval]))",
               "{{reason}}")], custom=BARS,
-            description="Failed starts per interval by stable reason (SPEC §2.3).")
+            description="Failed starts per interval by stable reason (docs/design.md §2.3).")
     b.panel("table", "Startup failures by config and reason (since replica start)",
             [f"sum by (namespace, name, reason) ({M}startup_failures_total)"], instant=True,
             options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False},

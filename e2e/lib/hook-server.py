@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The e2e hook server: what a ManagerConfig's workers POST each object to (SPEC §4).
+"""The e2e hook server: what a ManagerConfig's workers POST each object to (docs/design.md §4).
 
     hook-server.py PORT LOG_FILE
 

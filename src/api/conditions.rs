@@ -1,4 +1,4 @@
-//! Condition types, reasons and the transition rule (SPEC §2.2, §2.3).
+//! Condition types, reasons and the transition rule (docs/design.md §2.2, §2.3).
 //!
 //! Reasons are a stable, machine-readable set: each is at once a `Ready=False` reason, an Event
 //! reason and the value of the `reason` metric label. Never derive a reason from error text.
@@ -13,7 +13,7 @@ pub const READY: &str = "Ready";
 /// Condition type: running but failing (hook errors, lease renew failures).
 pub const DEGRADED: &str = "Degraded";
 
-/// Every reason a manager start can fail with (SPEC §2.3).
+/// Every reason a manager start can fail with (docs/design.md §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StartupFailure {
     /// A validation rule fails at runtime (the webhook was bypassed, off, or older).

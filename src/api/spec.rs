@@ -1,5 +1,5 @@
 //! The `ManagerConfig` custom resource: spec types, defaults and the CEL rules the API server
-//! enforces by itself (SPEC §2, §2.1). The doc comments here become the CRD's schema
+//! enforces by itself (docs/design.md §2, §2.1). The doc comments here become the CRD's schema
 //! descriptions, so `kubectl explain` shows them.
 
 use kube::{CustomResource, KubeSchema};

@@ -1,4 +1,4 @@
-//! `ManagerConfig.status` (SPEC §2.2).
+//! `ManagerConfig.status` (docs/design.md §2.2).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;

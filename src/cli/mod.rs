@@ -1,4 +1,4 @@
-//! The command line: `run`, `crd`, `check` (SPEC §7).
+//! The command line: `run`, `crd`, `check` (docs/design.md §7).
 
 pub mod check;
 pub mod echo_hook;
@@ -40,7 +40,7 @@ pub enum Command {
     Selftest(selftest::SelftestArgs),
 }
 
-/// Hook policy flags (SPEC §6), shared by `run` and `check`.
+/// Hook policy flags (docs/design.md §6), shared by `run` and `check`.
 #[derive(Args, Debug, Clone)]
 pub struct HookPolicyArgs {
     /// Allowed hook URL schemes (comma-separated).

@@ -1,4 +1,4 @@
-//! One Lease, one ManagerConfig (SPEC §3.1): when several configs name the same Lease, exactly
+//! One Lease, one ManagerConfig (docs/design.md §3.1): when several configs name the same Lease, exactly
 //! one of them owns it and the others are refused with `LeaseInUse` — by the admission webhook
 //! and, since admission can be bypassed, at runtime before their manager touches the Lease.
 //!

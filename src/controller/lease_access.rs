@@ -1,4 +1,4 @@
-//! May a ManagerConfig's service account use a Lease outside the config's namespace? (issue 13
+//! May a ManagerConfig's service account use a Lease outside the config's namespace? (docs/security.md
 //! §2.) The operator holds Lease rights cluster-wide; a config could otherwise make it contend
 //! for any Lease (kube-system's controller-manager, a node heartbeat) with the webhook off or
 //! bypassed. So at runtime, before a manager starts, a Lease in another namespace is used only

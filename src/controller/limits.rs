@@ -1,4 +1,4 @@
-//! Per-tenant limits (issue 13 §3, SPEC §3 "one broken config never delays or stops another"):
+//! Per-tenant limits (docs/security.md, docs/design.md §3 "one broken config never delays or stops another"):
 //! how much of one operator replica a namespace or a config may take. A config over a limit
 //! fails with the stable reason `LimitExceeded` (Ready=False condition, Warning Event,
 //! `startup_failures_total{reason="LimitExceeded"}`), never with an OOM of the replica.

@@ -1,4 +1,4 @@
-//! The ManagerConfig controller (SPEC §2.2, §2.3, §3): reconciles every ManagerConfig into a
+//! The ManagerConfig controller (docs/design.md §2.2, §2.3, §3): reconciles every ManagerConfig into a
 //! [`Manager`] in this process and keeps it in step.
 //!
 //! * a new `metadata.generation` restarts the manager with the new spec;

@@ -1,4 +1,4 @@
-//! Pure status computation: from what a manager reports to `ManagerConfig.status` (SPEC §2.2).
+//! Pure status computation: from what a manager reports to `ManagerConfig.status` (docs/design.md §2.2).
 //! The reconciler applies the result with server-side apply only when it differs from what
 //! the object already has, so there is no status churn.
 

@@ -1,4 +1,4 @@
-//! Leader election on a Lease, interoperable with client-go (SPEC §3), with three things
+//! Leader election on a Lease, interoperable with client-go (docs/design.md §3), with three things
 //! client-go lacks: candidates *watch* the Lease (a released lease is taken at once, an expired
 //! one at the moment it expires), the leader is *fenced* (its [`Fence`] expires on the
 //! monotonic clock `renewDeadline` after the last successful renew was sent, strictly before

@@ -1,4 +1,4 @@
-//! The manager runtime (SPEC §3): Lease leader election with fencing, and a start that
+//! The manager runtime (docs/design.md §3): Lease leader election with fencing, and a start that
 //! cannot hang or leak.
 
 pub mod election;

@@ -1,4 +1,4 @@
-//! The manager: one per ManagerConfig (SPEC §3).
+//! The manager: one per ManagerConfig (docs/design.md §3).
 //!
 //! [`Manager::start`] is the contract controller-runtime breaks: it returns `Result`, and every
 //! error raised while starting — validation, the Lease namespace missing, RBAC on the Lease, a

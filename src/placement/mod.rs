@@ -1,4 +1,4 @@
-//! Placement: which replica should lead each ManagerConfig (SPEC §3.1).
+//! Placement: which replica should lead each ManagerConfig (docs/design.md §3.1).
 //!
 //! Every replica runs the same pure computation ([`ring::assign`]) over what it sees — the
 //! live, ready replicas of its group ([`membership`]) and the ManagerConfigs in its cache — and

@@ -1,4 +1,4 @@
-//! The operator's hook policy (SPEC §6): which hook URLs workers may call, and which addresses
+//! The operator's hook policy (docs/design.md §6): which hook URLs workers may call, and which addresses
 //! a hook connection may reach.
 //!
 //! Two places apply it, with the same tables:

@@ -1,4 +1,4 @@
-//! The one implementation of the ManagerConfig rules (SPEC §2.1), used by the admission
+//! The one implementation of the ManagerConfig rules (docs/design.md §2.1), used by the admission
 //! webhook, `manager-operator check` and the manager at start.
 //!
 //! [`resolve`] is pure: it takes a ManagerConfig and the hook policy and returns either the

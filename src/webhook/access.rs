@@ -1,4 +1,4 @@
-//! Who may point a ManagerConfig at a Lease in another namespace (SPEC §6): decided by
+//! Who may point a ManagerConfig at a Lease in another namespace (docs/design.md §6): decided by
 //! `authorization.k8s.io/v1` SubjectAccessReviews for the *requesting* user, behind a small
 //! trait so the admission handler can be tested without a cluster.
 

@@ -1,4 +1,4 @@
-//! Webhook TLS certificates (SPEC §6), in two modes.
+//! Webhook TLS certificates (docs/design.md §6), in two modes.
 //!
 //! **Self-managed** (default): a Secret (`kubernetes.io/tls`) holds a CA (`ca.crt`, `ca.key`)
 //! and a serving certificate (`tls.crt`, `tls.key`) for the webhook's DNS names and

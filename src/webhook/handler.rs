@@ -212,7 +212,7 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// Decides a CREATE/UPDATE of a ManagerConfig. `Err` is the text of an HTTP 400.
 /// What the webhook knows of the stored ManagerConfigs (the operator's cache), so it can refuse
-/// a second config on a Lease that another one uses (SPEC §3.1).
+/// a second config on a Lease that another one uses (docs/design.md §3.1).
 pub trait LeaseClaims: Send + Sync {
     /// The other config that owns the Lease `mc` names, if any.
     fn rival(&self, mc: &ManagerConfig) -> Option<std::sync::Arc<ManagerConfig>>;

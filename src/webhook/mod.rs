@@ -1,4 +1,4 @@
-//! The validating admission webhook for ManagerConfigs (SPEC §2.1, §6).
+//! The validating admission webhook for ManagerConfigs (docs/design.md §2.1, §6).
 //!
 //! The API server POSTs `admission.k8s.io/v1` AdmissionReviews to
 //! **`https://<host>:<port>/validate-managerconfig`** ([`VALIDATE_PATH`]) for every CREATE and

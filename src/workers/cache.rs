@@ -1,4 +1,4 @@
-//! What the workers' watch caches may cost one operator replica (issue 13 §3, SPEC §3 "one
+//! What the workers' watch caches may cost one operator replica (docs/security.md, docs/design.md §3 "one
 //! broken config never delays or stops another").
 //!
 //! Every worker term holds a reflector cache of the objects it watches, and a hook call holds

@@ -1,4 +1,4 @@
-//! The hook call (SPEC §4): one JSON POST per reconcile, and what its answer means.
+//! The hook call (docs/design.md §4): one JSON POST per reconcile, and what its answer means.
 //!
 //! Request body:
 //!

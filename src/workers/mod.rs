@@ -1,4 +1,4 @@
-//! Workers (SPEC §4): one kube-runtime [`Controller`] over [`DynamicObject`] per
+//! Workers (docs/design.md §4): one kube-runtime [`Controller`] over [`DynamicObject`] per
 //! `spec.workers[]` entry, listing and watching as the ManagerConfig's service account
 //! (impersonated), POSTing every object to the hook with the fencing token.
 //!

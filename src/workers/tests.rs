@@ -686,7 +686,7 @@ async fn signed_reconciles_keep_the_delivery_id_across_retries_and_sign_the_exac
         assert_ne!(&forged, body);
         assert!(!verifies(&new, id, ts, &forged, sig));
         assert_eq!(v["fencingToken"], 2);
-        // The body names the delivery and the attempt (issue 14 §3).
+        // The body names the delivery and the attempt (docs/hooks.md).
         assert_eq!(v["apiVersion"], hook::PROTOCOL);
         assert_eq!(v["type"], "Sync");
         assert_eq!(v["deliveryId"], id);

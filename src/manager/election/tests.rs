@@ -499,7 +499,7 @@ async fn run_chaos(seed: u64) {
     assert!(leader_samples > 0, "seed {seed}: nobody ever led");
 }
 
-// Issue 12: the Lease budget and placement-aware takeover.
+// The Lease budget and placement-aware takeover (docs/design.md §3.1, docs/placement.md).
 
 fn spawn_with(store: Arc<FaultyStore>, c: ElectorConfig, standing: Standing) -> Running {
     let e = Elector::new(store, c, ElectionTelemetry::default()).with_standing(standing);
