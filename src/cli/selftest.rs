@@ -61,8 +61,8 @@ pub enum SelftestError {
 
 fn sample(name: &str, hook_url: &str) -> Result<ManagerConfig, serde_json::Error> {
     serde_json::from_value(serde_json::json!({
-        "apiVersion": "manager-operator.io/v1alpha1",
-        "kind": "ManagerConfig",
+        "apiVersion": crate::api::API_VERSION,
+        "kind": crate::api::KIND,
         "metadata": { "name": name },
         "spec": {
             "workers": [{

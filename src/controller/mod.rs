@@ -57,7 +57,7 @@ use status::Observed;
 /// operator ran, so it is no longer added, and removed where an earlier version left it.
 pub const FINALIZER: &str = "manager-operator.io/stop-manager";
 /// The single field manager for status writes.
-pub const FIELD_MANAGER: &str = "manager-operator";
+pub use crate::api::FIELD_MANAGER;
 /// Retry backoff after a failed start: 1s, 2s, 4s ... capped here.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -217,8 +217,8 @@ impl Ctx {
         let api: Api<ManagerConfig> =
             Api::namespaced(self.client.clone(), &mc.namespace().unwrap_or_default());
         let patch = serde_json::json!({
-            "apiVersion": "manager-operator.io/v1alpha1",
-            "kind": "ManagerConfig",
+            "apiVersion": crate::api::API_VERSION,
+            "kind": crate::api::KIND,
             "status": desired,
         });
         api.patch_status(
@@ -852,7 +852,7 @@ pub async fn run(p: RunParams) {
         limits,
     } = p;
     let reporter = Reporter {
-        controller: "manager-operator".into(),
+        controller: FIELD_MANAGER.into(),
         instance: Some(me.identity.clone()),
     };
     let recorder = Recorder::new(client.clone(), reporter);

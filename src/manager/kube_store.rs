@@ -15,7 +15,8 @@ use super::lease_hub::{LeaseHub, LeaseSubscription};
 
 /// Label put on the Leases the operator writes: it narrows the shared Lease watch, and tells
 /// humans (and cleanup checks) whose Lease it is.
-pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "manager-operator");
+pub const MANAGED_BY_LABEL: (&str, &str) =
+    ("app.kubernetes.io/managed-by", crate::api::FIELD_MANAGER);
 
 /// A Lease in the API server.
 pub struct KubeLeaseStore {

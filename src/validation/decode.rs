@@ -6,10 +6,7 @@ use serde::de::Deserializer;
 use super::{Rule, Violation};
 use crate::api::ManagerConfig;
 
-/// The apiVersion ManagerConfigs are served at.
-pub const API_VERSION: &str = "manager-operator.io/v1alpha1";
-/// The kind.
-pub const KIND: &str = "ManagerConfig";
+pub use crate::api::{API_VERSION, KIND};
 
 /// Decodes a ManagerConfig from any self-describing deserializer (YAML or JSON values),
 /// reporting unknown fields and type errors as violations with field paths.

@@ -56,7 +56,7 @@ pub const TLS_CERT: &str = "tls.crt";
 pub const TLS_KEY: &str = "tls.key";
 
 /// Field manager and `app.kubernetes.io/managed-by` value of what this module writes.
-pub const MANAGER: &str = "manager-operator";
+pub use crate::api::FIELD_MANAGER as MANAGER;
 
 const DAY: Duration = Duration::from_secs(86_400);
 

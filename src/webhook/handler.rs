@@ -33,10 +33,7 @@ use crate::validation::{self, HookPolicy, decode, names};
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 /// The admission review `kind`.
 pub const REVIEW_KIND: &str = "AdmissionReview";
-/// The group of the validated resource.
-pub const GROUP: &str = "manager-operator.io";
-/// The version of the validated resource.
-pub const VERSION: &str = "v1alpha1";
+pub use crate::api::{GROUP, VERSION};
 
 /// What the server sends back for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
