@@ -58,7 +58,7 @@ use status::Observed;
 pub const FINALIZER: &str = "manager-operator.io/stop-manager";
 /// The single field manager for status writes.
 pub use crate::api::FIELD_MANAGER;
-/// Retry backoff after a failed start: 1s, 2s, 4s ... capped here.
+/// Retry backoff after a failed start: 1s, 2s, 4s ... (plus up to 10 % jitter) capped here.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Errors of a reconcile (transient API errors; startup failures are not errors here).
@@ -159,10 +159,7 @@ pub fn truncate_note(note: &str, limit: usize) -> String {
 
 /// Backoff after `failures` consecutive failed starts.
 pub fn backoff(failures: u32) -> Duration {
-    let secs = 1u64
-        .checked_shl(failures.saturating_sub(1))
-        .unwrap_or(u64::MAX);
-    std::cmp::min(Duration::from_secs(secs), MAX_BACKOFF)
+    crate::backoff::delay(Duration::from_secs(1), MAX_BACKOFF, failures)
 }
 
 impl Ctx {

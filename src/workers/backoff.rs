@@ -1,8 +1,9 @@
 //! Per-object retry backoff for failed hook calls.
 //!
-//! Each object that fails gets its own exponential delay (`base`, doubling, capped at `cap`),
-//! independent of every other object; a success forgets the object, so its next failure starts
-//! again at `base`. The map only holds objects that are currently failing.
+//! Each object that fails gets its own exponential delay (`base`, doubling, capped at `cap`, plus
+//! up to 10 % jitter: [`crate::backoff`]), independent of every other object; a success forgets
+//! the object, so its next failure starts again at `base`. The map only holds objects that are
+//! currently failing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,13 +14,9 @@ pub const DEFAULT_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 pub const DEFAULT_CAP: Duration = Duration::from_secs(300);
 
-/// The delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, at most `cap`.
-pub fn delay_for(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(63);
-    let factor = 1u64 << exp;
-    let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(nanos.saturating_mul(factor)).min(cap)
-}
+/// The delay before retry number `attempt` (1-based), before jitter: `base * 2^(attempt-1)`,
+/// at most `cap`.
+pub use crate::backoff::exponential as delay_for;
 
 /// Consecutive-failure counts per object key.
 #[derive(Debug)]
@@ -51,12 +48,12 @@ impl RetryBackoff {
     }
 
     /// Records one more consecutive failure of `key`; returns the failure count and the delay
-    /// before the retry.
+    /// before the retry (jittered).
     pub fn failure(&self, key: &str) -> (u32, Duration) {
         let mut map = self.map();
         let n = map.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
-        (*n, delay_for(self.base, self.cap, *n))
+        (*n, crate::backoff::delay(self.base, self.cap, *n))
     }
 
     /// Forgets `key` after a success (or when the object is gone).
@@ -89,33 +86,21 @@ impl RetryBackoff {
 mod tests {
     use super::*;
 
-    #[test]
-    fn doubles_from_base_up_to_cap() {
-        let b = Duration::from_millis(500);
-        let cap = Duration::from_secs(300);
-        let seq: Vec<Duration> = (1..=12).map(|a| delay_for(b, cap, a)).collect();
-        assert_eq!(seq[0], Duration::from_millis(500));
-        assert_eq!(seq[1], Duration::from_secs(1));
-        assert_eq!(seq[2], Duration::from_secs(2));
-        assert_eq!(seq[3], Duration::from_secs(4));
-        assert_eq!(seq[9], Duration::from_secs(256));
-        assert_eq!(seq[10], cap);
-        assert_eq!(seq[11], cap);
-        // Absurd attempt counts saturate instead of overflowing.
-        assert_eq!(delay_for(b, cap, u32::MAX), cap);
-        assert_eq!(delay_for(b, cap, 0), b);
+    /// `(attempt, delay)` is `(n, expected + jitter)`.
+    fn is(got: (u32, Duration), n: u32, expected: Duration) -> bool {
+        got.0 == n && got.1 >= expected && got.1 < expected.mul_f64(1.0 + crate::backoff::JITTER)
     }
 
     #[test]
     fn per_object_counts_reset_on_success() {
         let r = RetryBackoff::default();
-        assert_eq!(r.failure("ns/a"), (1, Duration::from_millis(500)));
-        assert_eq!(r.failure("ns/a"), (2, Duration::from_secs(1)));
-        assert_eq!(r.failure("ns/b"), (1, Duration::from_millis(500)));
-        assert_eq!(r.failure("ns/a"), (3, Duration::from_secs(2)));
+        assert!(is(r.failure("ns/a"), 1, Duration::from_millis(500)));
+        assert!(is(r.failure("ns/a"), 2, Duration::from_secs(1)));
+        assert!(is(r.failure("ns/b"), 1, Duration::from_millis(500)));
+        assert!(is(r.failure("ns/a"), 3, Duration::from_secs(2)));
         r.reset("ns/a");
         assert_eq!(r.attempts("ns/a"), 0);
-        assert_eq!(r.failure("ns/a"), (1, Duration::from_millis(500)));
+        assert!(is(r.failure("ns/a"), 1, Duration::from_millis(500)));
         assert_eq!(r.len(), 2);
         r.retain(|k| k != "ns/b");
         assert_eq!(r.attempts("ns/b"), 0);

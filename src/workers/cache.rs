@@ -459,11 +459,8 @@ impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let d = Self::FIRST
-            .saturating_mul(1u32 << self.failures.min(8))
-            .min(Self::CAP);
         self.failures = self.failures.saturating_add(1);
-        Some(d)
+        Some(crate::backoff::delay(Self::FIRST, Self::CAP, self.failures))
     }
 }
 
@@ -636,11 +633,17 @@ mod tests {
     #[test]
     fn watch_backoff_is_capped_and_resets() {
         let mut b = WatchBackoff::default();
+        let near = |d: Duration, want: Duration| {
+            d >= want && d < want.mul_f64(1.0 + crate::backoff::JITTER)
+        };
         let first: Vec<_> = (&mut b).take(7).collect();
-        assert_eq!(first[0], Duration::from_millis(250));
-        assert_eq!(first[4], Duration::from_secs(4));
-        assert_eq!(first[6], Duration::from_secs(4));
+        assert!(near(first[0], Duration::from_millis(250)));
+        assert!(near(first[4], Duration::from_secs(4)));
+        assert!(near(first[6], Duration::from_secs(4)));
         b.reset();
-        assert_eq!(b.next(), Some(Duration::from_millis(250)));
+        assert!(
+            b.next()
+                .is_some_and(|d| near(d, Duration::from_millis(250)))
+        );
     }
 }

@@ -456,14 +456,20 @@ async fn reconcile_backs_off_per_object_and_resets_on_success() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(
-        delays,
-        vec![
-            (1, Duration::from_millis(500)),
-            (2, Duration::from_secs(1)),
-            (3, Duration::from_secs(2))
-        ]
-    );
+    // 500 ms doubling, each plus up to 10 % jitter (crate::backoff).
+    let want = [
+        (1, Duration::from_millis(500)),
+        (2, Duration::from_secs(1)),
+        (3, Duration::from_secs(2)),
+    ];
+    assert_eq!(delays.len(), want.len(), "{delays:?}");
+    for ((n, got), (wn, w)) in delays.iter().zip(want) {
+        assert_eq!(*n, wn);
+        assert!(
+            *got >= w && *got < w.mul_f64(1.0 + crate::backoff::JITTER),
+            "{delays:?}"
+        );
+    }
     // Success: no resync configured → wait for a change; the failure count is forgotten.
     assert_eq!(
         reconcile(obj.clone(), s.clone()).await.unwrap(),
@@ -483,7 +489,9 @@ async fn reconcile_backs_off_per_object_and_resets_on_success() {
             attempt: 1,
             retry_in,
             ..
-        }) => assert_eq!(retry_in, Duration::from_millis(500)),
+        }) => {
+            assert!(retry_in >= Duration::from_millis(500) && retry_in < Duration::from_millis(550))
+        }
         other => panic!("{other:?}"),
     }
     // Every call carried the token, the holder and the object with apiVersion/kind filled in.
@@ -749,14 +757,14 @@ async fn a_failed_call_is_retried_when_the_hook_asks() {
         }
         other => panic!("{other:?}"),
     }
-    // Without the field, the exponential backoff again (attempt 2: 1 s).
+    // Without the field, the exponential backoff again (attempt 2: 1 s plus jitter).
     match reconcile(obj, s).await {
         Err(ReconcileError::Hook {
             retry_in,
             attempt: 2,
             ..
         }) => {
-            assert_eq!(retry_in, Duration::from_secs(1))
+            assert!(retry_in >= Duration::from_secs(1) && retry_in < Duration::from_millis(1100))
         }
         other => panic!("{other:?}"),
     }
