@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod authz;
 pub mod backoff;
 pub mod cli;
 pub mod controller;

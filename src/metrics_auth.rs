@@ -232,17 +232,13 @@ impl MetricsReviewer for KubeReviewer {
                     api.create(&PostParams::default(), &review),
                 )
                 .await?;
-            let status = answer.status.unwrap_or_default();
-            if status.allowed {
-                return Ok(Authorization::Allowed);
+            match crate::authz::verdict(answer.status) {
+                crate::authz::Verdict::Allowed => Ok(Authorization::Allowed),
+                crate::authz::Verdict::Denied { reason } => Ok(Authorization::Denied(reason)),
+                crate::authz::Verdict::Unevaluated { message } => {
+                    Err(ReviewError::Evaluation(message))
+                }
             }
-            if let Some(message) = status.evaluation_error.filter(|e| !e.is_empty())
-                && status.denied != Some(true)
-            {
-                // Not allowed because the authorizer failed, not because it said no.
-                return Err(ReviewError::Evaluation(message));
-            }
-            Ok(Authorization::Denied(status.reason.unwrap_or_default()))
         })
     }
 }

@@ -84,11 +84,12 @@ impl LeaseReviewer for KubeLeaseReviewer {
                 for verb in SA_LEASE_VERBS {
                     let review = SubjectAccessReviewer::review_for(user, namespace, verb);
                     let answer = api.create(&PostParams::default(), &review).await?;
-                    let status = answer.status.unwrap_or_default();
-                    if !status.allowed {
+                    let verdict = crate::authz::verdict(answer.status);
+                    if verdict != crate::authz::Verdict::Allowed {
                         denied.push(verb);
-                        if let Some(r) = status.reason.filter(|r| !r.is_empty()) {
-                            reasons.push(r);
+                        let why = verdict.explanation();
+                        if !why.is_empty() {
+                            reasons.push(why.to_string());
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::authz::Verdict;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::api::authorization::v1::{
@@ -102,16 +103,13 @@ impl SubjectAccessReviewer {
                     verb,
                     source: Box::new(source),
                 })?;
-            let status = answer.status.unwrap_or_default();
-            if !status.allowed {
-                if let Some(message) = status.evaluation_error.filter(|e| !e.is_empty())
-                    && status.denied != Some(true)
-                {
-                    // Not allowed because the authorizer failed, not because it said no.
+            match crate::authz::verdict(answer.status) {
+                Verdict::Allowed => {}
+                Verdict::Denied { .. } => return Ok(false),
+                Verdict::Unevaluated { message } => {
                     tracing::warn!(%namespace, verb, %message, "SubjectAccessReview evaluation error");
                     return Err(AccessReviewError::Evaluation { verb, message });
                 }
-                return Ok(false);
             }
         }
         Ok(true)

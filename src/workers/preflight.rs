@@ -224,13 +224,9 @@ pub async fn check_access(
                 }
                 Err(e) => return Err(api_failure(&w.name, &what, &e)),
             };
-        let status = answer.status.unwrap_or_default();
-        if !status.allowed {
-            let mut why = status.reason.unwrap_or_default();
-            if let Some(e) = status.evaluation_error.filter(|e| !e.is_empty()) {
-                why = format!("{why} {e}").trim().to_string();
-            }
-            denied.push((verb, why));
+        let verdict = crate::authz::verdict(answer.status);
+        if verdict != crate::authz::Verdict::Allowed {
+            denied.push((verb, verdict.explanation().to_string()));
         }
     }
     if denied.is_empty() {
