@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod metrics_auth;
 pub mod operator;
 pub mod placement;
+pub mod probes;
 pub mod validation;
 pub mod webhook;
 pub mod workers;

@@ -454,6 +454,25 @@ impl Metrics {
         forget(&self.queue_depth, namespace, name, keep);
     }
 
+    /// The plain `/metrics` route (the secure server wraps the same router in its auth
+    /// layer, `metrics_auth`).
+    pub fn router(self) -> axum::Router {
+        async fn handler(
+            axum::extract::State(m): axum::extract::State<Metrics>,
+        ) -> (axum::http::StatusCode, String) {
+            match m.encode() {
+                Ok(text) => (axum::http::StatusCode::OK, text),
+                Err(e) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding metrics failed: {e}"),
+                ),
+            }
+        }
+        axum::Router::new()
+            .route("/metrics", axum::routing::get(handler))
+            .with_state(self)
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();

@@ -7,9 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::cli::HookPolicyArgs;
 use crate::controller::env::KubeEnv;
-use crate::controller::{self, Ctx};
+use crate::controller;
 use crate::manager::election::system_wall_clock;
 use crate::manager::handover::Pacer;
 use crate::manager::lease_hub::LeaseHub;
@@ -25,6 +22,7 @@ use crate::manager::runtime::ManagerIdentity;
 use crate::metrics::Metrics;
 use crate::placement::PlacementService;
 use crate::placement::membership::MembershipConfig;
+use crate::probes::Probes;
 use crate::webhook::{self, WebhookArgs};
 use crate::workers::{self, WorkerEnv};
 
@@ -290,53 +288,6 @@ async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
     }
 }
 
-#[derive(Clone)]
-struct Probes {
-    metrics: Metrics,
-    controller_ready: watch::Receiver<bool>,
-    webhook_ready: watch::Receiver<bool>,
-    ctx: Arc<tokio::sync::OnceCell<Arc<Ctx>>>,
-}
-
-async fn metrics_handler(State(p): State<Probes>) -> (StatusCode, String) {
-    match p.metrics.encode() {
-        Ok(text) => (StatusCode::OK, text),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics failed: {e}"),
-        ),
-    }
-}
-
-async fn healthz(State(p): State<Probes>) -> (StatusCode, String) {
-    match p.ctx.get() {
-        Some(ctx) if !ctx.leaders_healthy().await => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "a manager believes it leads but has not renewed its lease within leaseDuration\n"
-                .into(),
-        ),
-        _ => (StatusCode::OK, "ok\n".into()),
-    }
-}
-
-async fn readyz(State(p): State<Probes>) -> (StatusCode, String) {
-    let mut missing = Vec::new();
-    if !*p.controller_ready.borrow() {
-        missing.push("ManagerConfig cache not synced");
-    }
-    if !*p.webhook_ready.borrow() {
-        missing.push("admission webhook not serving");
-    }
-    if missing.is_empty() {
-        (StatusCode::OK, "ok\n".into())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{}\n", missing.join("; ")),
-        )
-    }
-}
-
 async fn serve(
     addr: SocketAddr,
     router: Router,
@@ -397,14 +348,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (webhook_ready_tx, webhook_ready) = watch::channel(args.disable_webhook);
     let ctx_cell = Arc::new(tokio::sync::OnceCell::new());
     let probes = Probes {
-        metrics: metrics.clone(),
         controller_ready,
         webhook_ready,
         ctx: ctx_cell.clone(),
     };
-    let metrics_router = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .with_state(probes.clone());
+    let metrics_router = metrics.clone().router();
     let metrics_server = if args.metrics_secure {
         use crate::metrics_auth::{self, KubeReviewer, SecureMetricsConfig};
         let config =
@@ -418,10 +366,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let health_server = serve(
         args.health_probe_bind_address,
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
-            .with_state(probes),
+        probes.router(),
         shutdown.clone(),
     )
     .await?;
