@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::cli::HookPolicyArgs;
-use crate::controller::env::KubeEnv;
 use crate::controller;
+use crate::controller::env::KubeEnv;
 use crate::manager::election::system_wall_clock;
 use crate::manager::handover::Pacer;
 use crate::manager::lease_hub::LeaseHub;

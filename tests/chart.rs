@@ -52,12 +52,26 @@ fn helm() -> &'static Path {
 }
 
 /// Renders the chart with the given value files (relative to e2e/chart/values) and `--set`s.
+/// The chart's objects, without the `helm test` hook (`--skip-tests`; see [`render_tests`]).
 fn render(files: &[&str], sets: &[&str]) -> Vec<Value> {
+    helm_template(files, sets, &["--skip-tests"])
+}
+
+/// Only the `helm test` hook's objects.
+fn render_tests(sets: &[&str]) -> Vec<Value> {
+    helm_template(&[], sets, &[])
+        .into_iter()
+        .filter(is_helm_test)
+        .collect()
+}
+
+fn helm_template(files: &[&str], sets: &[&str], extra: &[&str]) -> Vec<Value> {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(helm());
     cmd.args(["template", RELEASE])
         .arg(chart())
         .args(["--namespace", NAMESPACE, "--include-crds"])
+        .args(extra)
         .env("HELM_CACHE_HOME", tmp.path().join("cache"))
         .env("HELM_CONFIG_HOME", tmp.path().join("config"))
         .env("HELM_DATA_HOME", tmp.path().join("data"));
@@ -290,6 +304,41 @@ fn pod_security_settings_are_locked_down() {
 }
 
 /// True for a ClusterRole aggregated into the built-in view/edit/admin roles.
+/// A `helm test` hook object (templates/tests/).
+fn is_helm_test(o: &Value) -> bool {
+    o["metadata"]["annotations"]["helm.sh/hook"].as_str() == Some("test")
+}
+
+#[test]
+fn the_helm_test_pod_may_only_create_managerconfigs_and_runs_selftest() {
+    let objs = render_tests(&[]);
+    let tests: Vec<&Value> = objs.iter().collect();
+    let kinds: BTreeSet<&str> = tests.iter().map(|o| kind(o)).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["Pod", "Role", "RoleBinding", "ServiceAccount"])
+    );
+    let role = tests.iter().find(|o| kind(o) == "Role").expect("a Role");
+    assert_eq!(role["metadata"]["namespace"].as_str(), Some(NAMESPACE));
+    let rules = role["rules"].as_sequence().expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(strs(&rules[0]["apiGroups"]), vec!["manager-operator.io"]);
+    assert_eq!(strs(&rules[0]["resources"]), vec!["managerconfigs"]);
+    assert_eq!(strs(&rules[0]["verbs"]), vec!["create"]);
+    let pod = tests.iter().find(|o| kind(o) == "Pod").expect("a Pod");
+    let sa = tests
+        .iter()
+        .find(|o| kind(o) == "ServiceAccount")
+        .expect("a ServiceAccount");
+    assert_eq!(pod["spec"]["serviceAccountName"], sa["metadata"]["name"]);
+    assert_eq!(strs(&pod["spec"]["containers"][0]["args"])[0], "selftest");
+    assert_eq!(pod["spec"]["restartPolicy"].as_str(), Some("Never"));
+    // Off with tests.enabled=false.
+    assert!(render_tests(&["tests.enabled=false"]).is_empty());
+    // And render() leaves it out of every other check.
+    assert!(!render(&[], &[]).iter().any(is_helm_test));
+}
+
 fn is_aggregated(o: &Value) -> bool {
     o["metadata"]["labels"].as_mapping().is_some_and(|l| {
         l.keys().any(|k| {
@@ -1194,5 +1243,71 @@ fn install_details_registry_extra_volumes_pdb_policy_and_memory() {
     assert_eq!(
         one(&defaults, "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"].as_str(),
         Some("AlwaysAllow")
+    );
+}
+
+#[test]
+fn host_network_binds_to_the_node_address_and_rolls_one_pod_at_a_time() {
+    let env_of = |c: &Value, n: &str| -> Option<Value> {
+        c["env"]
+            .as_sequence()?
+            .iter()
+            .find(|e| e["name"].as_str() == Some(n))
+            .cloned()
+    };
+    // Default: pod network, binds every address, surge rollout, no API server override.
+    let objs = render(&[], &[]);
+    let dep = one(&objs, "Deployment");
+    let spec = &dep["spec"]["template"]["spec"];
+    let c = &spec["containers"][0];
+    assert!(spec["hostNetwork"].is_null());
+    assert!(strs(&c["args"]).contains(&"--health-probe-bind-address=0.0.0.0:8081".to_string()));
+    assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 1);
+    assert!(env_of(c, "KUBERNETES_SERVICE_HOST").is_none());
+    assert!(env_of(c, "HOST_IP").is_none());
+    // The pod owns its membership Lease.
+    assert_eq!(
+        env_of(c, "POD_UID").expect("POD_UID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.uid"
+    );
+
+    let objs = render(
+        &[],
+        &[
+            "hostNetwork=true",
+            "apiServer.host=10.1.2.3",
+            "apiServer.port=6443",
+        ],
+    );
+    let dep = one(&objs, "Deployment");
+    let spec = &dep["spec"]["template"]["spec"];
+    let c = &spec["containers"][0];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["dnsPolicy"], "ClusterFirstWithHostNet");
+    let args = strs(&c["args"]);
+    for flag in [
+        "--metrics-bind-address=$(HOST_IP):8080",
+        "--health-probe-bind-address=$(HOST_IP):8081",
+        "--webhook-bind-address=$(HOST_IP):9443",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+    }
+    assert_eq!(
+        env_of(c, "HOST_IP").expect("HOST_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    assert_eq!(
+        env_of(c, "KUBERNETES_SERVICE_HOST").expect("host")["value"],
+        "10.1.2.3"
+    );
+    assert_eq!(
+        env_of(c, "KUBERNETES_SERVICE_PORT").expect("port")["value"],
+        "6443"
+    );
+    // Host ports: a surge pod could not be scheduled beside the one it replaces.
+    assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], 0);
+    assert_eq!(
+        dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        1
     );
 }
