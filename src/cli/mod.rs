@@ -126,44 +126,8 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check(args) => ExitCode::from(check::run(&args)),
-        Command::Selftest(args) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(selftest::run(&args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::EchoHook(args) => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(echo_hook::run(&args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Selftest(args) => block_on_current_thread(selftest::run(&args)),
+        Command::EchoHook(args) => block_on_current_thread(echo_hook::run(&args)),
         Command::Run(args) => {
             crate::operator::init_logging(args.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -184,6 +148,30 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// Runs a small command's future on a single-threaded runtime: exit 0 on success, 1 (with the
+/// error on stderr) otherwise.
+fn block_on_current_thread<E: std::fmt::Display>(
+    future: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }
