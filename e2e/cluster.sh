@@ -129,31 +129,8 @@ subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kube
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 }
 
-# write_kubeconfig FILE USER CERTNAME
-write_kubeconfig() {
-  local file="$1" user="$2" cert="$3" pki="$DIR/pki"
-  cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: mo-test
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 <"$pki/$cert.crt")
-    client-key-data: $(base64 -w0 <"$pki/$cert.key")
-contexts:
-- name: $user@mo-test
-  context:
-    cluster: mo-test
-    user: $user
-current-context: $user@mo-test
-EOF
-  chmod 600 "$file"
-}
+# shellcheck source=e2e/lib/kubeconfig.sh
+source "$HERE/lib/kubeconfig.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Processes
@@ -308,9 +285,10 @@ start_components() {
   KCM_PORT="${ports[3]}"
   APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
 
-  write_kubeconfig "$DIR/kubeconfig" admin admin
-  write_kubeconfig "$DIR/kubeconfig-unprivileged" mo-unprivileged unprivileged
-  write_kubeconfig "$DIR/kcm.kubeconfig" system:kube-controller-manager kcm
+  local pki="$DIR/pki"
+  write_kubeconfig "$DIR/kubeconfig" admin "$pki/admin" "$pki/ca.crt" "$APISERVER_URL"
+  write_kubeconfig "$DIR/kubeconfig-unprivileged" mo-unprivileged "$pki/unprivileged" "$pki/ca.crt" "$APISERVER_URL"
+  write_kubeconfig "$DIR/kcm.kubeconfig" system:kube-controller-manager "$pki/kcm" "$pki/ca.crt" "$APISERVER_URL"
 
   rm -rf "$DIR/etcd-data"
   start_etcd || return 1

@@ -74,19 +74,8 @@ EOF
 WEBHOOK_URL="https://127.0.0.1:$P_LB/validate-managerconfig"
 
 declare -A PIDS=()
-spawn() { # NAME LOGFILE CMD...
-  local name="$1" logf="$2"
-  shift 2
-  setsid "$@" >"$logf" 2>&1 &
-  PIDS[$name]=$!
-}
-stop() { # NAME
-  local pid="${PIDS[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$1]"
-}
+# shellcheck source=e2e/lib/scenario.sh
+source "$HERE/lib/scenario.sh"
 
 NODES_UP=0
 # shellcheck disable=SC2317 # invoked via trap
@@ -124,18 +113,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_until() { # TIMEOUT_SECONDS DESCRIPTION CMD...
-  local timeout="$1" what="$2"
-  shift 2
-  local deadline=$((SECONDS + timeout)) n
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for: $what"
-    for n in "${!PIDS[@]}"; do
-      kill -0 "${PIDS[$n]}" 2>/dev/null || die "$n (pid ${PIDS[$n]}) exited while waiting for: $what"
-    done
-    sleep 0.5 # poll interval
-  done
-}
 
 # ---------------------------------------------------------------------------------------------
 step "1/9 the operator image (make image) and two nodes"

@@ -96,21 +96,8 @@ WEBHOOK_URL="https://127.0.0.1:$P_PROXY/validate-managerconfig"
 
 # Processes started here, by name -> pid; stopped by pid only.
 declare -A PIDS=()
-spawn() { # NAME LOGFILE CMD...
-  local name="$1" logf="$2"
-  shift 2
-  setsid "$@" >"$logf" 2>&1 &
-  PIDS[$name]=$!
-}
-stop() { # NAME [SIGNAL]
-  local pid="${PIDS[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  kill "-${2:-TERM}" "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  unset "PIDS[$1]"
-}
+# shellcheck source=e2e/lib/scenario.sh
+source "$HERE/lib/scenario.sh"
 
 # shellcheck disable=SC2317 # invoked via trap
 cleanup() {
@@ -151,18 +138,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_until() { # TIMEOUT_SECONDS DESCRIPTION CMD...
-  local timeout="$1" what="$2"
-  shift 2
-  local deadline=$((SECONDS + timeout)) n
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for: $what"
-    for n in "${!PIDS[@]}"; do # a dead helper process explains the wait: say so at once
-      kill -0 "${PIDS[$n]}" 2>/dev/null || die "$n (pid ${PIDS[$n]}) exited while waiting for: $what"
-    done
-    sleep 0.5 # poll interval
-  done
-}
 
 # Transcript of the user's path (README): the commands as a user types them, with real output.
 DOC="$WORK/e2e-output.md"

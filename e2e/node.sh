@@ -149,31 +149,8 @@ CLIENT_EXT="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 
-# write_kubeconfig FILE USER CERTPREFIX
-write_kubeconfig() {
-  local file="$1" user="$2" cert="$3"
-  cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: mo-test
-  cluster:
-    server: $APISERVER_URL
-    certificate-authority-data: $(base64 -w0 <"$DIR/pki/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 <"$cert.crt")
-    client-key-data: $(base64 -w0 <"$cert.key")
-contexts:
-- name: $user@mo-test
-  context:
-    cluster: mo-test
-    user: $user
-current-context: $user@mo-test
-EOF
-  chmod 600 "$file"
-}
+# shellcheck source=e2e/lib/kubeconfig.sh
+source "$HERE/lib/kubeconfig.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Layout
@@ -412,7 +389,7 @@ subjectAltName=IP:$ip,DNS:$name"
   # Client identity system:node:NAME in system:nodes, as the Node authorizer and NodeRestriction
   # admission of the apiserver (authorization Node,RBAC) expect.
   sign_cert "$nd/pki/kubelet-client" "/O=system:nodes/CN=system:node:$name" "$CLIENT_EXT"
-  write_kubeconfig "$nd/kubelet.kubeconfig" "system:node:$name" "$nd/pki/kubelet-client"
+  write_kubeconfig "$nd/kubelet.kubeconfig" "system:node:$name" "$nd/pki/kubelet-client" "$DIR/pki/ca.crt" "$APISERVER_URL"
   make_cgroup_root "$(cgroup_root "$name")"
   write_kubelet_config "$name" "$ip" "${ports[0]}" "${ports[1]}"
   printf '%s\n' "${ports[0]}" >"$nd/kubelet.port"
@@ -505,7 +482,7 @@ start_scheduler() {
   # The built-in RBAC of user system:kube-scheduler (system:kube-scheduler,
   # system:volume-scheduler, extension-apiserver-authentication-reader) covers all it does.
   sign_cert "$NDIR/kube-scheduler" "/CN=system:kube-scheduler" "$CLIENT_EXT"
-  write_kubeconfig "$NDIR/kube-scheduler.kubeconfig" system:kube-scheduler "$NDIR/kube-scheduler"
+  write_kubeconfig "$NDIR/kube-scheduler.kubeconfig" system:kube-scheduler "$NDIR/kube-scheduler" "$DIR/pki/ca.crt" "$APISERVER_URL"
   printf '%s\n' "$port" >"$NDIR/kube-scheduler.port"
   log "starting kube-scheduler on 127.0.0.1:$port"
   start "$NDIR/kube-scheduler" "$NBIN/kube-scheduler" \

@@ -9,6 +9,8 @@
 # requires the pinned version and replaces each staging module with its published v0.Y.Z tag.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE_DIR="${MO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/manager-operator}"
@@ -20,6 +22,8 @@ export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-local}"
 export GOFLAGS="-buildvcs=false"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
+# shellcheck source=e2e/lib/k8s-build.sh
+source "$HERE/lib/k8s-build.sh"
 
 have_all() {
   local b
@@ -29,50 +33,7 @@ have_all() {
 }
 
 build_k8s() {
-  local work="$TOOLS_DIR/src/k8s-${K8S_VERSION}"
-  local minor="${K8S_VERSION#v1.}"      # 36.3
-  local staging_version="v0.${minor}"   # v0.36.3
-  mkdir -p "$work"
-  cd "$work"
-  if [[ ! -f go.mod ]]; then
-    go mod init mo-tools/k8s >/dev/null 2>&1
-  fi
-  log "resolving k8s.io/kubernetes@${K8S_VERSION} staging modules"
-  local gomod
-  gomod="$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  if [[ -z "$gomod" || ! -f "$gomod" ]]; then
-    log "could not download k8s.io/kubernetes@${K8S_VERSION} (is the Go module proxy reachable?)"
-    return 1
-  fi
-  local staging
-  staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | sort -u)"
-  if [[ -z "$staging" ]]; then
-    log "no staging replace lines found in $gomod"
-    return 1
-  fi
-  local m args=()
-  for m in $staging; do
-    args+=("-replace=${m}=${m}@${staging_version}")
-  done
-  go mod edit "${args[@]}"
-  log "fetching k8s.io/kubernetes@${K8S_VERSION} (this takes a while the first time)"
-  go get -tool \
-    "k8s.io/kubernetes/cmd/kube-apiserver@${K8S_VERSION}" \
-    "k8s.io/kubernetes/cmd/kube-controller-manager@${K8S_VERSION}" \
-    "k8s.io/kubernetes/cmd/kubectl@${K8S_VERSION}" >&2
-  go mod tidy >&2
-  local ldflags="-s -w"
-  ldflags+=" -X k8s.io/component-base/version.gitVersion=${K8S_VERSION}"
-  ldflags+=" -X k8s.io/component-base/version.gitMajor=1"
-  ldflags+=" -X k8s.io/component-base/version.gitMinor=${minor%%.*}"
-  ldflags+=" -X k8s.io/component-base/version.gitTreeState=clean"
-  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}"
-  local cmd
-  for cmd in kube-apiserver kube-controller-manager kubectl; do
-    log "building $cmd ${K8S_VERSION}"
-    go build -trimpath -ldflags "$ldflags" -o "$BIN_DIR/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
-    mv "$BIN_DIR/$cmd.tmp" "$BIN_DIR/$cmd"
-  done
+  k8s_build "$TOOLS_DIR/src/k8s-${K8S_VERSION}" mo-tools/k8s "$BIN_DIR" kube-apiserver kube-controller-manager kubectl
 }
 
 build_etcd() {
