@@ -234,7 +234,10 @@ T_TAKEOVER=$((SECONDS - t0))
 log "  $other leads after ${T_TAKEOVER}s"
 k label configmap -n "$NS" quickstart-1 e2e/touched="$(date +%s)" --overwrite >/dev/null
 wait_until 60 "hook calls from $other" has_calls_from "$other"
-replaced() { deployment_settled && ! ready_pods | grep -q "^$leader "; }
+replaced() {
+  local pods
+  deployment_settled && pods="$(ready_pods)" && ! grep -q "^$leader " <<<"$pods"
+}
 wait_until 180 "the Deployment replaces $leader" replaced
 T_REPLACED=$((SECONDS - t0))
 log "  replaced after ${T_REPLACED}s:"

@@ -45,7 +45,9 @@ build_binary() {
     "$CARGO" build --release --locked --target "$TRIPLE" --bin manager-operator)
   BINARY="$ROOT/target/$TRIPLE/release/manager-operator"
   [[ -x "$BINARY" ]] || die "no binary at $BINARY"
-  if readelf -l "$BINARY" | grep -q 'Requesting program interpreter'; then
+  local headers
+  headers="$(readelf -l "$BINARY")" # read whole: `readelf | grep -q` can fail by SIGPIPE
+  if grep -q 'Requesting program interpreter' <<<"$headers"; then
     die "$BINARY is dynamically linked; the FROM-scratch image cannot run it"
   fi
 }

@@ -756,9 +756,13 @@ cmd_import() {
   for name in $(node_names); do
     alive "$NDIR/$name/containerd" containerd || die "$name's containerd is not running"
     import_archive "$name" "$archive" || die "$name: ctr images import $archive failed"
+    # The list is read whole first: `ctr ... | grep -q` fails under pipefail whenever grep stops
+    # reading early (ctr then dies of SIGPIPE), which made this check flaky.
+    local listed
+    listed="$(ctr_node "$name" images ls -q)"
     for n in "${want[@]}"; do
-      ctr_node "$name" images ls -q | grep -qxF -- "$n" ||
-        die "$name: $n not listed after import; images: $(ctr_node "$name" images ls -q | tr '\n' ' ')"
+      grep -qxF -- "$n" <<<"$listed" ||
+        die "$name: $n not listed after import; images: $(tr '\n' ' ' <<<"$listed")"
     done
   done
   log "imported ${want[*]} into: $(node_names | tr '\n' ' ')"
