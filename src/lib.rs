@@ -2,6 +2,8 @@
 //! `ManagerConfig` resources, and makes every startup failure visible (docs/design.md §1).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// No unwrap/expect on anything that can fail at runtime; tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod authz;
