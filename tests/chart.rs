@@ -1275,7 +1275,7 @@ fn host_network_binds_to_the_node_address_and_rolls_one_pod_at_a_time() {
         &[],
         &[
             "hostNetwork=true",
-            "apiServer.host=10.1.2.3",
+            "apiServer.host=127.0.0.9",
             "apiServer.port=6443",
         ],
     );
@@ -1298,7 +1298,7 @@ fn host_network_binds_to_the_node_address_and_rolls_one_pod_at_a_time() {
     );
     assert_eq!(
         env_of(c, "KUBERNETES_SERVICE_HOST").expect("host")["value"],
-        "10.1.2.3"
+        "127.0.0.9"
     );
     assert_eq!(
         env_of(c, "KUBERNETES_SERVICE_PORT").expect("port")["value"],
