@@ -164,6 +164,12 @@ pub mod reason {
     pub const HOOK_ERRORS: &str = "HookErrors";
     /// Degraded=True: lease renewals failing.
     pub const LEASE_RENEW_FAILING: &str = "LeaseRenewFailing";
+    /// Normal Event: this replica took the config's Lease.
+    pub const LEADER_ELECTED: &str = "LeaderElected";
+    /// Normal Event: this replica lost the config's Lease; workers stopped.
+    pub const LEADERSHIP_LOST: &str = "LeadershipLost";
+    /// Normal Event (and Ready=True reason's companion): workers run again after failed starts.
+    pub const RECOVERED: &str = "Recovered";
     /// Warning Event: a finalize-mode worker's finalizer could not be removed from the objects
     /// it watched (the config or worker went away); the note says how to remove it by hand.
     pub const FINALIZER_NOT_REMOVED: &str = "FinalizerNotRemoved";

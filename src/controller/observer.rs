@@ -162,7 +162,7 @@ pub async fn observe(
                 ctx.event(
                     &mc,
                     EventType::Normal,
-                    "LeaderElected",
+                    reason::LEADER_ELECTED,
                     "Elect",
                     format!(
                         "{} leads Lease {}/{} (fencing token {token})",
@@ -193,12 +193,12 @@ pub async fn observe(
                         ),
                         None => format!("workers running (fencing token {token})"),
                     };
-                    let reason = if recovered.is_some() {
-                        "Recovered"
+                    let event_reason = if recovered.is_some() {
+                        reason::RECOVERED
                     } else {
-                        "Running"
+                        reason::RUNNING
                     };
-                    ctx.event(&mc, EventType::Normal, reason, "StartWorkers", note)
+                    ctx.event(&mc, EventType::Normal, event_reason, "StartWorkers", note)
                         .await;
                 }
                 ManagerState::Candidate if was_leading => {
@@ -210,7 +210,7 @@ pub async fn observe(
                     ctx.event(
                         &mc,
                         EventType::Normal,
-                        "LeadershipLost",
+                        reason::LEADERSHIP_LOST,
                         "Elect",
                         format!(
                             "{} lost the lease; workers stopped, campaigning again",
