@@ -7,14 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::HookPolicyArgs;
 use crate::controller;
 use crate::controller::env::KubeEnv;
+use crate::controller::limits::TenantLimits;
 use crate::manager::election::system_wall_clock;
 use crate::manager::handover::Pacer;
 use crate::manager::lease_hub::LeaseHub;
@@ -23,186 +22,60 @@ use crate::metrics::Metrics;
 use crate::placement::PlacementService;
 use crate::placement::membership::MembershipConfig;
 use crate::probes::Probes;
-use crate::webhook::{self, WebhookArgs};
+use crate::validation::HookPolicy;
+use crate::webhook::{self, WebhookConfig};
 use crate::workers::{self, WorkerEnv};
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
-    /// One JSON object per line (default; for log pipelines).
+    /// One JSON object per line (for log pipelines).
     Json,
     /// Human-readable text.
     Text,
 }
 
-/// Flags of `run` (controller-runtime's names where they exist).
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, default_value = "0.0.0.0:8080", env = "MO_METRICS_BIND_ADDRESS")]
-    pub metrics_bind_address: SocketAddr,
-
-    /// Serve `/metrics` over HTTPS and only to bearer tokens allowed to `get` the non-resource
-    /// URL `/metrics` (TokenReview + SubjectAccessReview).
-    #[arg(long, env = "MO_METRICS_SECURE")]
-    pub metrics_secure: bool,
-
-    /// Directory with `tls.crt` and `tls.key` for `--metrics-secure` (reloaded when they
-    /// change). Default: a self-signed certificate generated at startup.
-    #[arg(long, requires = "metrics_secure", env = "MO_METRICS_CERT_DIR")]
-    pub metrics_cert_dir: Option<PathBuf>,
-
-    /// Address of the `/healthz` and `/readyz` probes.
-    #[arg(
-        long,
-        default_value = "0.0.0.0:8081",
-        env = "MO_HEALTH_PROBE_BIND_ADDRESS"
-    )]
-    pub health_probe_bind_address: SocketAddr,
-
-    /// Lease holder identity of this replica. Default: $POD_NAME, else hostname + random suffix.
-    #[arg(long, env = "MO_IDENTITY")]
-    pub identity: Option<String>,
-
-    /// Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config, or in-cluster.
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Log format.
-    #[arg(long, value_enum, default_value = "json", env = "MO_LOG_FORMAT")]
-    pub log_format: LogFormat,
-
-    /// Only reconcile ManagerConfigs in this namespace (default: all namespaces).
-    #[arg(long, env = "MO_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-
-    /// Do not run the admission webhook server (e.g. when another replica set serves it).
-    #[arg(long, env = "MO_DISABLE_WEBHOOK")]
-    pub disable_webhook: bool,
-
-    /// Namespace of the replicas' membership Leases. Default: $POD_NAMESPACE, else
-    /// `--watch-namespace`, else `default`.
-    #[arg(long, env = "MO_MEMBERSHIP_NAMESPACE")]
-    pub membership_namespace: Option<String>,
-
-    /// Placement group: replicas of one group share the ManagerConfigs. Default:
-    /// `manager-operator`, or `manager-operator-<watch namespace>` with `--watch-namespace`.
-    #[arg(long, env = "MO_MEMBERSHIP_GROUP")]
-    pub membership_group: Option<String>,
-
-    /// Name of the pod this replica runs in (the chart sets it from the downward API). With
-    /// `--pod-uid`, the replica's membership Lease is owned by the pod and garbage-collected
-    /// with it.
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: Option<String>,
-
-    /// UID of the pod this replica runs in (the chart sets it from the downward API); see
-    /// `--pod-name`.
-    #[arg(long, env = "POD_UID")]
-    pub pod_uid: Option<String>,
-
-    /// Every replica campaigns for every config at once (no placement, no handovers).
-    #[arg(long, env = "MO_DISABLE_PLACEMENT")]
-    pub disable_placement: bool,
-
-    /// Handovers this replica starts per `--handover-interval` when placement moves configs.
-    #[arg(long, default_value_t = 5, env = "MO_HANDOVER_BATCH")]
+/// Placement settings: the membership group and the handover pace.
+#[derive(Clone, Debug)]
+pub struct PlacementConfig {
+    /// The group and where its membership Leases live.
+    pub membership: MembershipConfig,
+    /// Handovers started per `handover_interval`.
     pub handover_batch: u32,
-
-    /// Window of `--handover-batch` (Go duration, e.g. `500ms`).
-    #[arg(long, default_value = "500ms", value_parser = parse_interval, env = "MO_HANDOVER_INTERVAL")]
+    /// The handover window.
     pub handover_interval: std::time::Duration,
+}
 
-    /// How often a running worker re-reads its hook signing Secret
-    /// (`spec.workers[].hook.signingSecretRef`), so a rotation needs no restart (Go duration).
-    #[arg(long, default_value = "30s", value_parser = parse_interval, env = "MO_HOOK_SIGNING_REFRESH_PERIOD")]
+/// Everything `run` needs, as plain values (`cli::args::RunArgs::into_config` builds it from
+/// the flags; tests may build it directly).
+#[derive(Clone)]
+pub struct RunConfig {
+    /// This replica's Lease holder identity.
+    pub identity: String,
+    /// Kubeconfig file (None: $KUBECONFIG, ~/.kube/config or in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of `/metrics`.
+    pub metrics_bind_address: SocketAddr,
+    /// Serve `/metrics` over HTTPS to authorized bearer tokens only.
+    pub metrics_secure: bool,
+    /// Certificate directory of the secure metrics server (None: self-signed).
+    pub metrics_cert_dir: Option<PathBuf>,
+    /// Address of `/healthz` and `/readyz`.
+    pub health_probe_bind_address: SocketAddr,
+    /// Only reconcile ManagerConfigs in this namespace (None: all).
+    pub watch_namespace: Option<String>,
+    /// The admission webhook (None: not served by this replica).
+    pub webhook: Option<WebhookConfig>,
+    /// Placement (None: every replica campaigns for every config).
+    pub placement: Option<PlacementConfig>,
+    /// How often a worker re-reads its hook signing Secret.
     pub hook_signing_refresh_period: std::time::Duration,
-
-    /// Hook policy.
-    #[command(flatten)]
-    pub policy: HookPolicyArgs,
-
+    /// Where hooks may connect.
+    pub policy: HookPolicy,
+    /// How hook host names are looked up.
+    pub hook_lookup: Arc<dyn workers::dns::Lookup>,
     /// Per-tenant limits.
-    #[command(flatten)]
-    pub limits: crate::controller::limits::LimitArgs,
-
-    /// Test aid (hidden): answer hook host NAME with IP instead of asking DNS, like curl's
-    /// `--resolve` (e.g. `hook.test.invalid=127.0.0.1`; repeatable). The answer is judged by
-    /// the hook policy like any other, so this cannot widen what hooks may reach.
-    #[arg(long = "hook-resolve", value_name = "NAME=IP", value_parser = parse_hook_resolve, hide = true)]
-    pub hook_resolve: Vec<(String, std::net::IpAddr)>,
-
-    /// Webhook.
-    #[command(flatten)]
-    pub webhook: WebhookArgs,
-}
-
-fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::validation::duration::GoDuration::parse(s)
-        .map_err(|e| e.to_string())?
-        .to_std();
-    if d.is_zero() || d > std::time::Duration::from_secs(3600) {
-        return Err(format!("{s:?} must be more than 0 and at most 1h"));
-    }
-    Ok(d)
-}
-
-fn parse_hook_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
-    let (name, ip) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=IP"))?;
-    let ip = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    Ok((name.trim_end_matches('.').to_ascii_lowercase(), ip))
-}
-
-impl RunArgs {
-    /// How hook host names are looked up: the system resolver, with `--hook-resolve` answers
-    /// first.
-    pub fn hook_lookup(&self) -> std::sync::Arc<dyn workers::dns::Lookup> {
-        if self.hook_resolve.is_empty() {
-            return std::sync::Arc::new(workers::dns::SystemLookup);
-        }
-        let mut fixed = workers::dns::FixedLookup {
-            fallback_to_system: true,
-            ..Default::default()
-        };
-        for (name, ip) in &self.hook_resolve {
-            fixed.names.entry(name.clone()).or_default().push(*ip);
-        }
-        std::sync::Arc::new(fixed)
-    }
-
-    /// The placement group and where its membership Leases live.
-    pub fn membership(&self, identity: &str) -> MembershipConfig {
-        let namespace = self
-            .membership_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .filter(|n| !n.is_empty())
-            .or_else(|| self.watch_namespace.clone())
-            .unwrap_or_else(|| "default".into());
-        let group = self
-            .membership_group
-            .clone()
-            .unwrap_or_else(|| match &self.watch_namespace {
-                Some(ns) => format!("manager-operator-{ns}"),
-                None => "manager-operator".into(),
-            });
-        let owner_pod = match (&self.pod_name, &self.pod_uid) {
-            (Some(name), Some(uid)) if !name.is_empty() && !uid.is_empty() => {
-                Some((name.clone(), uid.clone()))
-            }
-            _ => None,
-        };
-        MembershipConfig {
-            namespace,
-            group,
-            identity: identity.to_string(),
-            owner_pod,
-        }
-    }
+    pub limits: TenantLimits,
 }
 
 /// Why `run` could not start.
@@ -258,7 +131,8 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn default_identity() -> String {
+/// The default identity: $POD_NAME, else the hostname plus a random suffix.
+pub fn default_identity() -> String {
     if let Ok(p) = std::env::var("POD_NAME")
         && !p.is_empty()
     {
@@ -333,19 +207,19 @@ async fn signals(shutdown: CancellationToken) {
 }
 
 /// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn run(args: RunConfig) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let identity = args.identity.clone();
     let config = kube_config(args.kubeconfig.as_ref()).await?;
     let metrics = Metrics::new()?;
     let client = crate::kube_metrics::client(config.clone(), Some(&metrics))?;
-    let policy = args.policy.policy();
+    let policy = args.policy.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
     info!(%identity, "manager-operator starting");
 
     let (controller_ready_tx, controller_ready) = watch::channel(false);
-    let (webhook_ready_tx, webhook_ready) = watch::channel(args.disable_webhook);
+    let (webhook_ready_tx, webhook_ready) = watch::channel(args.webhook.is_none());
     let ctx_cell = Arc::new(tokio::sync::OnceCell::new());
     let probes = Probes {
         controller_ready,
@@ -373,11 +247,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     // The ManagerConfig cache, shared by the controller (which fills it) and the webhook.
     let store_cell = Arc::new(std::sync::OnceLock::new());
-    let webhook = if args.disable_webhook {
-        None
-    } else {
-        let mut wcfg = args.webhook.config()?;
-        wcfg.tenant_limits = Some(args.limits.limits());
+    let webhook = if let Some(wcfg) = args.webhook.clone() {
         let running = webhook::start_webhook_with_claims(
             wcfg,
             client.clone(),
@@ -393,19 +263,20 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         info!(address = %running.local_addr(), url = ?running.url().map(ToString::to_string), "admission webhook serving");
         webhook_ready_tx.send_replace(true);
         Some(running)
+    } else {
+        None
     };
 
     let config_for_leases = config.clone();
     let worker_env = WorkerEnv {
         base: config,
-        http: workers::hook::http_client_with(&args.policy.policy(), args.hook_lookup())?,
+        http: workers::hook::http_client_with(&args.policy, args.hook_lookup.clone())?,
         metrics: Some(metrics.clone()),
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
-        limits: args.limits.limits(),
+        limits: args.limits,
         caches: Arc::new(
             args.limits
-                .limits()
                 .replica_caches(Some(metrics.watch_cache_bytes.clone())),
         ),
         signing_refresh: args.hook_signing_refresh_period,
@@ -413,16 +284,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
     let lease_client = crate::kube_metrics::client(config_for_leases, Some(&metrics))?;
-    let placement = if args.disable_placement {
-        None
-    } else {
-        let membership = args.membership(&identity);
+    let placement = if let Some(p) = args.placement.clone() {
+        let membership = p.membership;
         info!(namespace = %membership.namespace, group = %membership.group, "placement: joining the replicas' group");
         let (members_tx, members_rx) = watch::channel(Vec::new());
         let service = PlacementService::new(
             &identity,
             members_rx,
-            Pacer::new(args.handover_batch, args.handover_interval),
+            Pacer::new(p.handover_batch, p.handover_interval),
             Some(metrics.replicas_seen.clone()),
             Some(metrics.managers_preferred.clone()),
         );
@@ -431,6 +300,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             members: members_tx,
             service,
         })
+    } else {
+        None
     };
     let env = KubeEnv {
         lease_client: lease_client.clone(),
@@ -473,7 +344,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         namespace: args.watch_namespace.clone(),
         store: store_cell,
         placement,
-        limits: args.limits.limits(),
+        limits: args.limits,
     })
     .await;
 

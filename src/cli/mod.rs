@@ -1,5 +1,6 @@
 //! The command line: `run`, `crd`, `check` (docs/design.md §7).
 
+pub mod args;
 pub mod check;
 pub mod echo_hook;
 pub mod selftest;
@@ -7,9 +8,9 @@ pub mod selftest;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::validation::HookPolicy;
+pub use args::{HookPolicyArgs, parse_network};
 
 /// manager-operator: leader-elected managers declared by ManagerConfig resources, with every
 /// startup failure surfaced as a Condition, an Event and a metric.
@@ -31,81 +32,13 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run the operator: the ManagerConfig controller, the admission webhook, /metrics,
     /// /healthz and /readyz.
-    Run(Box<crate::operator::RunArgs>),
+    Run(Box<args::RunArgs>),
     /// Development aid: a hook endpoint that answers 200 and logs each call (used by
     /// `make run`).
     EchoHook(echo_hook::EchoHookArgs),
     /// In-cluster check run by the chart's `helm test` hook: dry-run a valid ManagerConfig
     /// (must be admitted) and one the webhook must deny (exit 0 when both hold).
     Selftest(selftest::SelftestArgs),
-}
-
-/// Hook policy flags (docs/design.md §6), shared by `run` and `check`.
-#[derive(Args, Debug, Clone)]
-pub struct HookPolicyArgs {
-    /// Allowed hook URL schemes (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "http,https",
-        env = "MO_HOOK_ALLOWED_SCHEMES"
-    )]
-    pub hook_allowed_schemes: Vec<String>,
-    /// Allowed hook hosts: `*`, `*.suffix` or exact names (comma-separated).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "*",
-        env = "MO_HOOK_ALLOWED_HOSTS"
-    )]
-    pub hook_allowed_hosts: Vec<String>,
-    /// Allow loopback hook URLs (127.0.0.0/8, ::1, localhost). Link-local and cloud metadata
-    /// addresses are refused whatever the flags say.
-    #[arg(long, env = "MO_HOOK_ALLOW_LOOPBACK")]
-    pub hook_allow_loopback: bool,
-    /// More networks no hook may reach, as CIDRs or addresses (comma-separated), on top of the
-    /// built-in list (docs/hooks-security.md), e.g. the node network. Judged on the URL's
-    /// literal address and on every address a hook host name resolves to.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_parser = parse_network,
-        env = "MO_HOOK_DENIED_NETWORKS"
-    )]
-    pub hook_denied_networks: Vec<ipnet::IpNet>,
-    /// Allow workers that watch v1/Secret to call plain-http hooks (the Secrets' data then
-    /// crosses the network unencrypted). Without it such a config is refused (HookRejected).
-    #[arg(long, env = "MO_HOOK_ALLOW_INSECURE_SECRETS")]
-    pub hook_allow_insecure_secrets: bool,
-}
-
-/// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
-pub fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
-    let s = s.trim();
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map(|n| n.trunc())
-        .map_err(|_| format!("{s:?} is not a CIDR (e.g. 10.0.0.0/8) or an IP address"))
-}
-
-impl HookPolicyArgs {
-    /// The policy these flags describe.
-    pub fn policy(&self) -> HookPolicy {
-        fn normalized(values: &[String]) -> Vec<String> {
-            values
-                .iter()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty())
-                .collect()
-        }
-        HookPolicy {
-            allowed_schemes: normalized(&self.hook_allowed_schemes),
-            allowed_hosts: normalized(&self.hook_allowed_hosts),
-            allow_loopback: self.hook_allow_loopback,
-            denied_networks: self.hook_denied_networks.clone(),
-            allow_insecure_secrets: self.hook_allow_insecure_secrets,
-        }
-    }
 }
 
 /// Parses the command line and runs it.
@@ -129,7 +62,15 @@ pub fn main() -> ExitCode {
         Command::Selftest(args) => block_on_current_thread(selftest::run(&args)),
         Command::EchoHook(args) => block_on_current_thread(echo_hook::run(&args)),
         Command::Run(args) => {
-            crate::operator::init_logging(args.log_format);
+            crate::operator::init_logging(args.log_format.into());
+            let config = match args.into_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "manager-operator failed to start");
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -140,7 +81,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match rt.block_on(crate::operator::run(*args)) {
+            match rt.block_on(crate::operator::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "manager-operator failed to start");

@@ -17,14 +17,12 @@
 
 use std::time::Duration;
 
-use clap::Args;
 use kube::ResourceExt;
 
 use crate::api::ManagerConfig;
 use crate::api::conditions::StartupFailure;
 use crate::manager::runtime::Failure;
 use crate::validation::ResolvedConfig;
-use crate::validation::duration::GoDuration;
 
 /// The limits, as the operator runs with them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,85 +70,6 @@ const DEFAULT_NAMESPACE_CACHE: u64 = 32 << 20;
 /// `--max-watch-cache-bytes` by default: 96Mi, so that with the hook calls carrying cached
 /// objects and the lists in flight a replica stays within the chart's 256Mi memory limit.
 const DEFAULT_REPLICA_CACHE: u64 = 96 << 20;
-
-fn parse_floor(s: &str) -> Result<Duration, String> {
-    let d = GoDuration::parse(s).map_err(|e| e.to_string())?.to_std();
-    if d > Duration::from_secs(3600) {
-        return Err(format!("{s:?} must be at most 1h"));
-    }
-    Ok(d)
-}
-
-/// The flags of [`TenantLimits`].
-#[derive(Args, Debug, Clone)]
-pub struct LimitArgs {
-    /// ManagerConfigs one namespace may run; the oldest run, the others fail with reason
-    /// LimitExceeded until some are deleted (0: unlimited).
-    #[arg(long, default_value_t = 100, env = "MO_MAX_CONFIGS_PER_NAMESPACE")]
-    pub max_configs_per_namespace: u32,
-
-    /// Workers (`spec.workers` entries) one ManagerConfig may have (0: unlimited; the CRD
-    /// caps it at 32 anyway).
-    #[arg(long, default_value_t = 16, env = "MO_MAX_WORKERS_PER_CONFIG")]
-    pub max_workers_per_config: u32,
-
-    /// Smallest `spec.leaderElection.retryPeriod` a config may use (Go duration).
-    #[arg(long, default_value = "500ms", value_parser = parse_floor, env = "MO_MIN_RETRY_PERIOD")]
-    pub min_retry_period: Duration,
-
-    /// Smallest `spec.leaderElection.leaseDuration` a config may use (Go duration).
-    #[arg(long, default_value = "2s", value_parser = parse_floor, env = "MO_MIN_LEASE_DURATION")]
-    pub min_lease_duration: Duration,
-
-    /// Objects the workers of one ManagerConfig may hold in their watch caches together; a
-    /// worker whose cache would grow past it stops with reason LimitExceeded (0: unlimited).
-    #[arg(
-        long,
-        default_value_t = 10_000,
-        env = "MO_MAX_WATCHED_OBJECTS_PER_CONFIG"
-    )]
-    pub max_watched_objects_per_config: u64,
-
-    /// Hook calls the workers of one ManagerConfig may have in flight together (each config
-    /// gets the smaller of this and the sum of its workers' concurrency; 0: no extra cap).
-    #[arg(long, default_value_t = 64, env = "MO_MAX_HOOK_CALLS_PER_CONFIG")]
-    pub max_hook_calls_per_config: u32,
-
-    /// Bytes (JSON, like 32Mi) the watch caches of one namespace's ManagerConfigs may hold on
-    /// this replica together; a worker whose cache would grow past it stops with reason
-    /// LimitExceeded (0: unlimited).
-    #[arg(long, default_value = "32Mi", value_parser = crate::workers::cache::parse_bytes,
-        env = "MO_MAX_WATCH_CACHE_BYTES_PER_NAMESPACE")]
-    pub max_watch_cache_bytes_per_namespace: u64,
-
-    /// Bytes (JSON, like 96Mi) every watch cache of this replica may hold together; a worker
-    /// whose cache would grow past it stops with reason LimitExceeded (0: unlimited).
-    #[arg(long, default_value = "96Mi", value_parser = crate::workers::cache::parse_bytes,
-        env = "MO_MAX_WATCH_CACHE_BYTES")]
-    pub max_watch_cache_bytes: u64,
-
-    /// Lists (a worker's initial list, or a re-list after its watch expired) this replica runs
-    /// at once; the others wait for a slot (0: unlimited).
-    #[arg(long, default_value_t = 4, env = "MO_MAX_CONCURRENT_LISTS")]
-    pub max_concurrent_lists: u32,
-}
-
-impl LimitArgs {
-    /// The limits these flags set.
-    pub fn limits(&self) -> TenantLimits {
-        TenantLimits {
-            max_configs_per_namespace: self.max_configs_per_namespace,
-            max_workers_per_config: self.max_workers_per_config,
-            min_retry_period: self.min_retry_period,
-            min_lease_duration: self.min_lease_duration,
-            max_watched_objects_per_config: self.max_watched_objects_per_config,
-            max_hook_calls_per_config: self.max_hook_calls_per_config,
-            max_watch_cache_bytes_per_namespace: self.max_watch_cache_bytes_per_namespace,
-            max_watch_cache_bytes: self.max_watch_cache_bytes,
-            max_concurrent_lists: self.max_concurrent_lists,
-        }
-    }
-}
 
 fn limit_exceeded(message: String) -> Failure {
     Failure::new(StartupFailure::LimitExceeded, message)

@@ -29,14 +29,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::metrics::Metrics;
-use crate::validation::{GoDuration, HookPolicy, names};
+use crate::validation::{HookPolicy, names};
 use access::{AccessReviewer, SubjectAccessReviewer};
 use certs::{CertError, CertLifetimes, CertSubject, FileCertSource, SecretCertSource, ServingCert};
 use register::ClientTarget;
@@ -46,7 +45,7 @@ use server::{AdmissionState, CertStore, ServerLimits};
 pub const VALIDATE_PATH: &str = "/validate-managerconfig";
 
 /// Where the serving certificate comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertMode {
     /// The operator keeps a CA and serving certificate in a Secret, injects the CA into the
     /// webhook configuration and rotates before expiry.
@@ -56,115 +55,7 @@ pub enum CertMode {
     External,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = GoDuration::parse(s).map_err(|e| e.to_string())?;
-    if !d.is_positive() {
-        return Err(format!("must be greater than 0, got {s}"));
-    }
-    Ok(d.to_std())
-}
-
-/// Webhook flags of `manager-operator run`.
-#[derive(Args, Debug, Clone)]
-pub struct WebhookArgs {
-    /// Address the HTTPS admission server listens on.
-    #[arg(long, default_value = "0.0.0.0:9443", env = "MO_WEBHOOK_BIND_ADDRESS")]
-    pub webhook_bind_address: SocketAddr,
-
-    /// URL mode: the API server calls this https URL (`clientConfig.url`) instead of the
-    /// Service. Path defaults to /validate-managerconfig; port 0 means the port actually bound.
-    /// Used for local runs and tests (https://127.0.0.1:PORT).
-    #[arg(long, env = "MO_WEBHOOK_URL")]
-    pub webhook_url: Option<Url>,
-
-    /// Where the serving certificate comes from.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "self-managed",
-        env = "MO_WEBHOOK_CERT_MODE"
-    )]
-    pub webhook_cert_mode: CertMode,
-
-    /// External mode: directory with tls.crt, tls.key and optional ca.crt.
-    #[arg(
-        long,
-        default_value = "/tmp/k8s-webhook-server/serving-certs",
-        env = "MO_WEBHOOK_CERT_DIR"
-    )]
-    pub webhook_cert_dir: PathBuf,
-
-    /// Self-managed mode: Secret holding ca.crt, ca.key, tls.crt, tls.key.
-    #[arg(
-        long,
-        default_value = "manager-operator-webhook-tls",
-        env = "MO_WEBHOOK_SECRET_NAME"
-    )]
-    pub webhook_secret_name: String,
-
-    /// Namespace of that Secret and of the webhook Service (the operator's namespace).
-    #[arg(
-        long,
-        default_value = "manager-operator",
-        env = "MO_WEBHOOK_SECRET_NAMESPACE"
-    )]
-    pub webhook_secret_namespace: String,
-
-    /// Service in front of the webhook (its DNS names go into the serving certificate; used as
-    /// clientConfig.service when registering without --webhook-url).
-    #[arg(
-        long,
-        default_value = "manager-operator-webhook",
-        env = "MO_WEBHOOK_SERVICE_NAME"
-    )]
-    pub webhook_service_name: String,
-
-    /// ValidatingWebhookConfiguration to inject the CA into (and to create with
-    /// --webhook-register).
-    #[arg(
-        long,
-        default_value = "manager-operator",
-        env = "MO_WEBHOOK_CONFIGURATION_NAME"
-    )]
-    pub webhook_configuration_name: String,
-
-    /// Create/update the ValidatingWebhookConfiguration (server-side apply) instead of
-    /// expecting it from the chart.
-    #[arg(long, env = "MO_WEBHOOK_REGISTER")]
-    pub webhook_register: bool,
-
-    /// With --webhook-register: only namespaces matching this selector are validated
-    /// (comma-separated key=value, key, !key).
-    #[arg(long, env = "MO_WEBHOOK_NAMESPACE_SELECTOR")]
-    pub webhook_namespace_selector: Option<String>,
-
-    /// Extra DNS names for the self-managed serving certificate (comma-separated).
-    #[arg(long, value_delimiter = ',', env = "MO_WEBHOOK_DNS_NAMES")]
-    pub webhook_dns_names: Vec<String>,
-
-    /// Self-managed CA lifetime (Go duration; default 10 years).
-    #[arg(long, default_value = "87600h", value_parser = parse_duration, env = "MO_WEBHOOK_CA_LIFETIME")]
-    pub webhook_ca_lifetime: Duration,
-
-    /// Self-managed serving certificate lifetime (Go duration; default 1 year). Rotated when
-    /// less than a third is left.
-    #[arg(long, default_value = "8760h", value_parser = parse_duration, env = "MO_WEBHOOK_CERT_LIFETIME")]
-    pub webhook_cert_lifetime: Duration,
-
-    /// How often certificates are re-checked (default 1m for the Secret, 5s for files).
-    #[arg(long, value_parser = parse_duration, env = "MO_WEBHOOK_CERT_CHECK_INTERVAL")]
-    pub webhook_cert_check_interval: Option<Duration>,
-
-    /// Bound on TLS handshakes, request headers and bodies.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "MO_WEBHOOK_READ_TIMEOUT")]
-    pub webhook_read_timeout: Duration,
-
-    /// Admission reviews processed at once.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..), env = "MO_WEBHOOK_MAX_CONCURRENT_REQUESTS")]
-    pub webhook_max_concurrent_requests: u16,
-}
-
-/// Everything the webhook needs, from [`WebhookArgs::config`] or built directly (tests).
+/// Everything the webhook needs, from `cli::args::WebhookArgs::config` or built directly (tests).
 #[derive(Clone, Debug)]
 pub struct WebhookConfig {
     /// Listen address (port 0 picks a free port).
@@ -263,7 +154,9 @@ impl WebhookConfig {
         Some(url)
     }
 
-    fn check(&self) -> Result<(), WebhookError> {
+    /// Refuses inconsistent settings (URL mode over http, a serving lifetime longer than the
+    /// CA's, absurd lifetimes, bad names).
+    pub fn check(&self) -> Result<(), WebhookError> {
         let bad = |m: String| Err(WebhookError::Config(m));
         if let Some(url) = &self.url {
             if url.scheme() != "https" {
@@ -328,55 +221,6 @@ impl WebhookConfig {
             }
         }
         Ok(())
-    }
-}
-
-impl WebhookArgs {
-    /// The configuration these flags describe.
-    pub fn config(&self) -> Result<WebhookConfig, WebhookError> {
-        let namespace_selector = match &self.webhook_namespace_selector {
-            Some(s) => Some(register::parse_namespace_selector(s).map_err(|e| {
-                WebhookError::Config(format!("--webhook-namespace-selector {s:?}: {e}"))
-            })?),
-            None => None,
-        };
-        let check_interval =
-            self.webhook_cert_check_interval
-                .unwrap_or(match self.webhook_cert_mode {
-                    CertMode::SelfManaged => Duration::from_secs(60),
-                    CertMode::External => Duration::from_secs(5),
-                });
-        let config = WebhookConfig {
-            bind_address: self.webhook_bind_address,
-            url: self.webhook_url.clone(),
-            register: self.webhook_register,
-            namespace_selector,
-            configuration_name: self.webhook_configuration_name.clone(),
-            service_name: self.webhook_service_name.clone(),
-            namespace: self.webhook_secret_namespace.clone(),
-            secret_name: self.webhook_secret_name.clone(),
-            cert_mode: self.webhook_cert_mode,
-            cert_dir: self.webhook_cert_dir.clone(),
-            lifetimes: CertLifetimes {
-                ca: self.webhook_ca_lifetime,
-                serving: self.webhook_cert_lifetime,
-            },
-            check_interval,
-            extra_dns_names: self
-                .webhook_dns_names
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            limits: ServerLimits {
-                read_timeout: self.webhook_read_timeout,
-                max_concurrent_requests: usize::from(self.webhook_max_concurrent_requests),
-                ..ServerLimits::default()
-            },
-            tenant_limits: None,
-        };
-        config.check()?;
-        Ok(config)
     }
 }
 
@@ -724,92 +568,4 @@ pub async fn run_webhook(
         .wait()
         .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, Parser};
-
-    #[derive(Parser, Debug)]
-    struct Cli {
-        #[command(flatten)]
-        webhook: WebhookArgs,
-        #[command(flatten)]
-        hooks: crate::cli::HookPolicyArgs,
-    }
-
-    #[test]
-    fn flags_are_well_formed() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn defaults() {
-        let cli = Cli::try_parse_from(["x"]).expect("parses");
-        let c = cli.webhook.config().expect("valid");
-        assert_eq!(c.bind_address, "0.0.0.0:9443".parse().expect("addr"));
-        assert_eq!(c.cert_mode, CertMode::SelfManaged);
-        assert_eq!(c.lifetimes, CertLifetimes::default());
-        assert_eq!(c.lifetimes.ca, Duration::from_secs(3650 * 86_400));
-        assert_eq!(c.lifetimes.serving, Duration::from_secs(365 * 86_400));
-        assert_eq!(c.check_interval, Duration::from_secs(60));
-        assert_eq!(c.limits.max_body_bytes, 3 * 1024 * 1024);
-        assert!(c.url.is_none() && !c.register);
-        let s = c.subject();
-        assert!(
-            s.dns_names
-                .contains(&"manager-operator-webhook.manager-operator.svc".to_string())
-        );
-        assert!(s.ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    }
-
-    #[test]
-    fn url_mode_flags() {
-        let cli = Cli::try_parse_from([
-            "x",
-            "--webhook-bind-address",
-            "127.0.0.1:0",
-            "--webhook-url",
-            "https://127.0.0.1:0",
-            "--webhook-register",
-            "--webhook-namespace-selector",
-            "t=1",
-            "--webhook-cert-lifetime",
-            "30s",
-            "--webhook-cert-mode",
-            "external",
-        ])
-        .expect("parses");
-        let c = cli.webhook.config().expect("valid");
-        assert_eq!(c.cert_mode, CertMode::External);
-        assert_eq!(c.check_interval, Duration::from_secs(5));
-        assert_eq!(c.lifetimes.serving, Duration::from_secs(30));
-        let url = c
-            .client_url("127.0.0.1:4321".parse().expect("addr"))
-            .expect("url mode");
-        assert_eq!(
-            url.as_str(),
-            "https://127.0.0.1:4321/validate-managerconfig"
-        );
-        assert!(c.namespace_selector.is_some());
-    }
-
-    #[test]
-    fn bad_flags_are_explained() {
-        let cli =
-            Cli::try_parse_from(["x", "--webhook-url", "http://127.0.0.1:1/"]).expect("parses");
-        let e = cli.webhook.config().expect_err("http refused").to_string();
-        assert!(e.contains("https"), "{e}");
-        let cli =
-            Cli::try_parse_from(["x", "--webhook-namespace-selector", "Bad Key"]).expect("parses");
-        assert!(cli.webhook.config().is_err());
-        assert!(Cli::try_parse_from(["x", "--webhook-cert-lifetime", "0s"]).is_err());
-        let cli = Cli::try_parse_from(["x", "--webhook-cert-lifetime", "87601h"]).expect("parses");
-        assert!(cli.webhook.config().is_err(), "longer than the CA");
-        let cli = Cli::try_parse_from(["x", "--webhook-ca-lifetime", "2000000h"]).expect("parses");
-        assert!(cli.webhook.config().is_err(), "absurd lifetime");
-        let cli = Cli::try_parse_from(["x", "--webhook-cert-lifetime", "1s"]).expect("parses");
-        assert!(cli.webhook.config().is_err(), "too short");
-    }
 }
