@@ -58,33 +58,8 @@ bin_dir() {
   fi
 }
 
-# Prints N free TCP ports on 127.0.0.1, all distinct (held open together while picking).
-free_ports() {
-  local n="$1"
-  if command -v python3 >/dev/null 2>&1; then
-    python3 - "$n" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-EOF
-  else
-    # Fallback: random ports outside the ephemeral range that nothing answers on.
-    local ports=() p
-    while ((${#ports[@]} < n)); do
-      p=$((20000 + RANDOM % 12000))
-      if [[ " ${ports[*]} " == *" $p "* ]]; then continue; fi
-      if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
-      ports+=("$p")
-    done
-    echo "${ports[*]}"
-  fi
-}
+# shellcheck source=e2e/lib/ports.sh
+source "$HERE/lib/ports.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Certificates
@@ -278,7 +253,7 @@ start_kcm() {
 # running; the caller stops them).
 start_components() {
   local ports
-  read -r -a ports <<<"$(free_ports 4)"
+  read -r -a ports <<<"$(free_ports 127.0.0.1 4)"
   ETCD_PORT="${ports[0]}"
   ETCD_PEER_PORT="${ports[1]}"
   APISERVER_PORT="${ports[2]}"

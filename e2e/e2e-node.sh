@@ -63,14 +63,9 @@ h() { "$HELM" --kubeconfig "$KUBECONFIG" "$@"; }
 
 # Ports: the webhook LB and the hook server on 127.0.0.1; the pods' webhook/metrics/health ports
 # (the same on both nodes, bound to 127.0.0.1 and 127.0.0.2 respectively).
-read -r P_LB P_HOOK P_WEBHOOK P_METRICS P_HEALTH < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(5):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+# shellcheck source=e2e/lib/ports.sh
+source "$HERE/lib/ports.sh"
+read -r P_LB P_HOOK P_WEBHOOK P_METRICS P_HEALTH < <(free_ports 127.0.0.1 5)
 WEBHOOK_URL="https://127.0.0.1:$P_LB/validate-managerconfig"
 
 declare -A PIDS=()

@@ -83,14 +83,9 @@ log "work dir: $WORK"
 k() { "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }          # admin (setup, checks)
 ksa() { "$KUBECTL" --kubeconfig "$WORK/sa.kubeconfig" "$@"; }      # the operator's identity
 
-read -r P_PROXY P_HOOK P_PROM M_A H_A W_A M_B H_B W_B < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(9):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+# shellcheck source=e2e/lib/ports.sh
+source "$HERE/lib/ports.sh"
+read -r P_PROXY P_HOOK P_PROM M_A H_A W_A M_B H_B W_B < <(free_ports 127.0.0.1 9)
 log "ports: webhook LB $P_PROXY, hook $P_HOOK, prometheus $P_PROM, replica a (metrics $M_A, health $H_A, webhook $W_A), replica b ($M_B, $H_B, $W_B)"
 WEBHOOK_URL="https://127.0.0.1:$P_PROXY/validate-managerconfig"
 

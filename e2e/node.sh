@@ -114,18 +114,8 @@ wait_until() {
   done
 }
 
-# free_ports IP N: N distinct free TCP ports on IP.
-free_ports() {
-  python3 - "$1" "$2" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[2])):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((sys.argv[1], 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
+# shellcheck source=e2e/lib/ports.sh
+source "$HERE/lib/ports.sh"
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
