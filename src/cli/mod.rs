@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use futures::TryFutureExt;
 
 pub use args::{HookPolicyArgs, parse_network};
 
@@ -59,49 +60,30 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Check(args) => ExitCode::from(check::run(&args)),
-        Command::Selftest(args) => block_on_current_thread(selftest::run(&args)),
-        Command::EchoHook(args) => block_on_current_thread(echo_hook::run(&args)),
+        Command::Selftest(args) => block_on(
+            tokio::runtime::Builder::new_current_thread(),
+            selftest::run(&args),
+        ),
+        Command::EchoHook(args) => block_on(
+            tokio::runtime::Builder::new_current_thread(),
+            echo_hook::run(&args),
+        ),
         Command::Run(args) => {
             crate::operator::init_logging(args.log_format.into());
-            let config = match args.into_config() {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "manager-operator failed to start");
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match rt.block_on(crate::operator::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "manager-operator failed to start");
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            let run = async move { crate::operator::run(args.into_config()?).await }
+                .inspect_err(|e| tracing::error!(error = %e, "manager-operator failed to start"));
+            block_on(tokio::runtime::Builder::new_multi_thread(), run)
         }
     }
 }
 
-/// Runs a small command's future on a single-threaded runtime: exit 0 on success, 1 (with the
+/// Runs a command's future on the runtime `builder` makes: exit 0 on success, 1 (with the
 /// error on stderr) otherwise.
-fn block_on_current_thread<E: std::fmt::Display>(
+fn block_on<E: std::fmt::Display>(
+    mut builder: tokio::runtime::Builder,
     future: impl std::future::Future<Output = Result<(), E>>,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
