@@ -718,6 +718,8 @@ impl SecretCertSource {
     /// replicas call it at once: conflicting writes re-read and adopt the winner's data.
     pub async fn ensure(&self) -> Result<ServingCert, CertError> {
         const ATTEMPTS: u32 = 8;
+        // Looked up once, on the first write (a valid Secret needs no owner lookup at all).
+        let mut owner: Option<Option<OwnerReference>> = None;
         for attempt in 1..=ATTEMPTS {
             let now = SystemTime::now();
             let existing = self
@@ -745,7 +747,10 @@ impl SecretCertSource {
                 .into_iter()
                 .map(|(k, v)| (k, ByteString(v)))
                 .collect();
-            let owner = self.owner_reference().await;
+            if owner.is_none() {
+                owner = Some(self.owner_reference().await);
+            }
+            let owner = owner.clone().flatten();
             let result = match existing {
                 None => {
                     let secret = Secret {
