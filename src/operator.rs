@@ -6,19 +6,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::controller;
 use crate::controller::env::KubeEnv;
-use crate::controller::limits::TenantLimits;
+use crate::limits::TenantLimits;
 use crate::manager::election::system_wall_clock;
 use crate::manager::handover::Pacer;
 use crate::manager::lease_hub::LeaseHub;
 use crate::manager::runtime::ManagerIdentity;
 use crate::metrics::Metrics;
+use crate::metrics::auth::KubeReviewer;
+use crate::metrics::secure::{self, SecureMetricsConfig, SecureMetricsError};
+use crate::metrics::server::{BindError, serve_plain};
 use crate::placement::PlacementService;
 use crate::placement::membership::MembershipConfig;
 use crate::probes::Probes;
@@ -91,13 +93,8 @@ pub enum RunError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     /// A listener could not bind.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The webhook could not start.
     #[error("cannot start the admission webhook: {0}")]
     Webhook(#[from] webhook::WebhookError),
@@ -106,7 +103,7 @@ pub enum RunError {
     Http(#[from] reqwest::Error),
     /// The secure metrics server could not start.
     #[error("cannot start the secure metrics server: {0}")]
-    SecureMetrics(#[from] crate::metrics_auth::SecureMetricsError),
+    SecureMetrics(#[from] SecureMetricsError),
 }
 
 /// Initializes `tracing` (RUST_LOG filters; default info).
@@ -162,27 +159,6 @@ async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config, RunError> {
     }
 }
 
-async fn serve(
-    addr: SocketAddr,
-    router: Router,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, RunError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| RunError::Bind {
-            address: addr,
-            source,
-        })?;
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-        {
-            error!(error = %e, %addr, "HTTP server failed");
-        }
-    }))
-}
-
 async fn signals(shutdown: CancellationToken) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -208,11 +184,11 @@ async fn signals(shutdown: CancellationToken) {
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunConfig) -> Result<(), RunError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_default_provider();
     let identity = args.identity.clone();
     let config = kube_config(args.kubeconfig.as_ref()).await?;
     let metrics = Metrics::new()?;
-    let client = crate::kube_metrics::client(config.clone(), Some(&metrics))?;
+    let client = crate::metrics::kube_api::client(config.clone(), Some(&metrics))?;
     let policy = args.policy.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
@@ -228,17 +204,16 @@ pub async fn run(args: RunConfig) -> Result<(), RunError> {
     };
     let metrics_router = metrics.clone().router();
     let metrics_server = if args.metrics_secure {
-        use crate::metrics_auth::{self, KubeReviewer, SecureMetricsConfig};
         let config =
             SecureMetricsConfig::new(args.metrics_bind_address, args.metrics_cert_dir.clone());
         let reviewer = Arc::new(KubeReviewer::new(client.clone()));
-        metrics_auth::start(config, metrics_router, reviewer, shutdown.clone())
+        secure::start(config, metrics_router, reviewer, shutdown.clone())
             .await?
             .task
     } else {
-        serve(args.metrics_bind_address, metrics_router, shutdown.clone()).await?
+        serve_plain(args.metrics_bind_address, metrics_router, shutdown.clone()).await?
     };
-    let health_server = serve(
+    let health_server = serve_plain(
         args.health_probe_bind_address,
         probes.router(),
         shutdown.clone(),
@@ -254,9 +229,7 @@ pub async fn run(args: RunConfig) -> Result<(), RunError> {
             policy.clone(),
             Some(metrics.clone()),
             None,
-            Some(Arc::new(controller::claims::StoreClaims(
-                store_cell.clone(),
-            ))),
+            Some(Arc::new(crate::claims::StoreClaims(store_cell.clone()))),
             shutdown.clone(),
         )
         .await?;
@@ -275,15 +248,15 @@ pub async fn run(args: RunConfig) -> Result<(), RunError> {
         identity: identity.clone(),
         clients: workers::clients::ClientCache::default(),
         limits: args.limits,
-        caches: Arc::new(
-            args.limits
-                .replica_caches(Some(metrics.watch_cache_bytes.clone())),
-        ),
+        caches: Arc::new(workers::cache::ReplicaCaches::for_limits(
+            &args.limits,
+            Some(metrics.watch_cache_bytes.clone()),
+        )),
         signing_refresh: args.hook_signing_refresh_period,
         hook_errors: workers::errors::HookErrors::default(),
     };
     // Lease traffic gets a client (and so a connection pool) of its own.
-    let lease_client = crate::kube_metrics::client(config_for_leases, Some(&metrics))?;
+    let lease_client = crate::metrics::kube_api::client(config_for_leases, Some(&metrics))?;
     let placement = if let Some(p) = args.placement.clone() {
         let membership = p.membership;
         info!(namespace = %membership.namespace, group = %membership.group, "placement: joining the replicas' group");

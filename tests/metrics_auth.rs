@@ -77,7 +77,7 @@ fn start_operator(namespace: &str, metrics: SocketAddr) -> Operator {
         .arg(format!("--identity=metrics-auth-test-{namespace}"))
         .arg("--kubeconfig")
         .arg(support::kubeconfig_path())
-        .env("RUST_LOG", "info,manager_operator::metrics_auth=debug")
+        .env("RUST_LOG", "info,manager_operator::metrics::auth=debug")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

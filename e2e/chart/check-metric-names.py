@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Every manager_operator_* name used by the dashboards and the alert rules is a metric that
-src/metrics.rs registers (histograms: with _bucket/_sum/_count). Stdlib only.
+src/metrics/registry.rs registers (histograms: with _bucket/_sum/_count). Stdlib only.
 
     e2e/chart/check-metric-names.py     exit 1 naming each unknown metric and where it is used
 """
@@ -13,10 +13,10 @@ CHART = ROOT / "charts" / "manager-operator"
 
 
 def registered():
-    text = (ROOT / "src" / "metrics.rs").read_text()
+    text = (ROOT / "src" / "metrics" / "registry.rs").read_text()
     names = set(re.findall(r'\bh?opts\(\s*"([a-z_]+)"', text))
     if not names:
-        sys.exit("no metric names found in src/metrics.rs (did its style change?)")
+        sys.exit("no metric names found in src/metrics/registry.rs (did its style change?)")
     hist = set(re.findall(r'\bhopts\(\s*"([a-z_]+)"', text))
     full = {f"manager_operator_{n}" for n in names}
     for h in hist:

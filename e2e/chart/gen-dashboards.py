@@ -11,7 +11,7 @@ the `${datasource}` variable, `cluster` and `job` pick the operator's targets wh
 (or Thanos) sees several clusters or releases (every selector gets `cluster=~"$cluster",
 job=~"$job"`; "All" matches series without the label too), the Overview filters the
 per-ManagerConfig series by `namespace`, and "Manager detail" adds `namespace` and `name`. Queries
-use the manager_operator_* metrics of src/metrics.rs and the standard process_* metrics, plus the
+use the manager_operator_* metrics of src/metrics/registry.rs and the standard process_* metrics, plus the
 `pod` label that Prometheus Operator's ServiceMonitor (and the e2e scrape config) put on every
 target.
 """

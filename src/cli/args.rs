@@ -10,12 +10,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use url::Url;
 
-use crate::controller::limits::TenantLimits;
+use crate::limits::TenantLimits;
 use crate::operator::{LogFormat, PlacementConfig, RunConfig, RunError};
 use crate::placement::membership::MembershipConfig;
+use crate::tls::CertLifetimes;
+use crate::tls::ServerLimits;
 use crate::validation::{GoDuration, HookPolicy};
-use crate::webhook::certs::CertLifetimes;
-use crate::webhook::server::ServerLimits;
 use crate::webhook::{CertMode, WebhookConfig, WebhookError, register};
 use crate::workers;
 
@@ -575,7 +575,7 @@ impl LimitArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::certs::CertLifetimes;
+    use crate::tls::CertLifetimes;
     use clap::{CommandFactory, Parser};
     use std::net::{IpAddr, Ipv4Addr};
 

@@ -109,7 +109,7 @@ fn transient(message: &str) -> bool {
 /// Runs the self-test; prints one line per check.
 pub async fn run(args: &SelftestArgs) -> Result<(), SelftestError> {
     // The same process-wide rustls provider as `run` (an Err only says one is installed).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_default_provider();
     let config = Config::infer()
         .await
         .map_err(|e| SelftestError::Config(e.to_string()))?;

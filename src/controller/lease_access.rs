@@ -18,8 +18,8 @@ use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use kube::api::{Api, PostParams};
 
 use crate::api::conditions::StartupFailure;
+use crate::authz::cache::{CacheConfig, TtlCache};
 use crate::manager::runtime::Failure;
-use crate::metrics_auth::{CacheConfig, TtlCache};
 use crate::webhook::access::SubjectAccessReviewer;
 use crate::workers::service_account_user;
 

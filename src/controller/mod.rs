@@ -16,10 +16,8 @@
 //! the same status with the same field manager, and only when it differs, so they converge
 //! without churn.
 
-pub mod claims;
 pub mod env;
 pub mod lease_access;
-pub mod limits;
 pub mod observer;
 pub mod status;
 
@@ -131,7 +129,7 @@ pub struct Ctx {
     /// How managers reach the cluster.
     pub env: KubeEnv,
     /// Per-tenant limits.
-    pub limits: limits::TenantLimits,
+    pub limits: crate::limits::TenantLimits,
     /// Cross-namespace Lease access of configs' service accounts (cached reviews).
     pub lease_access: lease_access::LeaseAccess,
     registry: Mutex<HashMap<ObjectRef<ManagerConfig>, Entry>>,
@@ -534,7 +532,7 @@ async fn sweep_vanished(
             let all = store.state();
             for key in waiting {
                 if let Some(mc) = store.get(&key)
-                    && claims::rival_owner(&mc, &all, None).is_none()
+                    && crate::claims::rival_owner(&mc, &all, None).is_none()
                 {
                     if let Some(e) = ctx.registry.lock().await.get_mut(&key) {
                         e.next_retry = None;
@@ -552,13 +550,13 @@ async fn check_lease_claim(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), Failure>
         return Ok(());
     };
     let all = store.state();
-    let (lease_ns, lease_name) = claims::lease_of(mc);
+    let (lease_ns, lease_name) = crate::claims::lease_of(mc);
     // No other config names this Lease (the usual case): no Lease read needed.
     let lease = (lease_ns.clone(), lease_name.clone());
     if !all.iter().any(|o| {
         o.metadata.deletion_timestamp.is_none()
             && o.uid() != mc.uid()
-            && claims::lease_of(o) == lease
+            && crate::claims::lease_of(o) == lease
     }) {
         return Ok(());
     }
@@ -573,13 +571,13 @@ async fn check_lease_claim(ctx: &Ctx, mc: &ManagerConfig) -> Result<(), Failure>
     .and_then(|l| l.spec)
     .and_then(|s| s.holder_identity);
     let holder_uid = holder.as_deref().and_then(config_uid_of);
-    match claims::rival_owner(mc, &all, holder_uid) {
+    match crate::claims::rival_owner(mc, &all, holder_uid) {
         None => Ok(()),
         Some(owner) => Err(Failure::new(
             StartupFailure::LeaseInUse,
             format!(
                 "spec.leaderElection.leaseName: {}; only one ManagerConfig may use a Lease",
-                claims::in_use_message(&(lease_ns, lease_name), &owner)
+                crate::claims::in_use_message(&(lease_ns, lease_name), &owner)
             ),
         )),
     }
@@ -779,7 +777,7 @@ pub struct RunParams {
     /// Placement among replicas (None: this replica leads whatever it wins).
     pub placement: Option<PlacementParams>,
     /// Per-tenant limits.
-    pub limits: limits::TenantLimits,
+    pub limits: crate::limits::TenantLimits,
 }
 
 /// What placement needs from the controller's run.

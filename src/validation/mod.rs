@@ -659,7 +659,7 @@ fn hook_tls(ctx: &mut Ctx, field: &str, h: &crate::api::spec::HookSpec) -> HookT
                 Rule::HookTls,
                 format!("must be at most {CA_BUNDLE_MAX} bytes, got {}", pem.len()),
             );
-        } else if let Err(e) = crate::workers::tls::parse_ca_bundle(pem.as_bytes()) {
+        } else if let Err(e) = crate::tls::pem::parse_ca_bundle(pem.as_bytes(), "hook.caBundle") {
             ctx.push(format!("{field}.caBundle"), Rule::HookTls, e.to_string());
         }
     }

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use crate::authz::Verdict;
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::UserInfo;
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview};
 use kube::api::{Api, PostParams};
+
+use crate::authz::{Attributes, Verdict, review_as};
 
 /// The verbs a user needs on `leases.coordination.k8s.io` in a namespace before a ManagerConfig
 /// may elect its leader on a Lease there.
@@ -73,23 +72,16 @@ impl SubjectAccessReviewer {
 
     /// The review for one verb.
     pub fn review_for(user: &UserInfo, namespace: &str, verb: &str) -> SubjectAccessReview {
-        SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: user.username.clone(),
-                groups: user.groups.clone(),
-                uid: user.uid.clone(),
-                extra: user.extra.clone(),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some("coordination.k8s.io".into()),
-                    resource: Some("leases".into()),
-                    namespace: Some(namespace.into()),
-                    verb: Some(verb.into()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        }
+        review_as(
+            user,
+            Attributes::Resource(Box::new(ResourceAttributes {
+                group: Some("coordination.k8s.io".into()),
+                resource: Some("leases".into()),
+                namespace: Some(namespace.into()),
+                verb: Some(verb.into()),
+                ..ResourceAttributes::default()
+            })),
+        )
     }
 
     async fn check(&self, user: &UserInfo, namespace: &str) -> Result<bool, AccessReviewError> {

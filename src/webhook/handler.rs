@@ -26,7 +26,8 @@ use serde_json::Value;
 
 use super::access::AccessReviewer;
 use crate::api::ManagerConfig;
-use crate::controller::limits::TenantLimits;
+use crate::claims::LeaseClaims;
+use crate::limits::TenantLimits;
 use crate::validation::{self, HookPolicy, decode, names};
 
 /// The admission review `apiVersion` this webhook speaks.
@@ -208,13 +209,6 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Decides a CREATE/UPDATE of a ManagerConfig. `Err` is the text of an HTTP 400.
-/// What the webhook knows of the stored ManagerConfigs (the operator's cache), so it can refuse
-/// a second config on a Lease that another one uses (docs/design.md §3.1).
-pub trait LeaseClaims: Send + Sync {
-    /// The other config that owns the Lease `mc` names, if any.
-    fn rival(&self, mc: &ManagerConfig) -> Option<std::sync::Arc<ManagerConfig>>;
-}
-
 async fn decide(
     parsed: &Parsed,
     policy: &HookPolicy,
@@ -317,10 +311,7 @@ async fn decide(
     if let Some(owner) = claims.and_then(|c| c.rival(&mc)) {
         lines.push(format!(
             "spec.leaderElection.leaseName: {}",
-            crate::controller::claims::in_use_message(
-                &crate::controller::claims::lease_of(&mc),
-                &owner
-            )
+            crate::claims::in_use_message(&crate::claims::lease_of(&mc), &owner)
         ));
     }
     let invalid_count = lines.len();

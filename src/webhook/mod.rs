@@ -10,219 +10,41 @@
 //!
 //! * [`handler`]: the decision, bytes in, status and JSON out — no server needed;
 //! * [`access`]: the SubjectAccessReview behind the [`access::AccessReviewer`] trait;
-//! * [`server`]: HTTPS (axum, hyper-util, tokio-rustls) with body, time and concurrency limits,
-//!   hot-swappable certificate and graceful shutdown;
-//! * [`certs`]: self-managed CA and serving certificate in a Secret (rotation, CA injection) or
-//!   external certificate files;
+//! * [`admission`]: the routes, with body and concurrency limits, served by
+//!   [`crate::tls::server`] (hot-swappable certificate, connection limits, graceful shutdown);
+//! * [`config`]: the settings and their checks;
+//! * [`ca_bundle`]: CA injection into the ValidatingWebhookConfiguration;
 //! * [`register`]: the ValidatingWebhookConfiguration, for `--webhook-register`.
 //!
-//! [`start_webhook`]/[`run_webhook`] tie them together for `manager-operator run`.
+//! Certificates (self-managed Secret or mounted files) come from [`crate::tls`].
+//! [`start_webhook_with_claims`] ties them together for `manager-operator run`.
 
 pub mod access;
-pub mod certs;
+pub mod admission;
+pub mod ca_bundle;
+pub mod config;
 pub mod handler;
 pub mod register;
-pub mod server;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::metrics::Metrics;
-use crate::validation::{HookPolicy, names};
+use crate::tls::reload::{self, CertEvents, CertSource, ServedCert};
+use crate::tls::{CertError, FileCertSource, SecretCertSource, ServingCert};
+use crate::validation::HookPolicy;
 use access::{AccessReviewer, SubjectAccessReviewer};
-use certs::{CertError, CertLifetimes, CertSubject, FileCertSource, SecretCertSource, ServingCert};
+use admission::AdmissionState;
+pub use config::{CertMode, WebhookConfig};
 use register::ClientTarget;
-use server::{AdmissionState, CertStore, ServerLimits};
 
 /// The path the API server POSTs AdmissionReviews to.
 pub const VALIDATE_PATH: &str = "/validate-managerconfig";
-
-/// Where the serving certificate comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CertMode {
-    /// The operator keeps a CA and serving certificate in a Secret, injects the CA into the
-    /// webhook configuration and rotates before expiry.
-    SelfManaged,
-    /// `tls.crt`/`tls.key` (and optional `ca.crt`) are read from `--webhook-cert-dir`
-    /// (cert-manager or any mounted Secret) and reloaded when they change.
-    External,
-}
-
-/// Everything the webhook needs, from `cli::args::WebhookArgs::config` or built directly (tests).
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    /// Listen address (port 0 picks a free port).
-    pub bind_address: SocketAddr,
-    /// URL mode: the `clientConfig.url` (port 0 = the bound port; empty path = VALIDATE_PATH).
-    pub url: Option<Url>,
-    /// Create/update the ValidatingWebhookConfiguration.
-    pub register: bool,
-    /// Namespace selector of the registered webhook.
-    pub namespace_selector: Option<LabelSelector>,
-    /// Name of the ValidatingWebhookConfiguration (CA injection, registration).
-    pub configuration_name: String,
-    /// Service name (certificate DNS names, service registration).
-    pub service_name: String,
-    /// Namespace of the Secret and Service.
-    pub namespace: String,
-    /// Self-managed Secret name.
-    pub secret_name: String,
-    /// Certificate mode.
-    pub cert_mode: CertMode,
-    /// External certificate directory.
-    pub cert_dir: PathBuf,
-    /// Self-managed lifetimes.
-    pub lifetimes: CertLifetimes,
-    /// Certificate re-check period.
-    pub check_interval: Duration,
-    /// Extra certificate DNS names.
-    pub extra_dns_names: Vec<String>,
-    /// Server limits.
-    pub limits: ServerLimits,
-    /// The operator's static tenant limits (workers per config, timing floors), refused at
-    /// admission too (None: not checked here).
-    pub tenant_limits: Option<crate::controller::limits::TenantLimits>,
-}
-
-impl WebhookConfig {
-    /// Defaults for a local webhook on 127.0.0.1 with a free port in URL mode, self-managed
-    /// certificates in `namespace/secret_name`.
-    pub fn local(namespace: &str, secret_name: &str, configuration_name: &str) -> Self {
-        Self {
-            bind_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            url: Url::parse("https://127.0.0.1:0").ok(),
-            register: false,
-            namespace_selector: None,
-            configuration_name: configuration_name.into(),
-            service_name: "manager-operator-webhook".into(),
-            namespace: namespace.into(),
-            secret_name: secret_name.into(),
-            cert_mode: CertMode::SelfManaged,
-            cert_dir: PathBuf::new(),
-            lifetimes: CertLifetimes::default(),
-            check_interval: Duration::from_secs(60),
-            extra_dns_names: Vec::new(),
-            limits: ServerLimits::default(),
-            tenant_limits: None,
-        }
-    }
-
-    /// The names the self-managed serving certificate covers: the Service's DNS names,
-    /// `localhost`, the URL's host, the extra names, and 127.0.0.1.
-    pub fn subject(&self) -> CertSubject {
-        let svc = &self.service_name;
-        let ns = &self.namespace;
-        let mut dns_names = vec![
-            format!("{svc}.{ns}.svc"),
-            format!("{svc}.{ns}.svc.cluster.local"),
-            format!("{svc}.{ns}"),
-            svc.clone(),
-            "localhost".to_string(),
-        ];
-        let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-        if let Some(url) = &self.url {
-            match url.host() {
-                Some(url::Host::Domain(d)) => dns_names.push(d.to_ascii_lowercase()),
-                Some(url::Host::Ipv4(ip)) => ips.push(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => ips.push(IpAddr::V6(ip)),
-                None => {}
-            }
-        }
-        dns_names.extend(self.extra_dns_names.iter().map(|d| d.to_ascii_lowercase()));
-        let mut seen = std::collections::BTreeSet::new();
-        dns_names.retain(|d| seen.insert(d.clone()));
-        ips.dedup();
-        CertSubject { dns_names, ips }
-    }
-
-    /// The `clientConfig.url` for a server bound to `bound`, in URL mode.
-    pub fn client_url(&self, bound: SocketAddr) -> Option<Url> {
-        let mut url = self.url.clone()?;
-        if url.port() == Some(0) {
-            let _ = url.set_port(Some(bound.port()));
-        }
-        if url.path().is_empty() || url.path() == "/" {
-            url.set_path(VALIDATE_PATH);
-        }
-        Some(url)
-    }
-
-    /// Refuses inconsistent settings (URL mode over http, a serving lifetime longer than the
-    /// CA's, absurd lifetimes, bad names).
-    pub fn check(&self) -> Result<(), WebhookError> {
-        let bad = |m: String| Err(WebhookError::Config(m));
-        if let Some(url) = &self.url {
-            if url.scheme() != "https" {
-                return bad(format!("--webhook-url {url} must be an https URL"));
-            }
-            if url.host().is_none() {
-                return bad(format!("--webhook-url {url} has no host"));
-            }
-            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-                return bad(format!(
-                    "--webhook-url {url} must not have a query, fragment or user (the API server refuses them)"
-                ));
-            }
-        }
-        if self.cert_mode == CertMode::SelfManaged {
-            if !names::is_dns1123_subdomain(&self.secret_name) {
-                return bad(format!(
-                    "--webhook-secret-name {:?} is not a valid Secret name",
-                    self.secret_name
-                ));
-            }
-            if !names::is_dns1123_label(&self.namespace) {
-                return bad(format!(
-                    "--webhook-secret-namespace {:?} is not a valid namespace name",
-                    self.namespace
-                ));
-            }
-            const MIN: Duration = Duration::from_secs(10);
-            const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
-            for (flag, d) in [
-                ("--webhook-ca-lifetime", self.lifetimes.ca),
-                ("--webhook-cert-lifetime", self.lifetimes.serving),
-            ] {
-                if d < MIN || d > MAX {
-                    return bad(format!(
-                        "{flag} must be between 10s and 100 years, got {d:?}"
-                    ));
-                }
-            }
-            if self.lifetimes.serving > self.lifetimes.ca {
-                return bad(format!(
-                    "--webhook-cert-lifetime ({:?}) must not exceed --webhook-ca-lifetime ({:?})",
-                    self.lifetimes.serving, self.lifetimes.ca
-                ));
-            }
-        }
-        if !names::is_dns1123_label(&self.service_name) {
-            return bad(format!(
-                "--webhook-service-name {:?} is not a valid Service name",
-                self.service_name
-            ));
-        }
-        if !names::is_dns1123_subdomain(&self.configuration_name) {
-            return bad(format!(
-                "--webhook-configuration-name {:?} is not a valid object name",
-                self.configuration_name
-            ));
-        }
-        for d in &self.extra_dns_names {
-            if !names::is_dns1123_subdomain(&d.to_ascii_lowercase()) {
-                return bad(format!("--webhook-dns-names: {d:?} is not a DNS name"));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Why the webhook could not start.
 #[derive(Debug, thiserror::Error)]
@@ -256,42 +78,11 @@ pub enum WebhookError {
     },
 }
 
-enum Source {
-    Secret(Box<SecretCertSource>),
-    Files(FileCertSource, certs::FileContents),
-}
-
-/// What the certificate loop shares with [`RunningWebhook`].
-struct Shared {
-    store: Arc<CertStore>,
-    current: RwLock<ServingCert>,
-}
-
-impl Shared {
-    fn current(&self) -> ServingCert {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Serves `cert` from the next handshake on; true when it differs from the current one.
-    fn install(&self, cert: ServingCert) -> Result<bool, CertError> {
-        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if *guard == cert {
-            return Ok(false);
-        }
-        self.store.set(cert.certified_key()?);
-        *guard = cert;
-        Ok(true)
-    }
-}
-
 /// A started webhook: serving, with its certificate loop running.
 pub struct RunningWebhook {
     local_addr: SocketAddr,
     url: Option<Url>,
-    shared: Arc<Shared>,
+    served: Arc<ServedCert>,
     server: tokio::task::JoinHandle<()>,
     cert_loop: tokio::task::JoinHandle<()>,
 }
@@ -309,12 +100,12 @@ impl RunningWebhook {
 
     /// The CA bundle (PEM) clients must trust, when known.
     pub fn ca_bundle(&self) -> Option<String> {
-        self.shared.current().ca_bundle_pem
+        self.served.current().ca_bundle_pem
     }
 
     /// The serving certificate currently served.
     pub fn serving_cert(&self) -> ServingCert {
-        self.shared.current()
+        self.served.current()
     }
 
     /// Waits until the server and the certificate loop have stopped (after cancellation).
@@ -329,7 +120,7 @@ impl RunningWebhook {
 }
 
 /// Sets `webhook_certificate_expiration_timestamp_seconds` from `cert`.
-fn observe_expiry(metrics: Option<&Metrics>, cert: &certs::ServingCert) {
+fn observe_expiry(metrics: Option<&Metrics>, cert: &ServingCert) {
     let Some(m) = metrics else { return };
     let unix = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -356,14 +147,14 @@ fn count_rotation_failure(metrics: Option<&Metrics>) {
 /// Publishes `bundle` in the ValidatingWebhookConfiguration; false when that failed.
 async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&str>) -> bool {
     let Some(bundle) = bundle else { return true };
-    match certs::inject_ca_bundle(client.clone(), &config.configuration_name, bundle).await {
-        Ok(certs::Injection::Updated(n)) => tracing::info!(
+    match ca_bundle::inject_ca_bundle(client.clone(), &config.configuration_name, bundle).await {
+        Ok(ca_bundle::Injection::Updated(n)) => tracing::info!(
             configuration = %config.configuration_name,
             webhooks = n,
             "injected the CA bundle into the ValidatingWebhookConfiguration"
         ),
-        Ok(certs::Injection::Unchanged) => {}
-        Ok(certs::Injection::NotFound) => tracing::debug!(
+        Ok(ca_bundle::Injection::Unchanged) => {}
+        Ok(ca_bundle::Injection::NotFound) => tracing::debug!(
             configuration = %config.configuration_name,
             "ValidatingWebhookConfiguration not found; CA bundle not injected"
         ),
@@ -375,61 +166,33 @@ async fn inject(client: &kube::Client, config: &WebhookConfig, bundle: Option<&s
     true
 }
 
-async fn cert_loop(
-    mut source: Source,
-    shared: Arc<Shared>,
+/// The webhook's side of the certificate loop: the CA bundle is (re)published on every check
+/// before a certificate that may need it is served, and rotations, failures and expiry are
+/// recorded in the metrics.
+struct WebhookCertEvents {
     client: kube::Client,
     config: WebhookConfig,
     metrics: Option<Metrics>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(config.check_interval) => {}
-        }
-        let fresh = match &mut source {
-            Source::Secret(s) => s.ensure().await,
-            Source::Files(files, last) => match files.contents() {
-                Ok(contents) if contents == *last => Ok(shared.current()),
-                Ok(contents) => match files.parse(&contents) {
-                    Ok(cert) => {
-                        *last = contents;
-                        Ok(cert)
-                    }
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            },
-        };
-        let cert = match fresh {
-            Ok(c) => c,
-            Err(e) => {
-                count_rotation_failure(metrics.as_ref());
-                tracing::warn!(error = %e, "webhook certificate check failed; keeping the current certificate");
-                continue;
+}
+
+impl CertEvents for WebhookCertEvents {
+    fn publish<'a>(&'a self, cert: &'a ServingCert) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if !inject(&self.client, &self.config, cert.ca_bundle_pem.as_deref()).await {
+                count_rotation_failure(self.metrics.as_ref());
             }
-        };
-        // Publish the bundle before serving a certificate that may need it.
-        if !inject(&client, &config, cert.ca_bundle_pem.as_deref()).await {
-            count_rotation_failure(metrics.as_ref());
+        })
+    }
+
+    fn installed(&self, cert: &ServingCert) {
+        if let Some(m) = &self.metrics {
+            m.webhook_certificate_rotations_total.inc();
         }
-        let serial = cert.serial.clone();
-        let installed = cert.clone();
-        match shared.install(cert) {
-            Ok(true) => {
-                if let Some(m) = &metrics {
-                    m.webhook_certificate_rotations_total.inc();
-                }
-                observe_expiry(metrics.as_ref(), &installed);
-                tracing::info!(%serial, "webhook serving certificate reloaded");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                count_rotation_failure(metrics.as_ref());
-                tracing::warn!(error = %e, "new webhook certificate unusable; keeping the current one")
-            }
-        }
+        observe_expiry(self.metrics.as_ref(), cert);
+    }
+
+    fn failed(&self, _error: &CertError) {
+        count_rotation_failure(self.metrics.as_ref());
     }
 }
 
@@ -458,13 +221,13 @@ pub async fn start_webhook_with_claims(
     policy: HookPolicy,
     metrics: Option<Metrics>,
     reviewer: Option<Arc<dyn AccessReviewer>>,
-    claims: Option<Arc<dyn handler::LeaseClaims>>,
+    claims: Option<Arc<dyn crate::claims::LeaseClaims>>,
     shutdown: CancellationToken,
 ) -> Result<RunningWebhook, WebhookError> {
     config.check()?;
     let (source, cert) = match config.cert_mode {
         CertMode::SelfManaged => {
-            let s = SecretCertSource::new(
+            let secret = SecretCertSource::new(
                 client.clone(),
                 &config.namespace,
                 &config.secret_name,
@@ -472,22 +235,12 @@ pub async fn start_webhook_with_claims(
                 config.lifetimes,
             )
             .owned_by_configuration(&config.configuration_name);
-            let cert = s.ensure().await?;
-            (Source::Secret(Box::new(s)), cert)
+            CertSource::secret(secret).await?
         }
-        CertMode::External => {
-            let files = FileCertSource::new(&config.cert_dir);
-            let (cert, contents) = files.load()?;
-            (Source::Files(files, contents), cert)
-        }
+        CertMode::External => CertSource::files(FileCertSource::new(&config.cert_dir))?,
     };
-    let store = Arc::new(CertStore::new());
-    store.set(cert.certified_key()?);
+    let served = ServedCert::new(cert.clone())?;
     observe_expiry(metrics.as_ref(), &cert);
-    let shared = Arc::new(Shared {
-        store: store.clone(),
-        current: RwLock::new(cert.clone()),
-    });
 
     let listener = TcpListener::bind(config.bind_address)
         .await
@@ -530,42 +283,34 @@ pub async fn start_webhook_with_claims(
     let mut state = AdmissionState::new(policy, reviewer, metrics.clone(), config.limits);
     state.claims = claims;
     state.tenant_limits = config.tenant_limits;
-    let tls = server::tls_config(store)?;
-    let server = tokio::spawn(server::serve(
+    let tls = crate::tls::server::tls_config(served.store())?;
+    let server = tokio::spawn(crate::tls::server::serve_tls(
         listener,
         tls,
-        server::router(state),
+        admission::router(state),
         config.limits,
         shutdown.clone(),
+        "admission webhook",
     ));
-    let cert_loop = tokio::spawn(cert_loop(
-        source,
-        shared.clone(),
+    let every = config.check_interval;
+    let events = WebhookCertEvents {
         client,
         config,
         metrics,
+    };
+    let cert_loop = tokio::spawn(reload::run(
+        "webhook",
+        source,
+        served.clone(),
+        every,
+        events,
         shutdown,
     ));
     Ok(RunningWebhook {
         local_addr,
         url,
-        shared,
+        served,
         server,
         cert_loop,
     })
-}
-
-/// [`start_webhook`] with SubjectAccessReviews, then serves until `shutdown` is cancelled.
-pub async fn run_webhook(
-    config: WebhookConfig,
-    client: kube::Client,
-    policy: HookPolicy,
-    metrics: Option<Metrics>,
-    shutdown: CancellationToken,
-) -> Result<(), WebhookError> {
-    start_webhook(config, client, policy, metrics, None, shutdown)
-        .await?
-        .wait()
-        .await;
-    Ok(())
 }

@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
 use super::VALIDATE_PATH;
-use super::certs::MANAGER;
 use super::handler::{GROUP, VERSION};
+use crate::api::FIELD_MANAGER as MANAGER;
 use crate::validation::selector::{valid_label_key, valid_label_value};
 
 /// Name of the webhook inside the configuration.

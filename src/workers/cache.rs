@@ -182,13 +182,23 @@ struct Held {
 }
 
 impl Default for ReplicaCaches {
-    /// The budgets of the default [`crate::controller::limits::TenantLimits`], no gauge.
+    /// The budgets of the default [`crate::limits::TenantLimits`], no gauge.
     fn default() -> Self {
-        crate::controller::limits::TenantLimits::default().replica_caches(None)
+        Self::for_limits(&crate::limits::TenantLimits::default(), None)
     }
 }
 
 impl ReplicaCaches {
+    /// The replica's watch-cache budgets and list slots under `limits`.
+    pub fn for_limits(limits: &crate::limits::TenantLimits, gauge: Option<IntGauge>) -> Self {
+        Self::new(
+            limits.max_watch_cache_bytes_per_namespace,
+            limits.max_watch_cache_bytes,
+            limits.max_concurrent_lists,
+            gauge,
+        )
+    }
+
     /// Budgets of `per_namespace` and `per_replica` bytes (0: unlimited) and `lists`
     /// concurrent lists (0: unlimited); `gauge` follows the bytes held.
     pub fn new(per_namespace: u64, per_replica: u64, lists: u32, gauge: Option<IntGauge>) -> Self {

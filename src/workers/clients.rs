@@ -16,7 +16,7 @@ pub struct ClientCache(Arc<Mutex<HashMap<String, Weak<kube::Client>>>>);
 impl ClientCache {
     /// The client acting as `user` on `base`: the cached one while any worker still holds it,
     /// otherwise a new one (`kube::Client::try_from`), which is cached for the next worker.
-    /// Its requests are counted in `metrics` (see [`crate::kube_metrics`]) when given.
+    /// Its requests are counted in `metrics` (see [`crate::metrics::kube_api`]) when given.
     pub fn get(
         &self,
         base: &kube::Config,
@@ -31,7 +31,7 @@ impl ClientCache {
         // Entries of users nobody acts as any more are dropped whenever a client is built.
         map.retain(|_, weak| weak.strong_count() > 0);
         let client = Arc::new(
-            crate::kube_metrics::client(super::impersonating(base, user), metrics)
+            crate::metrics::kube_api::client(super::impersonating(base, user), metrics)
                 .map_err(|e| e.to_string())?,
         );
         map.insert(user.to_string(), Arc::downgrade(&client));
@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn base() -> kube::Config {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_default_provider();
         let url = "https://127.0.0.1:6443".parse().expect("a valid URL");
         kube::Config::new(url)
     }

@@ -346,7 +346,7 @@ pub fn http_client_with(
     lookup: Arc<dyn Lookup>,
 ) -> Result<HookClient, reqwest::Error> {
     // Another part of the process may have installed it already; that is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_default_provider();
     build(Arc::new(policy.clone()), lookup, None)
 }
 

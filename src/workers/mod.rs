@@ -61,7 +61,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::api::conditions::StartupFailure;
-use crate::controller::limits::TenantLimits;
+use crate::limits::TenantLimits;
 use crate::manager::fence::{Fence, FenceError};
 use crate::manager::runtime::{Failure, RunContext, Runnable};
 use crate::metrics::Metrics;
@@ -302,7 +302,7 @@ impl Inner {
         }
         let config = m.client_config(self.spec.tls.client_cert_secret.as_deref().unwrap_or(""))?;
         let base = self.http.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let http = base.with_tls(config).map_err(|e| tls::TlsError::BadCa {
+        let http = base.with_tls(config).map_err(|e| tls::TlsError::Setup {
             what: "the hook client".into(),
             reason: e.to_string(),
         })?;

@@ -7,7 +7,6 @@
 //! renewed certificate (cert-manager) needs no restart. With a CA bundle only those CAs are
 //! trusted (not the public roots); with only a client certificate the platform's roots are.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -17,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::api::conditions::StartupFailure;
 use crate::manager::runtime::Failure;
+use crate::tls::pem::{BundleError, certificates, root_store};
 use crate::validation::HookTls;
 
 /// Largest CA bundle or certificate value read from the API (a bigger one is refused).
@@ -25,21 +25,13 @@ pub const MAX_PEM_BYTES: usize = 256 * 1024;
 /// Why a hook's TLS material cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TlsError {
-    /// The bundle holds no PEM `CERTIFICATE` block.
-    #[error("{0} holds no PEM certificate")]
-    NoCertificates(String),
-    /// A block does not parse.
-    #[error("{what} is not valid PEM: {reason}")]
-    BadPem {
-        /// Which value.
-        what: String,
-        /// The parser's reason.
-        reason: String,
-    },
-    /// A certificate is not one rustls accepts as a root.
-    #[error("{what}: a certificate cannot be used as a CA: {reason}")]
-    BadCa {
-        /// Which value.
+    /// A CA bundle is unusable (no certificate, bad PEM, not a CA).
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// rustls refused the TLS setup.
+    #[error("{what}: {reason}")]
+    Setup {
+        /// What was being set up.
         what: String,
         /// rustls' reason.
         reason: String,
@@ -88,37 +80,9 @@ impl TlsError {
     }
 }
 
-/// The certificates of a PEM bundle (`what` names it in errors).
-fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let mut out = Vec::new();
-    for c in CertificateDer::pem_slice_iter(pem) {
-        out.push(c.map_err(|e| TlsError::BadPem {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?);
-    }
-    if out.is_empty() {
-        return Err(TlsError::NoCertificates(what.to_string()));
-    }
-    Ok(out)
-}
-
 /// Parses an inline `hook.caBundle` and checks every certificate can be a root.
 pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = certificates(pem, "hook.caBundle")?;
-    roots(&certs, "hook.caBundle")?;
-    Ok(certs)
-}
-
-fn roots(certs: &[CertificateDer<'static>], what: &str) -> Result<rustls::RootCertStore, TlsError> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in certs {
-        store.add(c.clone()).map_err(|e| TlsError::BadCa {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?;
-    }
-    Ok(store)
+    Ok(crate::tls::pem::parse_ca_bundle(pem, "hook.caBundle")?)
 }
 
 /// The TLS material of one worker, as last read.
@@ -133,10 +97,10 @@ pub struct Material {
 impl Material {
     /// The rustls client configuration this material makes.
     pub fn client_config(&self, secret: &str) -> Result<rustls::ClientConfig, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crate::tls::provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::BadCa {
+            .map_err(|e| TlsError::Setup {
                 what: "TLS setup".into(),
                 reason: e.to_string(),
             })?;
@@ -144,12 +108,12 @@ impl Material {
             use rustls_platform_verifier::BuilderVerifierExt;
             builder
                 .with_platform_verifier()
-                .map_err(|e| TlsError::BadCa {
+                .map_err(|e| TlsError::Setup {
                     what: "the platform's roots".into(),
                     reason: e.to_string(),
                 })?
         } else {
-            builder.with_root_certificates(roots(&self.cas, "the CA bundle")?)
+            builder.with_root_certificates(root_store(&self.cas, "the CA bundle")?)
         };
         match &self.client {
             None => Ok(builder.with_no_client_auth()),
@@ -190,7 +154,7 @@ pub async fn load(
         )
         .await?;
         let certs = certificates(&value, &what)?;
-        roots(&certs, &what)?;
+        root_store(&certs, &what)?;
         m.cas.extend(certs);
     }
     if let Some(name) = &tls.client_cert_secret {
@@ -297,7 +261,7 @@ mod tests {
         assert_eq!(parse_ca_bundle(two.as_bytes()).unwrap().len(), 2);
         assert!(matches!(
             parse_ca_bundle(b"hello"),
-            Err(TlsError::NoCertificates(_))
+            Err(TlsError::Bundle(BundleError::NoCertificates(_)))
         ));
         let broken = "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
         assert!(parse_ca_bundle(broken.as_bytes()).is_err());

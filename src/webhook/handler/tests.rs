@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::claims::LeaseClaims;
 use crate::webhook::access::{AccessReviewError, AccessReviewer};
 
 /// Allows the (user, namespace) pairs it was given; counts calls; can fail.
@@ -686,7 +687,7 @@ struct FakeClaims(Vec<std::sync::Arc<ManagerConfig>>);
 
 impl LeaseClaims for FakeClaims {
     fn rival(&self, mc: &ManagerConfig) -> Option<std::sync::Arc<ManagerConfig>> {
-        crate::controller::claims::rival_owner(mc, &self.0, None)
+        crate::claims::rival_owner(mc, &self.0, None)
     }
 }
 

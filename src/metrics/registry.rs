@@ -1,6 +1,5 @@
-//! Prometheus metrics (docs/design.md §5), all in one [`prometheus::Registry`], prefix
-//! `manager_operator_`. Labels are bounded: per ManagerConfig (namespace/name), per worker, per
-//! stable reason, never per object or per error text. Documented in `docs/metrics.md`.
+//! The registry: every metric of the operator, in one [`prometheus::Registry`], prefix
+//! `manager_operator_`.
 
 use std::collections::HashMap;
 
@@ -64,7 +63,7 @@ pub struct Metrics {
     pub admission_request_errors_total: IntCounterVec,
     /// `build_info{version,revision}`: 1.
     pub build_info: IntGaugeVec,
-    /// `kube_requests_total{method,code}`: Kubernetes API requests (see [`crate::kube_metrics`]).
+    /// `kube_requests_total{method,code}`: Kubernetes API requests (see [`super::kube_api`]).
     pub kube_requests_total: IntCounterVec,
     /// `kube_request_duration_seconds{method}`: time to the answer's headers.
     pub kube_request_duration_seconds: HistogramVec,
@@ -452,25 +451,6 @@ impl Metrics {
         forget(&self.reconcile_duration_seconds, namespace, name, keep);
         forget(&self.workers_active, namespace, name, keep);
         forget(&self.queue_depth, namespace, name, keep);
-    }
-
-    /// The plain `/metrics` route (the secure server wraps the same router in its auth
-    /// layer, `metrics_auth`).
-    pub fn router(self) -> axum::Router {
-        async fn handler(
-            axum::extract::State(m): axum::extract::State<Metrics>,
-        ) -> (axum::http::StatusCode, String) {
-            match m.encode() {
-                Ok(text) => (axum::http::StatusCode::OK, text),
-                Err(e) => (
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("encoding metrics failed: {e}"),
-                ),
-            }
-        }
-        axum::Router::new()
-            .route("/metrics", axum::routing::get(handler))
-            .with_state(self)
     }
 
     /// The text exposition of every metric.

@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
@@ -7,11 +7,14 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::tls::rotation::{Evaluation, evaluate};
+use crate::tls::server::{CertStore, MAX_BODY_BYTES, ServerLimits, serve_tls, tls_config};
+use crate::tls::{CertLifetimes, CertSubject, ServingCert};
 use crate::webhook::access::AccessReviewError;
-use crate::webhook::certs::{self, CertLifetimes, CertSubject, Evaluation, ServingCert};
 
 struct AllowAll;
 
@@ -30,7 +33,7 @@ fn new_cert() -> ServingCert {
         dns_names: vec!["localhost".into()],
         ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
     };
-    match certs::evaluate(
+    match evaluate(
         &BTreeMap::new(),
         &subject,
         CertLifetimes::default(),
@@ -64,12 +67,13 @@ async fn start(limits: ServerLimits) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(
+    let task = tokio::spawn(serve_tls(
         listener,
         tls_config(store.clone()).expect("tls"),
         router(state),
         limits,
         shutdown.clone(),
+        "admission webhook",
     ));
     TestServer {
         addr,
@@ -97,13 +101,11 @@ async fn connect(
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.expect("pem")).expect("root");
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
     connector
@@ -366,13 +368,11 @@ async fn http2_works() {
     for c in CertificateDer::pem_slice_iter(s.ca.as_bytes()) {
         roots.add(c.expect("pem")).expect("root");
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(s.addr).await.expect("tcp");

@@ -1,13 +1,53 @@
-//! One reading of an authorizer's answer (`SubjectAccessReviewStatus`, the status of both
-//! SubjectAccessReviews and SelfSubjectAccessReviews), for every place that asks one: the
-//! webhook's Lease checks, the controller's cross-namespace Lease check, the workers' preflight
-//! and the secure metrics server.
+//! Authorization helpers for every place that asks the API server's authorizer: the webhook's
+//! Lease checks, the controller's cross-namespace Lease check, the workers' preflight and the
+//! secure metrics server.
 //!
-//! The subtle case: `allowed: false` with an `evaluationError` and without `denied: true` means
+//! * [`review_as`] builds the `SubjectAccessReview` for a user (copied from a request's
+//!   `userInfo` or a TokenReview) and a resource or non-resource attribute;
+//! * [`verdict`] is the one reading of the answer (`SubjectAccessReviewStatus`, the status of
+//!   both SubjectAccessReviews and SelfSubjectAccessReviews);
+//! * [`cache`] keeps answers for a short time in a bounded map.
+//!
+//! The subtle case of [`verdict`]: `allowed: false` with an `evaluationError` and without `denied: true` means
 //! the authorizer *failed*, not that it said no. Callers that can tell the user "try again" or
 //! "the authorizer is broken" need to keep the two apart.
 
-use k8s_openapi::api::authorization::v1::SubjectAccessReviewStatus;
+pub mod cache;
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    SubjectAccessReviewStatus,
+};
+
+/// What a review asks about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attributes {
+    /// A verb on a resource (e.g. `create` on `leases.coordination.k8s.io` in a namespace).
+    Resource(Box<ResourceAttributes>),
+    /// A verb on a non-resource URL (e.g. `get` on `/metrics`).
+    NonResource(NonResourceAttributes),
+}
+
+/// The `SubjectAccessReview` asking whether `user` (username, groups, uid and extra) may do
+/// what `attributes` say.
+pub fn review_as(user: &UserInfo, attributes: Attributes) -> SubjectAccessReview {
+    let (resource_attributes, non_resource_attributes) = match attributes {
+        Attributes::Resource(r) => (Some(*r), None),
+        Attributes::NonResource(n) => (None, Some(n)),
+    };
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: user.username.clone(),
+            groups: user.groups.clone(),
+            uid: user.uid.clone(),
+            extra: user.extra.clone(),
+            resource_attributes,
+            non_resource_attributes,
+        },
+        ..SubjectAccessReview::default()
+    }
+}
 
 /// What an authorizer answered.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 //! | `--max-hook-calls-per-config` | 64 | a semaphore shared by the config's workers |
 //! | `--max-watch-cache-bytes-per-namespace` | 32Mi | in each worker's reflector, while it runs |
 //! | `--max-watch-cache-bytes` | 96Mi | in each worker's reflector, while it runs |
-//! | `--max-concurrent-lists` | 4 | lists wait for a slot (see [`crate::workers::cache`]) |
+//! | `--max-concurrent-lists` | 4 | lists wait for a slot (see `workers::cache`) |
 
 use std::time::Duration;
 
@@ -150,19 +150,6 @@ impl TenantLimits {
              some (this one starts by itself once it is within the limit)",
             self.max_configs_per_namespace
         )))
-    }
-
-    /// The replica's watch-cache budgets and list slots under these limits.
-    pub fn replica_caches(
-        &self,
-        gauge: Option<prometheus::IntGauge>,
-    ) -> crate::workers::cache::ReplicaCaches {
-        crate::workers::cache::ReplicaCaches::new(
-            self.max_watch_cache_bytes_per_namespace,
-            self.max_watch_cache_bytes,
-            self.max_concurrent_lists,
-            gauge,
-        )
     }
 
     /// The hook-call permits a config with these workers gets.

@@ -82,13 +82,20 @@ pub fn rival_owner(
         .cloned()
 }
 
+/// What the webhook knows of the stored ManagerConfigs (the operator's cache), so it can refuse
+/// a second config on a Lease that another one uses.
+pub trait LeaseClaims: Send + Sync {
+    /// The other config that owns the Lease `mc` names, if any.
+    fn rival(&self, mc: &ManagerConfig) -> Option<Arc<ManagerConfig>>;
+}
+
 /// The operator's ManagerConfig cache as the admission webhook's view of Lease claims. Until
 /// the cache exists (start-up) nothing is refused on this ground; the runtime check still is.
 pub struct StoreClaims(
     pub Arc<std::sync::OnceLock<kube::runtime::reflector::Store<ManagerConfig>>>,
 );
 
-impl crate::webhook::handler::LeaseClaims for StoreClaims {
+impl LeaseClaims for StoreClaims {
     fn rival(&self, mc: &ManagerConfig) -> Option<Arc<ManagerConfig>> {
         let store = self.0.get()?;
         rival_owner(mc, &store.state(), None)

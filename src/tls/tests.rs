@@ -1,5 +1,10 @@
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::issue::Signer;
+use super::pem::{Parsed, certificate_blocks, needs_renewal, parse_certificate};
+use super::rotation::{DAY, Evaluation, evaluate, verify_serving};
 use super::*;
 
 fn subject() -> CertSubject {
