@@ -176,16 +176,7 @@ pub async fn observe(
             match &s {
                 ManagerState::Running { token } => {
                     m.manager_ready.with_label_values(&[&ns, &name]).set(1);
-                    let recovered = {
-                        let mut reg = ctx.registry.lock().await;
-                        match reg.get_mut(&key) {
-                            Some(e) if e.failures > 0 => {
-                                e.failures = 0;
-                                e.last_failure.take()
-                            }
-                            _ => None,
-                        }
-                    };
+                    let recovered = ctx.registry.recovered(&key).await;
                     let note = match &recovered {
                         Some(f) => format!(
                             "recovered from {}: workers running (fencing token {token})",
@@ -231,7 +222,7 @@ pub async fn observe(
             ManagerState::Failed(f) => {
                 m.managers.with_label_values(&[state_label(&s)]).dec();
                 m.leader.with_label_values(&[&ns, &name]).set(0);
-                super::manager_ended(&ctx, &key).await;
+                ctx.registry.manager_ended(&key).await;
                 // Report against the generation this manager ran (the latest status is kept).
                 let mut failed = mc.clone();
                 failed.metadata.generation = initial.metadata.generation;

@@ -3,7 +3,7 @@
 //! A manager used to open its own field-selector watch on its Lease: 1,000 configs meant 1,000
 //! long-lived watch connections. The hub opens one watch per namespace that has at least one
 //! subscriber, narrowed by the label the operator puts on the Leases it writes
-//! ([`MANAGED_BY_LABEL`](super::kube_store::MANAGED_BY_LABEL)), and fans each event out by
+//! ([`super::kube_store::MANAGED_BY_LABEL`]), and fans each event out by
 //! Lease name. A namespace's watch stops when its last subscriber is dropped.
 //!
 //! A Lease without the label (created by someone else and never acquired by us) is not seen;

@@ -137,7 +137,7 @@ pub struct SecureMetricsServer {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Serves `router` over TLS behind [`require`] (reviews by `reviewer`) until `shutdown` is
+/// Serves `router` over TLS behind [`super::auth::require`] (reviews by `reviewer`) until `shutdown` is
 /// cancelled. Returns once the listener is bound.
 pub async fn start(
     config: SecureMetricsConfig,

@@ -1,5 +1,5 @@
 //! Issuing: a CA, serving certificates signed by it, and self-signed serving certificates. Both
-//! kinds of serving certificate come from [`leaf_params`], so they differ only in who signs.
+//! kinds of serving certificate come from the same leaf parameters, so they differ only in who signs.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -156,7 +156,7 @@ fn leaf_params(common_name: &str, subject: &CertSubject) -> Result<CertificatePa
 }
 
 /// A self-signed serving certificate for `subject`, valid from a little before `now` (see
-/// [`backdate`]) for `lifetime`; the certificate is its own and only trust anchor, so
+/// `backdate`) for `lifetime`; the certificate is its own and only trust anchor, so
 /// [`ServingCert::ca_bundle_pem`] is `None`.
 pub fn self_signed(
     common_name: &str,

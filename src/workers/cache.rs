@@ -17,8 +17,9 @@
 //! objects are given back at once; its config retries with the usual backoff and starts again
 //! once the namespace (or replica) has room.
 //!
-//! Two more bounds keep the transient memory of lists small: each list page asks for at most
-//! [`LIST_PAGE_SIZE`] objects, and at most `--max-concurrent-lists` lists run on one replica at
+//! Two more bounds keep the transient memory of lists small: each list page asks for about
+//! [`PAGE_BYTES`] of objects (by the mean object size seen so far, [`FIRST_PAGE_SIZE`] objects
+//! before any, at most 500), and at most `--max-concurrent-lists` lists run on one replica at
 //! once ([`gate_lists`]; a list holds its slot from `Init` to `InitDone`). A hook call carries
 //! an object of its worker's cache, and kube-runtime never reconciles one object twice at once,
 //! so the encoded copies in flight stay below the config's cache size.
