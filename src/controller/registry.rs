@@ -106,6 +106,21 @@ impl<M: ManagerHandle> Entry<M> {
     }
 }
 
+/// `key`'s entry, created when missing, now about the object at `generation` with `uid`.
+fn for_object<K: Eq + Hash, M: ManagerHandle>(
+    reg: &mut HashMap<K, Entry<M>>,
+    key: K,
+    generation: Option<i64>,
+    uid: Option<String>,
+) -> &mut Entry<M> {
+    let entry = reg
+        .entry(key)
+        .or_insert_with(|| Entry::new(generation, None));
+    entry.generation = generation;
+    entry.uid = uid;
+    entry
+}
+
 /// What [`Registry::admit`] decided for a reconcile.
 pub enum Admission<M> {
     /// A manager for this generation and uid runs: nothing to do.
@@ -169,11 +184,7 @@ impl<K: Eq + Hash + Clone, M: ManagerHandle> Registry<K, M> {
         observer: tokio::task::JoinHandle<()>,
     ) {
         let mut reg = self.entries.lock().await;
-        let entry = reg
-            .entry(key)
-            .or_insert_with(|| Entry::new(generation, uid.clone()));
-        entry.generation = generation;
-        entry.uid = uid;
+        let entry = for_object(&mut reg, key, generation, uid);
         entry.finalizing = finalizing;
         entry.manager = Some(manager);
         entry.observer = Some(observer);
@@ -193,11 +204,7 @@ impl<K: Eq + Hash + Clone, M: ManagerHandle> Registry<K, M> {
         finalizing: Option<ResolvedConfig>,
     ) {
         let mut reg = self.entries.lock().await;
-        let entry = reg
-            .entry(key)
-            .or_insert_with(|| Entry::new(generation, uid.clone()));
-        entry.generation = generation;
-        entry.uid = uid;
+        let entry = for_object(&mut reg, key, generation, uid);
         entry.waiting_for_quota = waiting_for_quota;
         if finalizing.is_some() {
             entry.finalizing = finalizing;

@@ -51,6 +51,12 @@ fn uid(u: &str) -> Option<String> {
     Some(u.to_string())
 }
 
+/// Starts `fake` for `key` at generation 1 with uid `u`.
+async fn start(reg: &Reg, key: &'static str, u: &str, fake: Fake) {
+    reg.started(key, Some(1), uid(u), None, fake, observer())
+        .await;
+}
+
 #[tokio::test]
 async fn an_unknown_config_starts_and_a_running_one_is_left_alone() {
     let reg = Reg::default();
@@ -59,15 +65,7 @@ async fn an_unknown_config_starts_and_a_running_one_is_left_alone() {
         reg.admit(&"a", Some(1), Some("u1")).await,
         Admission::Start { stale: None }
     ));
-    reg.started(
-        "a",
-        Some(1),
-        uid("u1"),
-        None,
-        Fake::new(&stopped),
-        observer(),
-    )
-    .await;
+    start(&reg, "a", "u1", Fake::new(&stopped)).await;
     assert!(matches!(
         reg.admit(&"a", Some(1), Some("u1")).await,
         Admission::Running
@@ -78,15 +76,7 @@ async fn an_unknown_config_starts_and_a_running_one_is_left_alone() {
 async fn a_new_generation_or_uid_replaces_the_entry() {
     let reg = Reg::default();
     let stopped = Arc::new(AtomicUsize::new(0));
-    reg.started(
-        "a",
-        Some(1),
-        uid("u1"),
-        None,
-        Fake::new(&stopped),
-        observer(),
-    )
-    .await;
+    start(&reg, "a", "u1", Fake::new(&stopped)).await;
     let Admission::Start { stale: Some(old) } = reg.admit(&"a", Some(2), Some("u1")).await else {
         panic!("a new generation restarts");
     };
@@ -151,15 +141,7 @@ async fn recovery_resets_the_count_and_names_the_last_failure_once() {
         .await;
     reg.record_failure("a", Some(1), &failure(StartupFailure::HookRejected))
         .await;
-    reg.started(
-        "a",
-        Some(1),
-        uid("u1"),
-        None,
-        Fake::new(&stopped),
-        observer(),
-    )
-    .await;
+    start(&reg, "a", "u1", Fake::new(&stopped)).await;
     let recovered = reg.recovered(&"a").await.expect("it had failed");
     assert_eq!(recovered.reason, StartupFailure::HookRejected);
     assert!(reg.recovered(&"a").await.is_none(), "reported once");
@@ -204,15 +186,7 @@ async fn waiting_configs_are_found_and_released() {
 async fn an_ended_manager_is_restarted_by_the_next_reconcile() {
     let reg = Reg::default();
     let stopped = Arc::new(AtomicUsize::new(0));
-    reg.started(
-        "a",
-        Some(1),
-        uid("u1"),
-        None,
-        Fake::new(&stopped),
-        observer(),
-    )
-    .await;
+    start(&reg, "a", "u1", Fake::new(&stopped)).await;
     reg.manager_ended(&"a").await;
     assert!(reg.waiting_for_lease().await.is_empty());
     assert!(matches!(
@@ -226,8 +200,7 @@ async fn vanished_configs_are_taken_out_and_the_rest_stays() {
     let reg = Reg::default();
     let stopped = Arc::new(AtomicUsize::new(0));
     for k in ["a", "b", "c"] {
-        reg.started(k, Some(1), uid(k), None, Fake::new(&stopped), observer())
-            .await;
+        start(&reg, k, k, Fake::new(&stopped)).await;
     }
     let gone = reg.take_vanished(|k| *k != "b").await;
     assert_eq!(gone.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec!["b"]);
@@ -241,26 +214,16 @@ async fn vanished_configs_are_taken_out_and_the_rest_stays() {
 async fn health_and_shutdown_look_at_every_manager() {
     let reg = Reg::default();
     let stopped = Arc::new(AtomicUsize::new(0));
-    reg.started(
-        "a",
-        Some(1),
-        uid("a"),
-        None,
-        Fake::new(&stopped),
-        observer(),
-    )
-    .await;
+    start(&reg, "a", "a", Fake::new(&stopped)).await;
     let mut idle = Fake::new(&stopped);
     idle.working = false;
-    reg.started("b", Some(1), uid("b"), None, idle, observer())
-        .await;
+    start(&reg, "b", "b", idle).await;
     reg.start_failed("c", Some(1), uid("c"), false, None).await;
     assert!(reg.leaders_healthy().await);
 
     let mut stale = Fake::new(&stopped);
     stale.healthy = false;
-    reg.started("d", Some(1), uid("d"), None, stale, observer())
-        .await;
+    start(&reg, "d", "d", stale).await;
     assert!(!reg.leaders_healthy().await);
 
     let (entries, holding) = reg.drain().await;
