@@ -18,7 +18,7 @@ use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::object_key;
+use super::delivery::object_key;
 
 /// Most deletions waiting for delivery per worker.
 pub const MAX_PENDING: usize = 1_000;

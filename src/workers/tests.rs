@@ -16,6 +16,12 @@ use kube::runtime::controller::Action;
 use tokio::time::Instant;
 
 use super::hook::{self, HookError, HookReply, HookRequest, ManagerRef};
+use std::collections::{HashMap, HashSet};
+
+use url::Url;
+
+use super::backoff::RetryBackoff;
+use super::delivery::*;
 use super::*;
 use crate::manager::fence::Fence;
 
