@@ -1,4 +1,4 @@
-//! Delivery: what one term's reconciles share ([`Shared`]), the reconcile of one object (fence
+//! Delivery: what one term's reconciles share (`Shared`), the reconcile of one object (fence
 //! check, finalizer, hook call with its retries, deletions through tombstones) and its metrics.
 
 use std::collections::{HashMap, HashSet};

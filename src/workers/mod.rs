@@ -1,6 +1,6 @@
-//! Workers (docs/design.md §4): one kube-runtime [`Controller`] over [`DynamicObject`] per
-//! `spec.workers[]` entry, listing and watching as the ManagerConfig's service account
-//! (impersonated), POSTing every object to the hook with the fencing token.
+//! Workers (docs/design.md §4): one kube-runtime [`Controller`](kube::runtime::Controller) over
+//! [`DynamicObject`] per `spec.workers[]` entry, listing and watching as the ManagerConfig's
+//! service account (impersonated), POSTing every object to the hook with the fencing token.
 //!
 //! [`runnables`] turns a [`ResolvedConfig`] into one [`Runnable`] per worker ([`worker`]: its
 //! preflight and terms; [`delivery`]: the reconcile of one object and its hook call):
