@@ -3,7 +3,7 @@
 # manager-operator container image, built FROM scratch: nothing is pulled, so the same recipe
 # works offline (buildah, `make image`) and in a registry pipeline (docker buildx, kaniko).
 #
-# The build context is not the repository but the folder that `e2e/image.sh context` prepares
+# The build context is not the repository but the folder that `hack/image.sh context` prepares
 # (by default target/image/context), holding only `rootfs/`:
 #
 #   rootfs/usr/local/bin/manager-operator    the release binary, linked statically against
@@ -17,9 +17,9 @@
 #                                            service-account token volume)
 #   rootfs/tmp                               mode 1777; the chart mounts an emptyDir over it
 #
-# Local, offline:      make image        (= e2e/image.sh build: context, buildah bud, archive,
+# Local, offline:      make image        (= hack/image.sh build: context, buildah bud, archive,
 #                                         then `--version` run in the image as user 65532)
-# Registry pipeline:   e2e/image.sh context && docker buildx build -f Dockerfile \
+# Registry pipeline:   hack/image.sh context && docker buildx build -f Dockerfile \
 #                        --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" \
 #                        -t ghcr.io/manager-operator/manager-operator:0.1.0 --push target/image/context
 

@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-# Shared with e2e/tools.sh: built control-plane binaries are cached here, keyed by version.
+# Shared with hack/tools.sh: built control-plane binaries are cached here, keyed by version.
 CACHE_DIR ?= $(HOME)/.cache/manager-operator
 export MO_CACHE_DIR := $(CACHE_DIR)
 # Where `make run` keeps its persistent local control plane.
@@ -33,17 +33,17 @@ test: tools tools-node build ## Unit + integration + chart + e2e (host processes
 	e2e/with-cluster.sh e2e/e2e-node.sh
 
 tools: tools-cluster ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
-	e2e/tools-observability.sh
-	e2e/tools-clientgo.sh
+	hack/tools-observability.sh
+	hack/tools-clientgo.sh
 
 image: ## Build the operator image offline (FROM scratch, static binary) with buildah; writes target/image/manager-operator.tar
-	e2e/image.sh build
+	hack/image.sh build
 
 tools-cluster: ## Build only the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules (cached)
-	e2e/tools.sh
+	hack/tools.sh
 
 tools-node: ## Build kubelet, kube-scheduler and the pause image; install containerd, runc, CNI plugins if missing (for e2e/node.sh)
-	e2e/tools-node.sh
+	hack/tools-node.sh
 
 node-smoke: tools-cluster tools-node ## Real kubelet nodes (e2e/node.sh, root): hostNetwork pods Ready by probe, kubectl logs
 	e2e/with-cluster.sh e2e/node-smoke.sh
@@ -89,7 +89,7 @@ fmt-check: ## Check formatting
 lint: ## Clippy with warnings as errors on the operator and the bench harness (and shellcheck when installed)
 	$(CARGO) clippy --all-targets -- -D warnings
 	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target} $(CARGO) clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
-	@if command -v shellcheck >/dev/null; then shellcheck -x e2e/*.sh e2e/lib/*.sh bench/run.sh bench/peers/build.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
+	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh hack/lib/*.sh e2e/*.sh e2e/lib/*.sh bench/run.sh bench/peers/build.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
 run: tools-cluster build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
 	e2e/run-local.sh up $(RUN_DIR)

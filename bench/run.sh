@@ -87,7 +87,7 @@ fi
 OPERATOR="${BENCH_OPERATOR_BIN:-$CARGO_TARGET_DIR/release/manager-operator}"
 BENCH="$CARGO_TARGET_DIR/release/mo-bench"
 
-MO_BIN_DIR="$("$ROOT/e2e/tools.sh" bindir)"
+MO_BIN_DIR="$("$ROOT/hack/tools.sh" bindir)"
 export MO_BIN_DIR
 KUBECTL="$MO_BIN_DIR/kubectl"
 

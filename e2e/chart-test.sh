@@ -7,8 +7,8 @@
 #   source /tmp/some-cluster/env && e2e/chart-test.sh  # an existing one
 #
 # Environment: KUBECONFIG (required: the admin kubeconfig, as with-cluster.sh exports it),
-# MO_BIN_DIR (kubectl; default `e2e/tools.sh bindir`), MO_OBS_BIN_DIR (helm, promtool; default
-# `e2e/tools-observability.sh bindir`, which builds them on first use),
+# MO_BIN_DIR (kubectl; default `hack/tools.sh bindir`), MO_OBS_BIN_DIR (helm, promtool; default
+# `hack/tools-observability.sh bindir`, which builds them on first use),
 # MO_CHART_TEST_NAMESPACE (default mo-chart-test; created, and deleted at the end).
 #
 # Value sets: defaults, and every e2e/chart/values/*.yaml (cert-manager, cert-manager-issuer,
@@ -32,13 +32,13 @@ die() {
   exit 1
 }
 
-MO_BIN_DIR="${MO_BIN_DIR:-$("$HERE/tools.sh" bindir)}"
-MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$HERE/tools-observability.sh" bindir)}"
+MO_BIN_DIR="${MO_BIN_DIR:-$("$ROOT/hack/tools.sh" bindir)}"
+MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$ROOT/hack/tools-observability.sh" bindir)}"
 KUBECTL="$MO_BIN_DIR/kubectl"
 HELM="$MO_OBS_BIN_DIR/helm"
 PROMTOOL="$MO_OBS_BIN_DIR/promtool"
 for b in "$KUBECTL" "$HELM" "$PROMTOOL"; do
-  [[ -x "$b" ]] || die "missing $b (run e2e/tools.sh and e2e/tools-observability.sh)"
+  [[ -x "$b" ]] || die "missing $b (run hack/tools.sh and hack/tools-observability.sh)"
 done
 [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] ||
   die "KUBECONFIG must name the admin kubeconfig of a running control plane (run me under e2e/with-cluster.sh)"

@@ -27,7 +27,7 @@
 # DIR/env is shell-sourceable (KUBECONFIG, PATH with kubectl, APISERVER_URL, ports, pids).
 # Logs: DIR/*.log.
 #
-# Environment: MO_BIN_DIR (tools bin dir; default: `e2e/tools.sh bindir`, building if needed),
+# Environment: MO_BIN_DIR (tools bin dir; default: `hack/tools.sh bindir`, building if needed),
 # MO_CLUSTER_TIMEOUT (seconds, default 120), MO_SERVICE_CIDR (default 10.0.0.0/24).
 set -euo pipefail
 
@@ -54,7 +54,7 @@ bin_dir() {
   if [[ -n "${MO_BIN_DIR:-}" ]]; then
     printf '%s\n' "$MO_BIN_DIR"
   else
-    "$HERE/tools.sh" bindir
+    "$HERE/../hack/tools.sh" bindir
   fi
 }
 
@@ -349,7 +349,7 @@ cmd_up() {
   BIN="$(bin_dir)"
   local b
   for b in etcd kube-apiserver kube-controller-manager kubectl; do
-    [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing; run e2e/tools.sh (make tools)"
+    [[ -x "$BIN/$b" ]] || die "$BIN/$b is missing; run hack/tools.sh (make tools)"
   done
 
   local start_s=$SECONDS attempt

@@ -9,8 +9,8 @@
 #
 # Environment:
 #   KUBECONFIG          admin kubeconfig of the control plane (with-cluster.sh exports it)
-#   MO_BIN_DIR          kubectl (default: e2e/tools.sh bindir)
-#   MO_OBS_BIN_DIR      helm, prometheus (default: e2e/tools-observability.sh bindir)
+#   MO_BIN_DIR          kubectl (default: hack/tools.sh bindir)
+#   MO_OBS_BIN_DIR      helm, prometheus (default: hack/tools-observability.sh bindir)
 #   MO_OPERATOR_BIN     operator binary (default: target/debug/manager-operator, built if missing)
 #   MO_E2E_DIR          work dir for logs, Prometheus data, kubeconfigs (default: a new temp dir;
 #                       kept on failure and printed)
@@ -57,8 +57,8 @@ die() {
 
 # ---------------------------------------------------------------------------------------------
 step "1/10 tools and binary"
-MO_BIN_DIR="${MO_BIN_DIR:-$("$HERE/tools.sh" bindir)}"
-MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$HERE/tools-observability.sh" bindir)}"
+MO_BIN_DIR="${MO_BIN_DIR:-$("$ROOT/hack/tools.sh" bindir)}"
+MO_OBS_BIN_DIR="${MO_OBS_BIN_DIR:-$("$ROOT/hack/tools-observability.sh" bindir)}"
 KUBECTL="$MO_BIN_DIR/kubectl"
 HELM="$MO_OBS_BIN_DIR/helm"
 PROMETHEUS="$MO_OBS_BIN_DIR/prometheus"

@@ -11,6 +11,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
 DIR="${MO_CLUSTER_DIR:?run through e2e/with-cluster.sh (MO_CLUSTER_DIR is not set)}"
 N="${MO_SMOKE_NODES:-2}"
 TIMEOUT=120
@@ -78,7 +79,7 @@ func main() {
 }
 EOF
 (cd "$work" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o httpd .)
-python3 "$HERE/lib/image-archive.py" "$work/httpd.tar" "$IMAGE" /httpd "$work/httpd=/httpd"
+python3 "$ROOT/hack/lib/image-archive.py" "$work/httpd.tar" "$IMAGE" /httpd "$work/httpd=/httpd"
 "$HERE/node.sh" import "$DIR" "$work/httpd.tar"
 
 read -r -a names <<<"$MO_NODE_NAMES"

@@ -21,7 +21,7 @@
 # ClusterIP traffic either.
 #
 # Environment: MO_NODE_TIMEOUT (seconds, default 180), MO_NODE_BIN_DIR (default:
-# `e2e/tools-node.sh bindir`, building if needed).
+# `hack/tools-node.sh bindir`, building if needed).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -227,7 +227,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   path = "$nd/opt"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  # No image can be pulled: the sandbox image is imported from e2e/tools-node.sh's archive.
+  # No image can be pulled: the sandbox image is imported from hack/tools-node.sh's archive.
   sandbox_image = "$PAUSE_TAG"
   # kubectl exec/attach/port-forward streams; on this node's loopback address.
   stream_server_address = "$ip"
@@ -623,15 +623,15 @@ cmd_up() {
     log "stale node state in $NDIR; stopping leftovers first"
     cmd_down_inner
   fi
-  NBIN="${MO_NODE_BIN_DIR:-$("$HERE/tools-node.sh" bindir)}"
+  NBIN="${MO_NODE_BIN_DIR:-$("$HERE/../hack/tools-node.sh" bindir)}"
   local b
   for b in kubelet kube-scheduler pause.tar pause.tag; do
-    [[ -e "$NBIN/$b" ]] || die "$NBIN/$b is missing; run e2e/tools-node.sh"
+    [[ -e "$NBIN/$b" ]] || die "$NBIN/$b is missing; run hack/tools-node.sh"
   done
   for b in containerd ctr runc containerd-shim-runc-v2; do
-    command -v "$b" >/dev/null 2>&1 || die "$b is not on PATH; run e2e/tools-node.sh"
+    command -v "$b" >/dev/null 2>&1 || die "$b is not on PATH; run hack/tools-node.sh"
   done
-  [[ -x "$CNI_BIN_DIR/loopback" ]] || die "$CNI_BIN_DIR/loopback is missing; run e2e/tools-node.sh"
+  [[ -x "$CNI_BIN_DIR/loopback" ]] || die "$CNI_BIN_DIR/loopback is missing; run hack/tools-node.sh"
   PAUSE_TAG="$(<"$NBIN/pause.tag")"
 
   local start_s=$SECONDS i name ip

@@ -3,7 +3,7 @@
 //! operator uses, webhook configuration per mode, optional objects only when enabled, and the
 //! chart's CRD equal to `crds/managerconfig.yaml`.
 //!
-//! Needs `helm`: from `MO_OBS_BIN_DIR`, else `e2e/tools-observability.sh bindir` (which builds it
+//! Needs `helm`: from `MO_OBS_BIN_DIR`, else `hack/tools-observability.sh bindir` (which builds it
 //! on first use and is instant afterwards). No cluster needed. The e2e suite (`e2e/e2e.sh`) runs
 //! the operator under exactly this RBAC, which proves it is also enough.
 
@@ -33,13 +33,13 @@ fn helm() -> &'static Path {
         let dir = match std::env::var_os("MO_OBS_BIN_DIR") {
             Some(d) => PathBuf::from(d),
             None => {
-                let out = Command::new(root().join("e2e/tools-observability.sh"))
+                let out = Command::new(root().join("hack/tools-observability.sh"))
                     .arg("bindir")
                     .output()
-                    .expect("run e2e/tools-observability.sh");
+                    .expect("run hack/tools-observability.sh");
                 assert!(
                     out.status.success(),
-                    "e2e/tools-observability.sh failed (helm is needed to render the chart):\n{}",
+                    "hack/tools-observability.sh failed (helm is needed to render the chart):\n{}",
                     String::from_utf8_lossy(&out.stderr)
                 );
                 PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())

@@ -50,7 +50,7 @@ const LABEL: &str = "app=example-hook";
 // ---------------------------------------------------------------------------------------------
 // The example hook processes.
 
-/// The Go toolchain: `go` on PATH, else the standard install location (as e2e/tools*.sh expect
+/// The Go toolchain: `go` on PATH, else the standard install location (as hack/tools*.sh expect
 /// it on PATH).
 fn go_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("PATH") {

@@ -1,5 +1,5 @@
-//! Interop with a real client-go elector: `e2e/clientgo-elector` (client-go's
-//! `tools/leaderelection` on a `resourcelock.LeaseLock`, built by `e2e/tools-clientgo.sh`) and
+//! Interop with a real client-go elector: `hack/clientgo-elector` (client-go's
+//! `tools/leaderelection` on a `resourcelock.LeaseLock`, built by `hack/tools-clientgo.sh`) and
 //! the operator binary (`manager-operator run`) campaign for the same Lease on the real local
 //! control plane: the ManagerConfig names it with `spec.leaderElection.leaseName`.
 //!
@@ -255,7 +255,7 @@ impl Drop for Operator {
 // The client-go elector process.
 
 /// Path of the `clientgo-elector` binary: `$MO_CLIENTGO_ELECTOR`, else what
-/// `e2e/tools-clientgo.sh bin` prints (it builds the binary when missing; once per process).
+/// `hack/tools-clientgo.sh bin` prints (it builds the binary when missing; once per process).
 fn elector_bin() -> PathBuf {
     static BIN: Mutex<Option<Result<PathBuf, String>>> = Mutex::new(None);
     let mut bin = BIN.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,7 +263,7 @@ fn elector_bin() -> PathBuf {
         if let Some(p) = std::env::var_os("MO_CLIENTGO_ELECTOR").filter(|p| !p.is_empty()) {
             return Ok(PathBuf::from(p));
         }
-        let script = support::repo_root().join("e2e/tools-clientgo.sh");
+        let script = support::repo_root().join("hack/tools-clientgo.sh");
         let out = Command::new(&script)
             .arg("bin")
             .stderr(Stdio::inherit())
@@ -279,7 +279,7 @@ fn elector_bin() -> PathBuf {
     match outcome {
         Ok(p) if p.is_file() => p.clone(),
         Ok(p) => panic!(
-            "\n\n*** the client-go elector {} does not exist (run e2e/tools-clientgo.sh)\n\n",
+            "\n\n*** the client-go elector {} does not exist (run hack/tools-clientgo.sh)\n\n",
             p.display()
         ),
         Err(e) => panic!("\n\n*** building the client-go elector failed: {e}\n\n"),

@@ -4,7 +4,7 @@
 # into the tools cache, keyed by the controller-runtime version and a hash of the module's
 # sources, go.mod and go.sum. Dependencies come from the Go module proxy. Idempotent: with the
 # binaries present a run is instant. Progress goes to stderr. They live in bench/, not beside
-# e2e/clientgo-elector, because only `make bench` uses them (`make test` never builds them).
+# hack/clientgo-elector, because only `make bench` uses them (`make test` never builds them).
 #
 #   bench/peers/build.sh                 build every module
 #   bench/peers/build.sh bin VERSION PROGRAM

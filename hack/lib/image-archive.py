@@ -65,7 +65,7 @@ def main(argv):
         "created": "1970-01-01T00:00:00Z",
         "config": {"Entrypoint": [entrypoint], "User": "0:0", "WorkingDir": "/"},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "e2e/lib/image-archive.py"}],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "hack/lib/image-archive.py"}],
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     config_id = hashlib.sha256(config_bytes).hexdigest()

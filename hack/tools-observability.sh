@@ -2,13 +2,13 @@
 # Builds the observability/packaging tools the chart tests and the e2e suite need — helm (v4),
 # prometheus and promtool — from their Go modules into the tools cache, keyed by version.
 # Idempotent: a second run with the binaries present is instant. Progress goes to stderr; prints
-# the bin folder on stdout when called as `e2e/tools-observability.sh bindir`.
+# the bin folder on stdout when called as `hack/tools-observability.sh bindir`.
 #
 # helm: helm.sh/helm/v4's go.mod has no replace lines, so `go install helm.sh/helm/v4/cmd/helm@V`
 #   works as is (GOBIN points into the cache).
 # prometheus/promtool: github.com/prometheus/prometheus is published as v0.3MM.P for release
 #   3.MM.P. Its go.mod has carried replace/exclude lines in many releases, which makes
-#   `go install pkg@version` refuse it, so — like e2e/tools.sh does for kube-apiserver — a small
+#   `go install pkg@version` refuse it, so — like hack/tools.sh does for kube-apiserver — a small
 #   wrapper module requires the pinned version and builds cmd/prometheus and cmd/promtool from
 #   it. The React web UI assets are not part of the Go module; building WITHOUT the
 #   `builtinassets` tag (the default) serves no UI, which is fine: the tests use the HTTP API only.

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the operator's OCI image offline, from the repository's own Dockerfile (FROM scratch).
 #
-#   e2e/image.sh context   build the static release binary and lay out the build context
+#   hack/image.sh context  build the static release binary and lay out the build context
 #                          (target/image/context/rootfs; see the Dockerfile's header)
-#   e2e/image.sh build     context, then `buildah bud` the Dockerfile, write the image as a
+#   hack/image.sh build    context, then `buildah bud` the Dockerfile, write the image as a
 #                          docker-archive (for `ctr images import` on a node, no registry), and
 #                          check it: the binary is static, the user is 65532, `--version` runs
 #                          inside the image as that user. Prints the archive's path on stdout.

@@ -2,7 +2,7 @@
 # Builds the real control-plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl)
 # from their Go modules into a cache folder keyed by version. Idempotent: a second run with the
 # binaries present is instant. Prints nothing but progress on stderr; prints the bin folder on
-# stdout when called as `e2e/tools.sh bindir`.
+# stdout when called as `hack/tools.sh bindir`.
 #
 # Why wrapper modules: k8s.io/kubernetes and go.etcd.io/etcd/server/v3 both carry `replace`
 # directives in their go.mod, so `go install pkg@version` refuses them. A small wrapper module
@@ -22,7 +22,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-local}"
 export GOFLAGS="-buildvcs=false"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
-# shellcheck source=e2e/lib/k8s-build.sh
+# shellcheck source=hack/lib/k8s-build.sh
 source "$HERE/lib/k8s-build.sh"
 
 have_all() {

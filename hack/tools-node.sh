@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds what e2e/node.sh needs to run real kubelet nodes next to the control plane of
 # e2e/cluster.sh, into a cache folder keyed by version. Idempotent: a second run is instant.
-# Progress goes to stderr; `e2e/tools-node.sh bindir` prints the bin folder on stdout.
+# Progress goes to stderr; `hack/tools-node.sh bindir` prints the bin folder on stdout.
 #
 #   BIN/kubelet, BIN/kube-scheduler   k8s.io/kubernetes ${K8S_VERSION}, from Go modules, through
-#                                     a wrapper module like e2e/tools.sh's (its own folder, so the
+#                                     a wrapper module like hack/tools.sh's (its own folder, so the
 #                                     control-plane build and its cache stay untouched)
 #   BIN/pause.tar, BIN/pause.tag      the pod sandbox ("pause") image as a docker-archive, and its
 #                                     tag: no registry is reachable, so it is a static Go binary
-#                                     packed by e2e/lib/image-archive.py
+#                                     packed by hack/lib/image-archive.py
 #   Debian packages containerd, runc, containernetworking-plugins (installed only if missing).
 #
 # Container runtime: Debian 12's containerd 1.6.20 is used as is. kubelet v1.36 still accepts a
@@ -34,7 +34,7 @@ export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-local}"
 export GOFLAGS="-buildvcs=false"
 
 log() { printf '[tools-node] %s\n' "$*" >&2; }
-# shellcheck source=e2e/lib/k8s-build.sh
+# shellcheck source=hack/lib/k8s-build.sh
 source "$HERE/lib/k8s-build.sh"
 
 have_k8s() {

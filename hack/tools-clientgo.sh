@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds e2e/clientgo-elector — a real client-go leader elector used by tests/interop.rs — from
+# Builds hack/clientgo-elector — a real client-go leader elector used by tests/interop.rs — from
 # its Go module (dependencies from the Go module proxy) into the tools cache, keyed by the
 # client-go version and a hash of the program's sources. Idempotent: with the binary present a
-# run is instant. Progress goes to stderr; `e2e/tools-clientgo.sh bin` prints the binary's path
+# run is instant. Progress goes to stderr; `hack/tools-clientgo.sh bin` prints the binary's path
 # on stdout.
 set -euo pipefail
 

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # k8s_build WORK MODULE BIN_DIR CMD...: builds k8s.io/kubernetes/cmd/CMD at $K8S_VERSION into
-# BIN_DIR, through a wrapper Go module in WORK named MODULE. Sourced by e2e/tools.sh and
-# e2e/tools-node.sh (each with its own WORK, so their caches stay apart); the caller defines
+# BIN_DIR, through a wrapper Go module in WORK named MODULE. Sourced by hack/tools.sh and
+# hack/tools-node.sh (each with its own WORK, so their caches stay apart); the caller defines
 # log() and K8S_VERSION.
 #
 # Why a wrapper module: k8s.io/kubernetes carries `replace` directives (its staging modules) in
