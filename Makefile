@@ -26,11 +26,11 @@ unit: ## Unit tests only (no control plane needed)
 
 test: tools tools-node build ## Unit + integration + chart + e2e (host processes, then real pods on real nodes), each against a fresh local control plane
 	$(CARGO) test --all-targets --no-run
-	e2e/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
+	hack/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
 	$(CARGO) test --doc
-	e2e/with-cluster.sh e2e/chart-test.sh
-	e2e/with-cluster.sh e2e/e2e.sh
-	e2e/with-cluster.sh e2e/e2e-node.sh
+	hack/with-cluster.sh e2e/chart-test.sh
+	hack/with-cluster.sh e2e/e2e.sh
+	hack/with-cluster.sh e2e/e2e-node.sh
 
 tools: tools-cluster ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, helm, prometheus, promtool and the client-go elector from Go modules (cached)
 	hack/tools-observability.sh
@@ -42,11 +42,11 @@ image: ## Build the operator image offline (FROM scratch, static binary) with bu
 tools-cluster: ## Build only the control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules (cached)
 	hack/tools.sh
 
-tools-node: ## Build kubelet, kube-scheduler and the pause image; install containerd, runc, CNI plugins if missing (for e2e/node.sh)
+tools-node: ## Build kubelet, kube-scheduler and the pause image; install containerd, runc, CNI plugins if missing (for hack/node.sh)
 	hack/tools-node.sh
 
-node-smoke: tools-cluster tools-node ## Real kubelet nodes (e2e/node.sh, root): hostNetwork pods Ready by probe, kubectl logs
-	e2e/with-cluster.sh e2e/node-smoke.sh
+node-smoke: tools-cluster tools-node ## Real kubelet nodes (hack/node.sh, root): hostNetwork pods Ready by probe, kubectl logs
+	hack/with-cluster.sh e2e/node-smoke.sh
 
 chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
 	e2e/check-chart-crd.sh --fix
@@ -55,14 +55,14 @@ chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values s
 	python3 e2e/chart/values-table.py
 
 chart-test: tools ## Chart lint/template/server dry-run per value set, schema checks, promtool check+test
-	e2e/with-cluster.sh e2e/chart-test.sh
+	hack/with-cluster.sh e2e/chart-test.sh
 
 e2e: tools tools-node build ## E2E: chart + 2 replicas as processes (RBAC, Prometheus, failover, dashboards), then as pods on 2 kubelet nodes
-	e2e/with-cluster.sh e2e/e2e.sh
-	e2e/with-cluster.sh e2e/e2e-node.sh
+	hack/with-cluster.sh e2e/e2e.sh
+	hack/with-cluster.sh e2e/e2e-node.sh
 
 e2e-node: tools tools-node ## Only the node scenario: make image, 2 kubelet nodes, helm install/upgrade/test/uninstall, pod failover
-	e2e/with-cluster.sh e2e/e2e-node.sh
+	hack/with-cluster.sh e2e/e2e-node.sh
 
 reliability: tools build ## Fault-injection tests only (API server/etcd restarts, paused leader, churn, Lease tampering; ~4 min)
 	$(CARGO) test --test reliability -- --test-threads=1 --nocapture
@@ -92,9 +92,9 @@ lint: ## Clippy with warnings as errors on the operator and the bench harness (a
 	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh hack/lib/*.sh e2e/*.sh e2e/lib/*.sh bench/run.sh bench/peers/build.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
 run: tools-cluster build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample
-	e2e/run-local.sh up $(RUN_DIR)
+	hack/run-local.sh up $(RUN_DIR)
 
 run-down: ## Stop the operator and the control plane started by `make run`
-	e2e/run-local.sh down $(RUN_DIR)
+	hack/run-local.sh down $(RUN_DIR)
 
 clean-cluster: run-down ## Alias of run-down

@@ -96,7 +96,7 @@ CLUSTER=""
 
 cluster_down() {
   if [[ -n "$CLUSTER" ]]; then
-    "$ROOT/e2e/cluster.sh" down "$CLUSTER" || log "WARNING: teardown of $CLUSTER failed"
+    "$ROOT/hack/cluster.sh" down "$CLUSTER" || log "WARNING: teardown of $CLUSTER failed"
     CLUSTER=""
   fi
 }
@@ -169,7 +169,7 @@ outputs() {
 # ServiceAccount to read ConfigMaps (what every worker needs).
 cluster_up() {
   CLUSTER="$WORK/cluster-$1"
-  "$ROOT/e2e/cluster.sh" up "$CLUSTER"
+  "$ROOT/hack/cluster.sh" up "$CLUSTER"
   local k=("$KUBECTL" --kubeconfig "$CLUSTER/kubeconfig")
   "${k[@]}" apply --server-side -f "$ROOT/crds/managerconfig.yaml" >/dev/null
   "${k[@]}" wait --for=condition=Established --timeout=60s crd/managerconfigs.manager-operator.io >/dev/null

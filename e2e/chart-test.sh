@@ -3,7 +3,7 @@
 # every value set, server-side dry-run of every rendered manifest against a real API server,
 # values-schema negative cases, and promtool on the alert rules.
 #
-#   e2e/with-cluster.sh e2e/chart-test.sh           # fresh control plane, torn down afterwards
+#   hack/with-cluster.sh e2e/chart-test.sh           # fresh control plane, torn down afterwards
 #   source /tmp/some-cluster/env && e2e/chart-test.sh  # an existing one
 #
 # Environment: KUBECONFIG (required: the admin kubeconfig, as with-cluster.sh exports it),
@@ -41,7 +41,7 @@ for b in "$KUBECTL" "$HELM" "$PROMTOOL"; do
   [[ -x "$b" ]] || die "missing $b (run hack/tools.sh and hack/tools-observability.sh)"
 done
 [[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] ||
-  die "KUBECONFIG must name the admin kubeconfig of a running control plane (run me under e2e/with-cluster.sh)"
+  die "KUBECONFIG must name the admin kubeconfig of a running control plane (run me under hack/with-cluster.sh)"
 command -v jq >/dev/null || die "jq is required"
 command -v curl >/dev/null || die "curl is required"
 python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML is required (Debian: apt-get install python3-yaml)"

@@ -4,7 +4,7 @@
 # RBAC), Prometheus scraping both, everything driven with kubectl, and every dashboard panel
 # query checked against what Prometheus scraped.
 #
-#   e2e/with-cluster.sh e2e/e2e.sh                     # fresh control plane, torn down afterwards
+#   hack/with-cluster.sh e2e/e2e.sh                     # fresh control plane, torn down afterwards
 #   source /tmp/some-cluster/env && e2e/e2e.sh         # an existing one (cleans up after itself)
 #
 # Environment:
@@ -63,7 +63,7 @@ KUBECTL="$MO_BIN_DIR/kubectl"
 HELM="$MO_OBS_BIN_DIR/helm"
 PROMETHEUS="$MO_OBS_BIN_DIR/prometheus"
 OPERATOR="${MO_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/manager-operator}"
-[[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] || die "KUBECONFIG must name the admin kubeconfig (run me under e2e/with-cluster.sh)"
+[[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] || die "KUBECONFIG must name the admin kubeconfig (run me under hack/with-cluster.sh)"
 ADMIN_KUBECONFIG="$KUBECONFIG"
 for b in "$KUBECTL" "$HELM" "$PROMETHEUS"; do [[ -x "$b" ]] || die "missing $b"; done
 for c in curl jq python3; do command -v "$c" >/dev/null || die "$c is required"; done
@@ -83,8 +83,8 @@ log "work dir: $WORK"
 k() { "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }          # admin (setup, checks)
 ksa() { "$KUBECTL" --kubeconfig "$WORK/sa.kubeconfig" "$@"; }      # the operator's identity
 
-# shellcheck source=e2e/lib/ports.sh
-source "$HERE/lib/ports.sh"
+# shellcheck source=hack/lib/ports.sh
+source "$ROOT/hack/lib/ports.sh"
 read -r P_PROXY P_HOOK P_PROM M_A H_A W_A M_B H_B W_B < <(free_ports 127.0.0.1 9)
 log "ports: webhook LB $P_PROXY, hook $P_HOOK, prometheus $P_PROM, replica a (metrics $M_A, health $H_A, webhook $W_A), replica b ($M_B, $H_B, $W_B)"
 WEBHOOK_URL="https://127.0.0.1:$P_PROXY/validate-managerconfig"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Smoke test of e2e/node.sh against a cluster of e2e/cluster.sh:
+# Smoke test of hack/node.sh against a cluster of hack/cluster.sh:
 #
-#   e2e/with-cluster.sh e2e/node-smoke.sh
+#   hack/with-cluster.sh e2e/node-smoke.sh
 #
 # Starts 2 nodes, builds a tiny static HTTP server image offline and imports it, runs one
 # hostNetwork pod per node (placed by kube-scheduler through a nodeSelector), waits until the
@@ -12,7 +12,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-DIR="${MO_CLUSTER_DIR:?run through e2e/with-cluster.sh (MO_CLUSTER_DIR is not set)}"
+DIR="${MO_CLUSTER_DIR:?run through hack/with-cluster.sh (MO_CLUSTER_DIR is not set)}"
 N="${MO_SMOKE_NODES:-2}"
 TIMEOUT=120
 IMAGE="localhost/mo-smoke-httpd:1"
@@ -38,13 +38,13 @@ cleanup() {
       grep -E '^E|level=error' "$f" | grep -v "nodeIP can't be loopback" | tail -n 15 >&2 || true
     done
   fi
-  "$HERE/node.sh" down "$DIR" || rc=1
+  "$ROOT/hack/node.sh" down "$DIR" || rc=1
   exit "$rc"
 }
 trap cleanup EXIT
 
 start=$SECONDS
-"$HERE/node.sh" up "$DIR" "$N"
+"$ROOT/hack/node.sh" up "$DIR" "$N"
 # shellcheck disable=SC1091 # generated
 source "$DIR/env"
 log "nodes up after $((SECONDS - start))s: $MO_NODE_NAMES ($MO_NODE_IPS)"
@@ -80,7 +80,7 @@ func main() {
 EOF
 (cd "$work" && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o httpd .)
 python3 "$ROOT/hack/lib/image-archive.py" "$work/httpd.tar" "$IMAGE" /httpd "$work/httpd=/httpd"
-"$HERE/node.sh" import "$DIR" "$work/httpd.tar"
+"$ROOT/hack/node.sh" import "$DIR" "$work/httpd.tar"
 
 read -r -a names <<<"$MO_NODE_NAMES"
 read -r -a ips <<<"$MO_NODE_IPS"

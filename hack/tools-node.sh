@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds what e2e/node.sh needs to run real kubelet nodes next to the control plane of
-# e2e/cluster.sh, into a cache folder keyed by version. Idempotent: a second run is instant.
+# Builds what hack/node.sh needs to run real kubelet nodes next to the control plane of
+# hack/cluster.sh, into a cache folder keyed by version. Idempotent: a second run is instant.
 # Progress goes to stderr; `hack/tools-node.sh bindir` prints the bin folder on stdout.
 #
 #   BIN/kubelet, BIN/kube-scheduler   k8s.io/kubernetes ${K8S_VERSION}, from Go modules, through
@@ -17,7 +17,7 @@
 # cgroupDriver from kubelet config." and carries on; the fallback is announced for removal in
 # 1.37), so kubelet's own cgroupDriver setting is what counts. Verified with e2e/node-smoke.sh:
 # nodes Ready, pods run, probes, kubectl logs. The one containerd setting this machine type
-# needs (restrict_oom_score_adj: no CAP_SYS_RESOURCE) is explained in e2e/node.sh. If a later
+# needs (restrict_oom_score_adj: no CAP_SYS_RESOURCE) is explained in hack/node.sh. If a later
 # kubelet drops the fallback, build containerd v2 from github.com/containerd/containerd/v2 here.
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 //! Fair shares (docs/security.md, docs/design.md §3 "one broken config never delays or stops another"),
-//! measured on a REAL control plane of its own (`e2e/cluster.sh up <tempdir>`, so nothing else
+//! measured on a REAL control plane of its own (`hack/cluster.sh up <tempdir>`, so nothing else
 //! runs on it) with two operator replicas (`manager-operator run`, the default tenant limits,
 //! placement on, as the chart runs them).
 //!
@@ -85,15 +85,15 @@ impl Cluster {
             .keep();
         let c = Cluster { dir };
         let t = Instant::now();
-        let out = Command::new(support::repo_root().join("e2e/cluster.sh"))
+        let out = Command::new(support::repo_root().join("hack/cluster.sh"))
             .arg("up")
             .arg(&c.dir)
             .stdin(Stdio::null())
             .output()
-            .expect("running e2e/cluster.sh");
+            .expect("running hack/cluster.sh");
         assert!(
             out.status.success(),
-            "e2e/cluster.sh up failed:\n{}{}",
+            "hack/cluster.sh up failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -121,7 +121,7 @@ impl Drop for Cluster {
             report!("MO_KEEP_CLUSTER=1: leaving {} up", self.dir.display());
             return;
         }
-        let _ = Command::new(support::repo_root().join("e2e/cluster.sh"))
+        let _ = Command::new(support::repo_root().join("hack/cluster.sh"))
             .arg("down")
             .arg(&self.dir)
             .stdin(Stdio::null())

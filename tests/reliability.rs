@@ -1,7 +1,7 @@
 //! Fault injection on the REAL control plane (docs/reliability.md, faults 1–5; the table with the observed
 //! numbers is `docs/reliability.md`).
 //!
-//! Every test starts its own cluster with `e2e/cluster.sh up <tempdir>` (killing etcd or
+//! Every test starts its own cluster with `hack/cluster.sh up <tempdir>` (killing etcd or
 //! kube-apiserver must not disturb anything else) and runs operator replicas as processes of
 //! the real binary (`manager-operator run`, SIGKILLed on drop, logs in the cluster dir). A
 //! hook server on 127.0.0.1 records (holder, fencingToken, arrival time) of every call per
@@ -88,7 +88,7 @@ macro_rules! report {
 // A private control plane.
 
 fn cluster_script() -> PathBuf {
-    support::repo_root().join("e2e/cluster.sh")
+    support::repo_root().join("hack/cluster.sh")
 }
 
 struct Cluster {
@@ -118,7 +118,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|e| format!("running e2e/cluster.sh: {e}"))?;
+            .map_err(|e| format!("running hack/cluster.sh: {e}"))?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -128,7 +128,7 @@ impl Cluster {
             Ok(text)
         } else {
             Err(format!(
-                "e2e/cluster.sh {} {} failed ({}):\n{text}",
+                "hack/cluster.sh {} {} failed ({}):\n{text}",
                 args[0],
                 self.dir.display(),
                 out.status
@@ -196,7 +196,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::env::var("MO_KEEP_CLUSTER").is_ok_and(|v| v == "1") {
             eprintln!(
-                "[reliability] MO_KEEP_CLUSTER=1: leaving {} up (e2e/cluster.sh down DIR)",
+                "[reliability] MO_KEEP_CLUSTER=1: leaving {} up (hack/cluster.sh down DIR)",
                 self.dir.display()
             );
             return;

@@ -1,5 +1,5 @@
 //! `mo-bench`: the benchmark harness of manager-operator. Each subcommand runs one
-//! scenario against an already started local control plane (`e2e/cluster.sh up`, with the CRD,
+//! scenario against an already started local control plane (`hack/cluster.sh up`, with the CRD,
 //! the namespace and its RBAC installed: see `bench/run.sh`) and writes raw CSV; `report`
 //! turns the CSV files into `docs/benchmarks.md`.
 
@@ -35,7 +35,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Admin kubeconfig of the cluster (DIR/kubeconfig of e2e/cluster.sh).
+    /// Admin kubeconfig of the cluster (DIR/kubeconfig of hack/cluster.sh).
     #[arg(long)]
     kubeconfig: PathBuf,
     /// The operator binary (a release build).

@@ -1539,7 +1539,7 @@ pub fn render(dir: &Path, out_path: &Path, analysis: &Path) -> Result<()> {
         out,
         "Measured by the harness in `bench/` against the real local control plane of the tests \
          (etcd, kube-apiserver, kube-controller-manager as processes on 127.0.0.1, built by \
-         `hack/tools.sh`), a fresh cluster per scenario (`e2e/cluster.sh up`), the operator as a \
+         `hack/tools.sh`), a fresh cluster per scenario (`hack/cluster.sh up`), the operator as a \
          release build (`manager-operator run`, admin kubeconfig, loopback hooks allowed). The \
          targets come from the project's goals (docs/design.md §3.1); they are measured here, never asserted in tests. `make bench` \
          reruns everything and rewrites this file and `bench/results/*.csv`; `BENCH_QUICK=1 make \

@@ -1,8 +1,8 @@
 //! Shared helpers for integration tests that run against the real local control plane
-//! (etcd + kube-apiserver + kube-controller-manager started by `e2e/cluster.sh`).
+//! (etcd + kube-apiserver + kube-controller-manager started by `hack/cluster.sh`).
 //!
 //! Use from a test file with `mod support;`. The control plane is found through environment
-//! variables that `e2e/with-cluster.sh` (and so `make test`) exports:
+//! variables that `hack/with-cluster.sh` (and so `make test`) exports:
 //!
 //! * `MO_KUBECONFIG` – admin kubeconfig (`system:masters`), required;
 //! * `MO_CLUSTER_DIR` – the cluster directory (holds `kubeconfig-unprivileged`, logs, `env`);
@@ -27,8 +27,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 const HOW_TO_RUN: &str = "integration tests need the real local control plane.\n\
-     Run them with `make test`, or `e2e/with-cluster.sh cargo test --all-targets`,\n\
-     or against a running cluster: `e2e/cluster.sh up DIR && source DIR/env && cargo test`.\n\
+     Run them with `make test`, or `hack/with-cluster.sh cargo test --all-targets`,\n\
+     or against a running cluster: `hack/cluster.sh up DIR && source DIR/env && cargo test`.\n\
      (Unit tests alone: `make unit` / `cargo test --lib --bins`.)";
 
 fn env_path(var: &str) -> PathBuf {

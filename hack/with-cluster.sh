@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs CMD... against a fresh local control plane and always tears it down afterwards.
 #
-#   e2e/with-cluster.sh cargo test --all-targets
+#   hack/with-cluster.sh cargo test --all-targets
 #
-# Builds the tools if needed (hack/tools.sh), starts a cluster (e2e/cluster.sh up) in
+# Builds the tools if needed (hack/tools.sh), starts a cluster (hack/cluster.sh up) in
 # $MO_CLUSTER_DIR or a new temp dir, exports MO_KUBECONFIG, MO_CLUSTER_DIR, MO_BIN_DIR,
 # KUBECONFIG and PATH (tools bin dir first), runs CMD, stops the cluster, and exits with CMD's
 # exit code. Set MO_KEEP_CLUSTER=1 to leave the cluster running for debugging.
@@ -16,7 +16,7 @@ if (($# == 0)); then
   exit 2
 fi
 
-MO_BIN_DIR="$("$HERE/../hack/tools.sh" bindir)"
+MO_BIN_DIR="$("$HERE/tools.sh" bindir)"
 export MO_BIN_DIR
 export PATH="$MO_BIN_DIR:$PATH"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: a local control plane with the operator running against it.
 #
-#   e2e/run-local.sh up DIR    # control plane + CRD + echo-hook + operator + samples; prints `kubectl get mc`
-#   e2e/run-local.sh down DIR  # stops the operator, the echo-hook and the control plane
+#   hack/run-local.sh up DIR    # control plane + CRD + echo-hook + operator + samples; prints `kubectl get mc`
+#   hack/run-local.sh down DIR  # stops the operator, the echo-hook and the control plane
 #
 # Everything listens on 127.0.0.1. The operator registers its admission webhook in URL mode
 # (clientConfig.url https://127.0.0.1:PORT) and may call loopback hooks (--hook-allow-loopback).

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # write_kubeconfig FILE USER CERT_PREFIX CA_FILE SERVER: a kubeconfig (mode 600) for a client
 # certificate user (CERT_PREFIX.crt, CERT_PREFIX.key) of the API server at SERVER. Sourced by
-# e2e/cluster.sh and e2e/node.sh.
+# hack/cluster.sh and hack/node.sh.
 write_kubeconfig() {
   local file="$1" user="$2" cert="$3" ca="$4" server="$5"
   cat >"$file" <<KUBECONFIG

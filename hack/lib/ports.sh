@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # free_ports IP N: prints N distinct free TCP ports on IP (an address in 127.0.0.0/8), held open
-# together while picking. Sourced by cluster.sh, node.sh, e2e.sh and e2e-node.sh.
+# together while picking. Sourced by hack/cluster.sh, hack/node.sh, e2e/e2e.sh
+# and e2e/e2e-node.sh.
 free_ports() {
   local ip="$1" n="$2"
   if command -v python3 >/dev/null 2>&1; then
