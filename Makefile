@@ -49,10 +49,10 @@ node-smoke: tools-cluster tools-node ## Real kubelet nodes (hack/node.sh, root):
 	hack/with-cluster.sh e2e/node-smoke.sh
 
 chart: ## Regenerate the chart's generated files (CRD copy, dashboards, values schema, README values table)
-	e2e/check-chart-crd.sh --fix
-	python3 e2e/chart/gen-dashboards.py
-	python3 e2e/chart/gen-schema.py
-	python3 e2e/chart/values-table.py
+	hack/check-chart-crd.sh --fix
+	python3 hack/chart/gen-dashboards.py
+	python3 hack/chart/gen-schema.py
+	python3 hack/chart/values-table.py
 
 chart-test: tools ## Chart lint/template/server dry-run per value set, schema checks, promtool check+test
 	hack/with-cluster.sh e2e/chart-test.sh
@@ -75,7 +75,7 @@ crds: ## Regenerate crds/managerconfig.yaml from the code
 	@mkdir -p crds
 	$(CARGO) run -q -- crd > crds/managerconfig.yaml.tmp
 	mv crds/managerconfig.yaml.tmp crds/managerconfig.yaml
-	e2e/check-chart-crd.sh --fix
+	hack/check-chart-crd.sh --fix
 
 bench: tools ## Benchmarks (the side-by-side scenarios need Go): rewrites docs/benchmarks.md and bench/results/*.csv; BENCH_QUICK=1 for a few minutes
 	bench/run.sh

@@ -68,11 +68,11 @@ passed=()
 
 # ---------------------------------------------------------------------------------------------
 log "1/7 static checks: chart CRD, generated dashboards/schema/README table, metric names"
-"$HERE/check-chart-crd.sh"
-python3 "$HERE/chart/gen-dashboards.py" --check || die "dashboards are stale: run e2e/chart/gen-dashboards.py"
-python3 "$HERE/chart/gen-schema.py" --check || die "values.schema.json is stale: run e2e/chart/gen-schema.py"
-python3 "$HERE/chart/values-table.py" --check || die "README values table is stale: run e2e/chart/values-table.py"
-python3 "$HERE/chart/check-metric-names.py"
+"$ROOT/hack/check-chart-crd.sh"
+python3 "$ROOT/hack/chart/gen-dashboards.py" --check || die "dashboards are stale: run hack/chart/gen-dashboards.py"
+python3 "$ROOT/hack/chart/gen-schema.py" --check || die "values.schema.json is stale: run hack/chart/gen-schema.py"
+python3 "$ROOT/hack/chart/values-table.py" --check || die "README values table is stale: run hack/chart/values-table.py"
+python3 "$ROOT/hack/chart/check-metric-names.py"
 for f in "$CHART"/dashboards/*.json; do
   jq -e '.uid and .title and (.templating.list[] | select(.name == "datasource" and .type == "datasource"))
          and ([.panels[] | select(.type != "row") | .datasource.uid == "${datasource}"] | all)' \

@@ -815,7 +815,7 @@ fn chart_crd_is_the_committed_crd() {
     let in_chart = std::fs::read_to_string(chart().join("files/crds/managerconfig.yaml")).unwrap();
     assert!(
         committed == in_chart,
-        "charts/manager-operator/files/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run e2e/check-chart-crd.sh --fix"
+        "charts/manager-operator/files/crds/managerconfig.yaml differs from crds/managerconfig.yaml: run hack/check-chart-crd.sh --fix"
     );
 }
 

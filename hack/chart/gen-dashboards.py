@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generates the Grafana dashboards of the chart (charts/manager-operator/dashboards/*.json).
 
-    e2e/chart/gen-dashboards.py            write the JSON files
-    e2e/chart/gen-dashboards.py --check    exit 1 when the committed files differ from the generated ones
-    e2e/chart/gen-dashboards.py --queries  print every panel query as JSON lines
+    hack/chart/gen-dashboards.py            write the JSON files
+    hack/chart/gen-dashboards.py --check    exit 1 when the committed files differ from the generated ones
+    hack/chart/gen-dashboards.py --queries  print every panel query as JSON lines
                                      {"dashboard", "panel", "refId", "expr", "instant"}
 
 The dashboards are plain Grafana JSON models (schemaVersion 39): the Prometheus data source is
@@ -469,7 +469,7 @@ def main(argv):
         stale = [f for f, text in rendered.items()
                  if not (OUT / f).exists() or (OUT / f).read_text() != text]
         if stale:
-            print(f"stale dashboards (run e2e/chart/gen-dashboards.py): {', '.join(stale)}",
+            print(f"stale dashboards (run hack/chart/gen-dashboards.py): {', '.join(stale)}",
                   file=sys.stderr)
             return 1
         return 0

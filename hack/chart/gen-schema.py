@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes charts/manager-operator/values.schema.json (JSON Schema draft-07).
 
-    e2e/chart/gen-schema.py           write it
-    e2e/chart/gen-schema.py --check   exit 1 when the committed file differs
+    hack/chart/gen-schema.py           write it
+    hack/chart/gen-schema.py --check   exit 1 when the committed file differs
 
 Kept as code so the schema stays readable and reviewable; every values.yaml key is listed and
 unknown keys are refused (additionalProperties: false), so a typo in a values file fails
@@ -216,7 +216,7 @@ def main(argv):
     text = json.dumps(SCHEMA, indent=2, ensure_ascii=False) + "\n"
     if "--check" in argv:
         if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run e2e/chart/gen-schema.py", file=sys.stderr)
+            print(f"{OUT} is stale: run hack/chart/gen-schema.py", file=sys.stderr)
             return 1
         return 0
     OUT.write_text(text)

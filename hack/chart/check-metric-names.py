@@ -2,7 +2,7 @@
 """Every manager_operator_* name used by the dashboards and the alert rules is a metric that
 src/metrics/registry.rs registers (histograms: with _bucket/_sum/_count). Stdlib only.
 
-    e2e/chart/check-metric-names.py     exit 1 naming each unknown metric and where it is used
+    hack/chart/check-metric-names.py     exit 1 naming each unknown metric and where it is used
 """
 import pathlib
 import re

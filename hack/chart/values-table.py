@@ -3,9 +3,9 @@
 
 Each documented key has a `# -- description` comment (continued by `# ` lines) right above it.
 
-    e2e/chart/values-table.py           rewrite the table between the README markers
-    e2e/chart/values-table.py --check   exit 1 when the README table is stale or a key is
-                                        undocumented
+    hack/chart/values-table.py           rewrite the table between the README markers
+    hack/chart/values-table.py --check   exit 1 when the README table is stale or a key is
+                                         undocumented
 """
 import json
 import pathlib
@@ -97,7 +97,7 @@ def main(argv):
     new = f"{head}{START}\n{rendered}{END}{tail}"
     if "--check" in argv:
         if new != text:
-            print(f"{readme}: values table is stale (run e2e/chart/values-table.py)",
+            print(f"{readme}: values table is stale (run hack/chart/values-table.py)",
                   file=sys.stderr)
             return 1
         return 0

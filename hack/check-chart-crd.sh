@@ -3,8 +3,8 @@
 # so that `helm upgrade` upgrades it). That file must stay byte-identical to
 # crds/managerconfig.yaml, which a unit test keeps equal to `manager-operator crd`.
 #
-#   e2e/check-chart-crd.sh          exit 1 with a diff when they differ
-#   e2e/check-chart-crd.sh --fix    copy crds/managerconfig.yaml into the chart
+#   hack/check-chart-crd.sh          exit 1 with a diff when they differ
+#   hack/check-chart-crd.sh --fix    copy crds/managerconfig.yaml into the chart
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +18,7 @@ if [[ "${1:-}" == "--fix" ]]; then
 fi
 
 if ! diff -u "$SRC" "$DST" >&2; then
-  echo "[check-chart-crd] FAIL: $DST differs from $SRC; run: e2e/check-chart-crd.sh --fix" >&2
+  echo "[check-chart-crd] FAIL: $DST differs from $SRC; run: hack/check-chart-crd.sh --fix" >&2
   exit 1
 fi
 echo "[check-chart-crd] ok: the chart's CRD equals crds/managerconfig.yaml" >&2
