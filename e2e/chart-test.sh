@@ -11,7 +11,7 @@
 # `hack/tools-observability.sh bindir`, which builds them on first use),
 # MO_CHART_TEST_NAMESPACE (default mo-chart-test; created, and deleted at the end).
 #
-# Value sets: defaults, and every e2e/chart/values/*.yaml (cert-manager, cert-manager-issuer,
+# Value sets: defaults, and every e2e/values/*.yaml (cert-manager, cert-manager-issuer,
 # url-mode, monitoring, lease-flow-control). Needs python3 with PyYAML (Debian: python3-yaml), jq
 # and curl.
 #
@@ -135,10 +135,10 @@ log "5/7 helm lint, helm template and server-side dry-run for every value set"
 kubectl create serviceaccount "$RELEASE-manager-operator-selftest" -n "$NS" --dry-run=client -o yaml |
   kubectl apply --server-side -f - >/dev/null
 value_sets=(defaults)
-for f in "$HERE"/chart/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
+for f in "$HERE"/values/*.yaml; do value_sets+=("$(basename "$f" .yaml)"); done
 for set in "${value_sets[@]}"; do
   args=()
-  [[ "$set" == defaults ]] || args=(-f "$HERE/chart/values/$set.yaml")
+  [[ "$set" == defaults ]] || args=(-f "$HERE/values/$set.yaml")
   "$HELM" lint --strict "$CHART" "${args[@]}" >"$WORK/lint.log" 2>&1 || {
     cat "$WORK/lint.log" >&2
     die "helm lint ($set)"
@@ -251,7 +251,7 @@ expect_classified() {
   log "  $what: Lease list/create/get as $sa -> FlowSchema $fs_name ($fs_uid), level $pl ($pl_uid); a ConfigMap list is not"
 }
 # The chart's own level (the lease-flow-control value set).
-"$HELM" template "$RELEASE" "$CHART" -n "$NS" -f "$HERE/chart/values/lease-flow-control.yaml" \
+"$HELM" template "$RELEASE" "$CHART" -n "$NS" -f "$HERE/values/lease-flow-control.yaml" \
   --show-only templates/flowcontrol.yaml >"$WORK/flowcontrol-own.yaml" || die "helm template (lease-flow-control)"
 kubectl apply --server-side --field-manager=mo-chart-test -f "$WORK/flowcontrol-own.yaml" >/dev/null
 expect_classified own-level "$own_pl"

@@ -134,7 +134,7 @@ wait_until 20 "hook server" curl -fsS -X POST -d '{}' "http://127.0.0.1:$P_HOOK/
 
 # ---------------------------------------------------------------------------------------------
 step "3/9 helm install (the image imported on the nodes, hostNetwork, webhook URL mode)"
-helm_args=(-n "$OP_NS" -f "$HERE/chart/values/node.yaml"
+helm_args=(-n "$OP_NS" -f "$HERE/values/node.yaml"
   --set "apiServer.port=$APISERVER_PORT" --set "webhook.url=$WEBHOOK_URL"
   --set "webhook.port=$P_WEBHOOK" --set "metrics.port=$P_METRICS" --set "health.port=$P_HEALTH")
 h install "$RELEASE" "$CHART" --create-namespace "${helm_args[@]}" >"$WORK/helm-install.log" 2>&1 ||

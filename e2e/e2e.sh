@@ -157,10 +157,10 @@ step "2/10 helm install the chart for real (URL mode: $WEBHOOK_URL)"
 # URL mode: the API server calls the webhook on 127.0.0.1 through the local TCP load balancer
 # (tcp-proxy.py, the stand-in for the webhook Service), never a Service IP.
 "$HELM" install "$RELEASE" "$CHART" --kubeconfig "$ADMIN_KUBECONFIG" -n "$OP_NS" --create-namespace \
-  -f "$HERE/chart/values/url-mode.yaml" --set "webhook.url=$WEBHOOK_URL" >"$WORK/helm-install.log" 2>&1 ||
+  -f "$HERE/values/url-mode.yaml" --set "webhook.url=$WEBHOOK_URL" >"$WORK/helm-install.log" 2>&1 ||
   { cat "$WORK/helm-install.log" >&2; die "helm install"; }
 doc_cmd "Install the chart" \
-  "helm install $RELEASE charts/manager-operator -n $OP_NS --create-namespace -f e2e/chart/values/url-mode.yaml --set webhook.url=$WEBHOOK_URL" \
+  "helm install $RELEASE charts/manager-operator -n $OP_NS --create-namespace -f e2e/values/url-mode.yaml --set webhook.url=$WEBHOOK_URL" \
   "$WORK/helm-install.log"
 "$HELM" status "$RELEASE" -n "$OP_NS" --kubeconfig "$ADMIN_KUBECONFIG" | sed -n '1,8p' >&2
 k wait --for=condition=Established --timeout=60s crd/managerconfigs.manager-operator.io >/dev/null

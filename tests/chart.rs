@@ -51,7 +51,7 @@ fn helm() -> &'static Path {
     })
 }
 
-/// Renders the chart with the given value files (relative to e2e/chart/values) and `--set`s.
+/// Renders the chart with the given value files (relative to e2e/values) and `--set`s.
 /// The chart's objects, without the `helm test` hook (`--skip-tests`; see [`render_tests`]).
 fn render(files: &[&str], sets: &[&str]) -> Vec<Value> {
     helm_template(files, sets, &["--skip-tests"])
@@ -77,7 +77,7 @@ fn helm_template(files: &[&str], sets: &[&str], extra: &[&str]) -> Vec<Value> {
         .env("HELM_DATA_HOME", tmp.path().join("data"));
     for f in files {
         cmd.arg("-f")
-            .arg(root().join("e2e/chart/values").join(format!("{f}.yaml")));
+            .arg(root().join("e2e/values").join(format!("{f}.yaml")));
     }
     for s in sets {
         cmd.args(["--set", s]);
