@@ -86,9 +86,8 @@ fmt: ## Format the code
 fmt-check: ## Check formatting
 	$(CARGO) fmt --all -- --check
 
-lint: ## Clippy with warnings as errors on the operator and the bench harness (and shellcheck when installed)
-	$(CARGO) clippy --all-targets -- -D warnings
-	CARGO_TARGET_DIR=$${CARGO_TARGET_DIR:-$(CURDIR)/target} $(CARGO) clippy --manifest-path bench/Cargo.toml --all-targets -- -D warnings
+lint: ## Clippy with warnings as errors on the whole workspace: operator, test kit, bench harness (and shellcheck when installed)
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@if command -v shellcheck >/dev/null; then shellcheck -x hack/*.sh hack/lib/*.sh e2e/*.sh e2e/lib/*.sh bench/run.sh bench/peers/build.sh .ci/run; else echo "shellcheck not installed; skipped"; fi
 
 run: tools-cluster build ## Local control plane + CRD + the operator (webhook in URL mode) + one valid and one broken sample

@@ -36,8 +36,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::workers::signing::{SigningKey, unix_now};
 use serde_json::{Value, json};
-use support::operator::{Operator, get};
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SA: &str = "worker";
@@ -157,7 +156,9 @@ impl HookProcess {
 
     /// `GET /state`.
     async fn state(&self) -> Value {
-        let (code, body) = get(&format!("{}/state", self.base)).await.unwrap();
+        let (code, body) = support::http_get(&format!("{}/state", self.base))
+            .await
+            .unwrap();
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -336,13 +337,6 @@ impl Recorder {
 
 // ---------------------------------------------------------------------------------------------
 // Cluster fixtures.
-
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
-}
 
 /// Role + RoleBinding `name` granting `rules` (YAML list) to the config's service account.
 fn grant(ns: &str, name: &str, rules: &str) {
@@ -537,7 +531,7 @@ async fn exercise(name: &'static str, cmd: Command) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let hook = HookProcess::start(name, cmd, &secret);
     let (rec, url) = Recorder::start(&hook.base).await;
-    let _op = Operator::start(&ns, &[]).await;
+    let _op = support::operator().namespace(&ns).start().await;
 
     // 1. Three watched ConfigMaps (and one the selector leaves out) reach the external system
     // with their current resourceVersions.

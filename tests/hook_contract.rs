@@ -24,8 +24,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::Value;
-use support::operator::Operator;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{TIMEOUT, apply_yaml, wait_for};
 
 /// What a recording hook received and what it answers.
 #[derive(Default)]
@@ -174,13 +173,6 @@ async fn tls_hook(s: Arc<Script>, pki: &Pki) -> String {
     format!("https://127.0.0.1:{port}/hook")
 }
 
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).expect("write");
-    kubectl_ok(&["apply", "-f", f.to_str().expect("path")]);
-}
-
 /// Service account `sa` in `ns` may use `verbs` on ConfigMaps and get Secrets there.
 fn grant(ns: &str, sa: &str, verbs: &str) {
     apply_yaml(&format!(
@@ -265,7 +257,7 @@ async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_sho
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "mo-del").await;
     grant(&ns, "hooked", "get, list, watch");
-    let op = Operator::start(&ns, &[]).await;
+    let op = support::operator().namespace(&ns).start().await;
     let s = Arc::new(Script::default());
     let url = http_hook(s.clone()).await;
     apply_yaml(&config(
@@ -351,7 +343,12 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     grant(&ns, "hooked", "get, list, watch, patch");
     let s = Arc::new(Script::default());
     let url = http_hook(s.clone()).await;
-    let a = Operator::start_as(&ns, "fin-a", "text", &["--disable-placement"]).await;
+    let a = support::operator()
+        .namespace(&ns)
+        .identity("fin-a")
+        .args(&["--disable-placement"])
+        .start()
+        .await;
     apply_yaml(&config(
         &ns,
         "fin",
@@ -370,7 +367,12 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     })
     .await
     .unwrap();
-    let b = Operator::start_as(&ns, "fin-b", "text", &["--disable-placement"]).await;
+    let b = support::operator()
+        .namespace(&ns)
+        .identity("fin-b")
+        .args(&["--disable-placement"])
+        .start()
+        .await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     create_cm(&client, &ns, "cm-0").await;
     let ours = format!("hooks.manager-operator.io/{ns}.fin.cms");
@@ -486,7 +488,7 @@ async fn finalize_without_patch_rights_is_refused_naming_the_verb() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "mo-finrbac").await;
     grant(&ns, "hooked", "get, list, watch");
-    let _op = Operator::start(&ns, &[]).await;
+    let _op = support::operator().namespace(&ns).start().await;
     let s = Arc::new(Script::default());
     let url = http_hook(s.clone()).await;
     apply_yaml(&config(
@@ -524,7 +526,11 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     let pki = pki();
     let s = Arc::new(Script::default());
     let url = tls_hook(s.clone(), &pki).await;
-    let _op = Operator::start(&ns, &["--hook-signing-refresh-period", "1s"]).await;
+    let _op = support::operator()
+        .namespace(&ns)
+        .args(&["--hook-signing-refresh-period", "1s"])
+        .start()
+        .await;
     let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     create_cm(&client, &ns, "cm-0").await;
 

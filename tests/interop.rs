@@ -17,16 +17,11 @@ mod support;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -34,7 +29,9 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::Value;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::hook::holders;
+use support::operator::sigterm;
+use support::{Call, Operator, RecordingHook, TIMEOUT, apply_yaml, kubectl_ok, prom, wait_for};
 
 /// The service account the workers act as (may watch ConfigMaps).
 const SA: &str = "worker";
@@ -52,25 +49,6 @@ fn replica_part(holder: &str) -> &str {
     holder.rsplit_once('/').map_or(holder, |(r, _)| r)
 }
 
-async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let r = support::loopback_http()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let code = r.status().as_u16();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    Ok((code, body))
-}
-
-fn sigterm(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -TERM {pid}");
-}
-
 /// Reaps `child` into `exited` if it has exited.
 fn try_exit(child: &mut Option<Child>, exited: &mut Option<ExitStatus>) -> Option<ExitStatus> {
     if exited.is_none()
@@ -82,173 +60,32 @@ fn try_exit(child: &mut Option<Child>, exited: &mut Option<ExitStatus>) -> Optio
     *exited
 }
 
-// ---------------------------------------------------------------------------------------------
-// The operator process.
-
-/// One `manager-operator run` process, SIGKILLed on drop; its log's tail is printed on failure.
-struct Operator {
-    identity: String,
-    child: Option<Child>,
-    metrics: String,
-    health: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    exited: Option<ExitStatus>,
-}
-
-impl Operator {
-    /// Starts an operator for namespace `ns` (admin kubeconfig) and waits until `/readyz` is 200.
-    async fn start(identity: &str, ns: &str) -> Operator {
-        // Ports are picked free and released before the operator binds them; a lost race is
-        // retried with new ports.
-        for attempt in 0.. {
-            let mut op = Self::spawn(identity, ns);
-            match op.wait_ready().await {
-                Ok(took) => {
-                    eprintln!(
-                        "[operator {identity}] ready in {took:?} (log {})",
-                        op.log.display()
-                    );
-                    return op;
-                }
-                Err(e) if attempt < 3 && op.log_tail(50).contains("cannot listen") => {
-                    eprintln!("[operator {identity}] port taken, retrying: {e}");
-                }
-                Err(e) => panic!(
-                    "operator {identity} did not become ready: {e}\n--- log tail ---\n{}",
-                    op.log_tail(80)
-                ),
-            }
-        }
-        unreachable!()
-    }
-
-    fn spawn(identity: &str, ns: &str) -> Operator {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join(format!("{identity}.log"));
-        let file = File::create(&log).expect("log file");
-        let metrics = format!("127.0.0.1:{}", support::free_port());
-        let health: SocketAddr = format!("127.0.0.1:{}", support::free_port())
-            .parse()
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-            .arg("run")
-            .args(["--identity", identity])
-            .arg("--kubeconfig")
-            .arg(support::kubeconfig_path())
-            .args(["--metrics-bind-address", &metrics])
-            .args(["--health-probe-bind-address", &health.to_string()])
-            .args(["--watch-namespace", ns])
-            .arg("--disable-webhook")
-            .arg("--hook-allow-loopback")
-            .args(["--log-format", "text"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("spawning manager-operator run");
-        Operator {
-            identity: identity.to_string(),
-            child: Some(child),
-            metrics,
-            health,
-            log,
-            _dir: dir,
-            exited: None,
-        }
-    }
-
-    async fn wait_ready(&mut self) -> Result<Duration, String> {
-        let t = Instant::now();
-        let url = format!("http://{}/readyz", self.health);
-        loop {
-            if let Some(status) = try_exit(&mut self.child, &mut self.exited) {
-                return Err(format!("exited with {status}"));
-            }
-            if let Ok((200, _)) = http_get(&url).await {
-                return Ok(t.elapsed());
-            }
-            if t.elapsed() > TIMEOUT {
-                return Err(format!("/readyz not 200 after {TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until `/metrics` shows this replica's manager of config `ns/CONFIG` campaigning
-    /// without leading: `managers{state="candidate"}` 1 and `leader{namespace,name}` 0.
-    async fn wait_candidate(&self, ns: &str) {
-        let url = format!("http://{}/metrics", self.metrics);
-        wait_for(
-            &format!("operator {} to be a candidate", self.identity),
-            TIMEOUT,
-            || async {
-                let (_, text) = http_get(&url).await?;
-                let candidates = metric(
-                    &text,
-                    "manager_operator_managers",
-                    &[("state", "candidate")],
-                );
-                let leader = metric(
-                    &text,
-                    "manager_operator_leader",
-                    &[("namespace", ns), ("name", CONFIG)],
-                );
-                match (candidates, leader) {
-                    (Some(c), Some(l)) if c >= 1.0 && l == 0.0 => Ok(()),
-                    other => Err(format!("managers{{state=candidate}}, leader: {other:?}")),
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail(60)));
-    }
-
-    fn sigterm(&self) {
-        sigterm(self.child.as_ref().expect("running").id());
-    }
-
-    fn kill9(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            if let Ok(s) = c.wait() {
-                self.exited = Some(s);
-            }
-        }
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let s = wait_for(
-            &format!("operator {} to exit", self.identity),
-            TIMEOUT,
-            || {
-                let s = try_exit(&mut self.child, &mut self.exited);
-                async move { s.ok_or_else(|| "still running".to_string()) }
-            },
-        )
-        .await;
-        s.unwrap_or_else(|e| panic!("{e}\n{}", self.log_tail(60)))
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        support::log_tail(&self.log, lines)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- log tail of operator {} ({}) ---\n{}\n--- end of log tail ---",
-                self.identity,
-                self.log.display(),
-                self.log_tail(60)
+/// Waits until `/metrics` of `op` shows its manager of config `ns/CONFIG` campaigning without
+/// leading: `managers{state="candidate"}` 1 and `leader{namespace,name}` 0.
+async fn wait_candidate(op: &Operator, ns: &str) {
+    wait_for(
+        &format!("operator {} to be a candidate", op.identity()),
+        TIMEOUT,
+        || async {
+            let text = op.try_metrics_text().await?;
+            let candidates = prom::value(
+                &text,
+                "manager_operator_managers",
+                &[("state", "candidate")],
             );
-        }
-        self.kill9();
-    }
+            let leader = prom::value(
+                &text,
+                "manager_operator_leader",
+                &[("namespace", ns), ("name", CONFIG)],
+            );
+            match (candidates, leader) {
+                (Some(c), Some(l)) if c >= 1.0 && l == 0.0 => Ok(()),
+                other => Err(format!("managers{{state=candidate}}, leader: {other:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail(60)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,170 +263,12 @@ impl Drop for GoElector {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The hook recorder both sides call.
-
-#[derive(Clone, Debug)]
-struct Call {
-    /// `holder` of the body: the operator's replica identity or the Go elector's identity.
-    holder: String,
-    token: i64,
-    /// "operator" or "client-go".
-    source: String,
-    start: Instant,
-    end: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<Call>>,
-}
-
-/// Marks a call finished when the handler completes or is dropped (the caller went away).
-struct Finish {
-    rec: Arc<Recorder>,
-    index: usize,
-}
-
-impl Drop for Finish {
-    fn drop(&mut self) {
-        self.rec.calls.lock().unwrap()[self.index].end = Some(Instant::now());
-    }
-}
-
-async fn handle(State(rec): State<Arc<Recorder>>, body: String) -> StatusCode {
-    let start = Instant::now();
-    let v: Value = serde_json::from_str(&body).expect("hook body is JSON");
-    let index = {
-        let mut calls = rec.calls.lock().unwrap();
-        calls.push(Call {
-            holder: v["holder"].as_str().unwrap_or("").to_string(),
-            token: v["fencingToken"].as_i64().unwrap_or(-1),
-            source: v["source"].as_str().unwrap_or("operator").to_string(),
-            start,
-            end: None,
-        });
-        calls.len() - 1
-    };
-    let _finish = Finish { rec, index };
-    // A little work, so that calls have a duration that could overlap.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    StatusCode::OK
-}
-
-struct Hook {
-    rec: Arc<Recorder>,
-    url: String,
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        let rec = Arc::new(Recorder::default());
-        let app = Router::new()
-            .route("/hook", post(handle))
-            .with_state(rec.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hook {
-            rec,
-            url: format!("http://{addr}/hook"),
-        }
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.rec.calls.lock().unwrap().clone()
-    }
-
-    /// Waits for a call that started after `after` and satisfies `pred`.
-    async fn wait_call(&self, what: &str, after: Instant, pred: impl Fn(&Call) -> bool) -> Call {
-        wait_for(what, TIMEOUT, || {
-            let calls = self.calls();
-            let found = calls.iter().find(|c| c.start > after && pred(c)).cloned();
-            let summary = holders(&calls);
-            async move { found.ok_or_else(|| format!("holders so far {summary:?}")) }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Waits until `n` calls from `holder` started after `after`; returns them.
-    async fn wait_calls(&self, holder: &str, n: usize, after: Instant) -> Vec<Call> {
-        wait_for(&format!("{n} calls from {holder}"), TIMEOUT, || {
-            let calls: Vec<Call> = self
-                .calls()
-                .into_iter()
-                .filter(|c| c.start > after && c.holder == holder)
-                .collect();
-            let summary = holders(&self.calls());
-            async move {
-                if calls.len() >= n {
-                    Ok(calls)
-                } else {
-                    Err(format!("{} so far; holders {summary:?}", calls.len()))
-                }
-            }
-        })
-        .await
-        .unwrap()
-    }
-}
-
-/// The sequence of (holder, token) blocks in call order.
-fn holders(calls: &[Call]) -> Vec<(String, i64)> {
-    let mut sorted = calls.to_vec();
-    sorted.sort_by_key(|c| c.start);
-    let mut out: Vec<(String, i64)> = Vec::new();
-    for c in sorted {
-        if out
-            .last()
-            .is_none_or(|(h, t)| *h != c.holder || *t != c.token)
-        {
-            out.push((c.holder, c.token));
-        }
-    }
-    out
-}
-
-/// Never two leaders at once: calls of different holders never overlap in time, the fencing
-/// token never goes backwards, and one token belongs to one holder.
+/// Never two leaders at once ([`support::hook::assert_one_holder_at_a_time`]: no overlap,
+/// tokens monotonic, one token per holder, one source per holder), then a note of the order.
 fn assert_one_holder_at_a_time(calls: &[Call]) {
+    support::hook::assert_one_holder_at_a_time(calls);
     let mut sorted = calls.to_vec();
     sorted.sort_by_key(|c| c.start);
-    for w in sorted.windows(2) {
-        assert!(
-            w[1].token >= w[0].token,
-            "fencing token went backwards: {:?} then {:?}",
-            (&w[0].holder, w[0].token),
-            (&w[1].holder, w[1].token)
-        );
-    }
-    let mut holder_source: std::collections::HashMap<&str, &str> = Default::default();
-    for c in &sorted {
-        let s = holder_source.entry(&c.holder).or_insert(&c.source);
-        assert_eq!(*s, c.source, "holder {} calls from two sources", c.holder);
-    }
-    let mut token_holder: std::collections::HashMap<i64, &str> = Default::default();
-    for c in &sorted {
-        let h = token_holder.entry(c.token).or_insert(&c.holder);
-        assert_eq!(
-            *h, c.holder,
-            "fencing token {} used by two holders",
-            c.token
-        );
-    }
-    let far = Instant::now() + Duration::from_secs(3600);
-    for (i, a) in sorted.iter().enumerate() {
-        for b in &sorted[i + 1..] {
-            if b.start >= a.end.unwrap_or(far) {
-                continue;
-            }
-            assert_eq!(
-                a.holder, b.holder,
-                "calls of two holders overlap in time: {a:?} and {b:?}"
-            );
-        }
-    }
     eprintln!(
         "[interop] {} hook calls, holders in order {:?}: no overlap, tokens monotonic",
         sorted.len(),
@@ -606,7 +285,7 @@ struct Fixture {
     client: kube::Client,
     ns: String,
     api: Api<ManagerConfig>,
-    hook: Hook,
+    hook: RecordingHook,
 }
 
 impl Fixture {
@@ -636,7 +315,11 @@ impl Fixture {
             .create(&PostParams::default(), &cm)
             .await
             .unwrap();
-        let hook = Hook::start().await;
+        let hook = RecordingHook::builder()
+            // A little work, so that calls have a duration that could overlap.
+            .delay(Duration::from_millis(20))
+            .start()
+            .await;
         let api = Api::namespaced(client.clone(), &ns);
         Fixture {
             client,
@@ -745,31 +428,6 @@ impl Fixture {
     }
 }
 
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
-}
-
-/// The value of the series `name` whose labels include every pair of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find_map(|(series, value)| {
-            let (n, lbls) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let all = labels.iter().all(|(k, v)| {
-                let pair = format!("{k}=\"{v}\"");
-                lbls.split(',').any(|kv| kv == pair)
-            });
-            (n == name && all).then(|| value.parse().ok()).flatten()
-        })
-}
-
 /// Ready's reason and `status.leader`, for the notes.
 async fn status_summary(api: &Api<ManagerConfig>) -> String {
     match api.get(CONFIG).await {
@@ -826,12 +484,16 @@ async fn client_go_leads_first_and_its_release_hands_over_to_the_operator() {
         "client-go writes renewTime as a MicroTime with sub-second digits: {renews:?}"
     );
 
-    let op = Operator::start(&op_id, &fx.ns).await;
+    let op = support::operator()
+        .identity(&op_id)
+        .namespace(&fx.ns)
+        .start()
+        .await;
     fx.apply_config();
     // The operator campaigns; while it waits, client-go keeps leading and alone calls the hook.
-    op.wait_candidate(&fx.ns).await;
+    wait_candidate(&op, &fx.ns).await;
     let waited = Instant::now();
-    let go_calls = fx.hook.wait_calls(&go_id, 20, waited).await;
+    let go_calls = fx.hook.wait_calls_from(&go_id, 20, waited).await;
     assert!(
         fx.hook.calls().iter().all(|c| c.holder == go_id),
         "only client-go calls the hook: {:?}",
@@ -889,7 +551,7 @@ async fn client_go_leads_first_and_its_release_hands_over_to_the_operator() {
     fx.wait_config("Running", &op_id).await;
     let renews = fx.renew_time_precision(&op_id, 3).await;
     eprintln!("[interop] renewTime written by the operator: {renews:?}");
-    fx.hook.wait_calls(&op_id, 2, Instant::now()).await;
+    fx.hook.wait_calls_from(&op_id, 2, Instant::now()).await;
     assert_one_holder_at_a_time(&fx.hook.calls());
     drop(op);
 }
@@ -902,7 +564,11 @@ async fn operator_leads_first_and_its_release_hands_over_to_client_go() {
     let fx = Fixture::new("interop-b").await;
     let go_id = format!("client-go-{}", fx.ns);
     let op_id = format!("{}-op", fx.ns);
-    let mut op = Operator::start(&op_id, &fx.ns).await;
+    let mut op = support::operator()
+        .identity(&op_id)
+        .namespace(&fx.ns)
+        .start()
+        .await;
     fx.apply_config();
     fx.wait_config("Running", &op_id).await;
     fx.wait_lease_holder(&op_id).await;
@@ -919,7 +585,7 @@ async fn operator_leads_first_and_its_release_hands_over_to_client_go() {
         seen.v["holder"]
     );
     // While client-go waits, the operator keeps leading and only it calls the hook.
-    let op_calls = fx.hook.wait_calls(&op_id, 3, seen.at).await;
+    let op_calls = fx.hook.wait_calls_from(&op_id, 3, seen.at).await;
     assert!(
         !go.events().iter().any(|e| e.event() == "started_leading"),
         "client-go must not lead while the operator does"
@@ -935,7 +601,7 @@ async fn operator_leads_first_and_its_release_hands_over_to_client_go() {
         .hook
         .wait_call("a call from client-go", sent, |c| c.holder == go_id)
         .await;
-    let status = op.wait_exit().await;
+    let status = op.wait_exit(TIMEOUT).await;
     assert!(
         status.success(),
         "the operator exits 0 after SIGTERM: {status}"
@@ -959,7 +625,7 @@ async fn operator_leads_first_and_its_release_hands_over_to_client_go() {
         started.at - sent
     );
     fx.wait_lease_holder(&go_id).await;
-    fx.hook.wait_calls(&go_id, 5, Instant::now()).await;
+    fx.hook.wait_calls_from(&go_id, 5, Instant::now()).await;
     assert_one_holder_at_a_time(&fx.hook.calls());
     go.sigterm();
     assert!(go.wait_exit().await.success());
@@ -975,7 +641,11 @@ async fn kill_9_of_either_holder_lets_the_other_take_over_after_expiry() {
     let op_id = format!("{}-op", fx.ns);
 
     // 1. The operator leads, client-go waits; kill -9 of the operator.
-    let mut op = Operator::start(&op_id, &fx.ns).await;
+    let mut op = support::operator()
+        .identity(&op_id)
+        .namespace(&fx.ns)
+        .start()
+        .await;
     fx.apply_config();
     fx.wait_config("Running", &op_id).await;
     let t0 = Instant::now();
@@ -985,7 +655,7 @@ async fn kill_9_of_either_holder_lets_the_other_take_over_after_expiry() {
             e.event() == "new_leader" && replica_part(e.v["holder"].as_str().unwrap_or("")) == op_id
         })
         .await;
-    let op_calls = fx.hook.wait_calls(&op_id, 3, seen.at).await;
+    let op_calls = fx.hook.wait_calls_from(&op_id, 3, seen.at).await;
     let op_token = op_calls.last().unwrap().token;
     let killed = Instant::now();
     op.kill9();
@@ -1020,9 +690,13 @@ async fn kill_9_of_either_holder_lets_the_other_take_over_after_expiry() {
 
     // 2. client-go leads, a new operator waits; kill -9 of client-go.
     let op2_id = format!("{}-op2", fx.ns);
-    let op2 = Operator::start(&op2_id, &fx.ns).await;
-    op2.wait_candidate(&fx.ns).await;
-    let go_calls = fx.hook.wait_calls(&go_id, 10, Instant::now()).await;
+    let op2 = support::operator()
+        .identity(&op2_id)
+        .namespace(&fx.ns)
+        .start()
+        .await;
+    wait_candidate(&op2, &fx.ns).await;
+    let go_calls = fx.hook.wait_calls_from(&go_id, 10, Instant::now()).await;
     eprintln!(
         "[interop] (c2) status while client-go holds the Lease: {}",
         status_summary(&fx.api).await
@@ -1058,7 +732,7 @@ async fn kill_9_of_either_holder_lets_the_other_take_over_after_expiry() {
         "the operator takes over about leaseDuration after the crash: {takeover:?}"
     );
     fx.wait_config("Running", &op2_id).await;
-    fx.hook.wait_calls(&op2_id, 2, Instant::now()).await;
+    fx.hook.wait_calls_from(&op2_id, 2, Instant::now()).await;
     assert_one_holder_at_a_time(&fx.hook.calls());
 }
 

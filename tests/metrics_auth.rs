@@ -11,37 +11,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{TIMEOUT, kubectl, kubectl_ok, wait_for};
-
-/// The operator process; killed (and reaped) on drop, its log shown when the test failed.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- operator log (last 60 lines) ---\n{}",
-                support::log_tail(&self.log, 60)
-            );
-        }
-    }
-}
+use support::{Operator, TIMEOUT, kubectl, kubectl_ok, wait_for};
 
 /// Cluster-scoped RBAC objects of the test, deleted on drop.
 struct ClusterRbac(String);
@@ -58,36 +30,17 @@ impl Drop for ClusterRbac {
     }
 }
 
+/// `manager-operator run --metrics-secure` for `namespace`, metrics on `metrics`; not waited
+/// for (the test waits for the metrics server itself).
 fn start_operator(namespace: &str, metrics: SocketAddr) -> Operator {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("operator.log");
-    let out = std::fs::File::create(&log).expect("log file");
-    let err = out.try_clone().expect("log file");
-    let health = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-        .args([
-            "run",
-            "--metrics-secure",
-            "--disable-webhook",
-            "--log-format=text",
-        ])
-        .arg(format!("--watch-namespace={namespace}"))
-        .arg(format!("--metrics-bind-address={metrics}"))
-        .arg(format!("--health-probe-bind-address={health}"))
-        .arg(format!("--identity=metrics-auth-test-{namespace}"))
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig_path())
+    support::operator()
+        .identity(&format!("metrics-auth-test-{namespace}"))
+        .namespace(namespace)
+        .no_hook_allow_loopback()
+        .metrics_addr(metrics)
+        .arg("--metrics-secure")
         .env("RUST_LOG", "info,manager_operator::metrics::auth=debug")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
         .spawn()
-        .expect("starting the manager-operator binary");
-    Operator {
-        child,
-        log,
-        _dir: dir,
-    }
 }
 
 async fn scrape(
@@ -142,7 +95,7 @@ async fn metrics_need_an_authenticated_and_authorized_token() {
     // Unauthenticated: refused as soon as the server is up.
     let started = Instant::now();
     let body = wait_for("the metrics server to answer", TIMEOUT, || {
-        let exited = operator.child.try_wait().ok().flatten();
+        let exited = operator.try_exit();
         let client = &client;
         let url = &url;
         async move {
@@ -153,7 +106,7 @@ async fn metrics_need_an_authenticated_and_authorized_token() {
         }
     })
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log_text()));
     assert_eq!(body.0, 401, "no token: {}", body.1);
     assert!(!body.1.contains("manager_operator_"), "{}", body.1);
     eprintln!("metrics server up after {:?}", started.elapsed());

@@ -28,7 +28,6 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use support::operator::Operator;
 use support::{TIMEOUT, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
@@ -200,8 +199,20 @@ async fn logs_events_and_metrics_hold_up_on_two_replicas() {
 
     let group = ["--membership-group", ns.as_str()];
     let ops = [
-        Operator::start_as(&ns, &format!("{ns}-a"), "json", &group).await,
-        Operator::start_as(&ns, &format!("{ns}-b"), "json", &group).await,
+        support::operator()
+            .namespace(&ns)
+            .identity(&format!("{ns}-a"))
+            .log_format("json")
+            .args(&group)
+            .start()
+            .await,
+        support::operator()
+            .namespace(&ns)
+            .identity(&format!("{ns}-b"))
+            .log_format("json")
+            .args(&group)
+            .start()
+            .await,
     ];
     config(&ns, "good", None, &hook);
     config(&ns, "bad", Some("no-such-namespace-for-ops"), &hook);

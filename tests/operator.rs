@@ -13,18 +13,8 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
@@ -33,7 +23,10 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use manager_operator::api::ManagerConfig;
 use manager_operator::controller::FINALIZER;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::hook::assert_one_holder_at_a_time;
+use support::{
+    Call, Operator, RecordingHook, TIMEOUT, apply_yaml, kubectl_ok, prom, rbac, wait_for,
+};
 
 /// The service account the workers of the valid configs act as (may watch ConfigMaps).
 const SA: &str = "worker";
@@ -43,394 +36,7 @@ const SURFACE: Duration = Duration::from_secs(10);
 const LEASE_DURATION: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------------------------
-// Operator processes.
-
-async fn http_get(url: &str) -> Result<(u16, String), String> {
-    let r = support::loopback_http()
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let code = r.status().as_u16();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    Ok((code, body))
-}
-
-/// One `manager-operator run` process. SIGKILLed on drop; its log (stderr and stdout) goes to a
-/// file whose tail is printed when the test fails.
-struct Operator {
-    identity: String,
-    child: Option<Child>,
-    metrics: SocketAddr,
-    health: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-    exited: Option<ExitStatus>,
-}
-
-impl Operator {
-    /// Starts an operator for namespace `ns` with the admin kubeconfig and waits until ready.
-    async fn start(identity: &str, ns: &str) -> Operator {
-        Self::start_with(identity, ns, &support::kubeconfig_path()).await
-    }
-
-    /// Starts an operator as the user of `kubeconfig` and waits until `/readyz` answers 200.
-    async fn start_with(identity: &str, ns: &str, kubeconfig: &Path) -> Operator {
-        // The ports are picked free and released before the operator binds them; another
-        // process may grab one in between, so a failed bind is retried with new ports.
-        for attempt in 0.. {
-            let mut op = Self::spawn(identity, ns, kubeconfig);
-            match op.wait_ready().await {
-                Ok(took) => {
-                    eprintln!(
-                        "[operator {identity}] ready in {took:?} (log {})",
-                        op.log.display()
-                    );
-                    return op;
-                }
-                Err(e) if attempt < 3 && op.log_tail(50).contains("cannot listen") => {
-                    eprintln!("[operator {identity}] port taken, retrying: {e}");
-                }
-                Err(e) => panic!(
-                    "operator {identity} did not become ready: {e}\n--- log tail ---\n{}",
-                    op.log_tail(80)
-                ),
-            }
-        }
-        unreachable!()
-    }
-
-    fn spawn(identity: &str, ns: &str, kubeconfig: &Path) -> Operator {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join(format!("{identity}.log"));
-        let file = File::create(&log).expect("log file");
-        let metrics: SocketAddr = format!("127.0.0.1:{}", support::free_port())
-            .parse()
-            .unwrap();
-        let health: SocketAddr = format!("127.0.0.1:{}", support::free_port())
-            .parse()
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-            .arg("run")
-            .args(["--identity", identity])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--metrics-bind-address", &metrics.to_string()])
-            .args(["--health-probe-bind-address", &health.to_string()])
-            .args(["--watch-namespace", ns])
-            .arg("--disable-webhook")
-            .arg("--hook-allow-loopback")
-            .args(["--log-format", "text"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("spawning manager-operator run");
-        Operator {
-            identity: identity.to_string(),
-            child: Some(child),
-            metrics,
-            health,
-            log,
-            _dir: dir,
-            exited: None,
-        }
-    }
-
-    async fn wait_ready(&mut self) -> Result<Duration, String> {
-        let t = Instant::now();
-        let url = format!("http://{}/readyz", self.health);
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Err(format!("exited with {status}"));
-            }
-            if let Ok((200, _)) = http_get(&url).await {
-                return Ok(t.elapsed());
-            }
-            if t.elapsed() > TIMEOUT {
-                return Err(format!("/readyz not 200 after {TIMEOUT:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// The exit status if the process has exited.
-    fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none()
-            && let Some(c) = self.child.as_mut()
-            && let Ok(Some(s)) = c.try_wait()
-        {
-            self.exited = Some(s);
-        }
-        self.exited
-    }
-
-    async fn metrics_text(&self) -> String {
-        let (code, body) = http_get(&format!("http://{}/metrics", self.metrics))
-            .await
-            .unwrap_or_else(|e| panic!("GET /metrics of {}: {e}", self.identity));
-        assert_eq!(code, 200, "/metrics of {}: {body}", self.identity);
-        body
-    }
-
-    async fn healthz(&self) -> u16 {
-        http_get(&format!("http://{}/healthz", self.health))
-            .await
-            .map(|(c, _)| c)
-            .unwrap_or(0)
-    }
-
-    /// `kill -9`, then reaps the process.
-    fn kill9(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            if let Ok(s) = c.wait() {
-                self.exited = Some(s);
-            }
-        }
-    }
-
-    /// Sends SIGTERM (graceful shutdown).
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -TERM {}", self.pid());
-    }
-
-    /// Waits (polling) until the process exits.
-    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.try_exit() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "operator {} still running {timeout:?} after being asked to stop\n{}",
-                self.identity,
-                self.log_tail(60)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        support::log_tail(&self.log, lines)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- log tail of operator {} ({}) ---\n{}\n--- end of log tail ---",
-                self.identity,
-                self.log.display(),
-                self.log_tail(60)
-            );
-        }
-        self.kill9();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The hook server: records every call (manager, holder, fencing token, start and end times).
-
-#[derive(Clone, Debug)]
-struct Call {
-    manager: String,
-    object: String,
-    holder: String,
-    token: i64,
-    start: Instant,
-    end: Option<Instant>,
-}
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<Call>>,
-    /// How long each call takes.
-    delay: Mutex<Duration>,
-    /// Calls in flight and the peak, per manager name.
-    in_flight: Mutex<HashMap<String, (usize, usize)>>,
-}
-
-struct Hook {
-    rec: Arc<Recorder>,
-    url: String,
-}
-
-/// Marks a call finished when the handler completes or is dropped (the client went away,
-/// e.g. the calling operator was killed mid-call).
-struct InFlight {
-    rec: Arc<Recorder>,
-    manager: String,
-    index: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(e) = self.rec.in_flight.lock().unwrap().get_mut(&self.manager) {
-            e.0 -= 1;
-        }
-        self.rec.calls.lock().unwrap()[self.index].end = Some(Instant::now());
-    }
-}
-
-async fn handle(State(rec): State<Arc<Recorder>>, body: String) -> StatusCode {
-    let start = Instant::now();
-    let v: serde_json::Value = serde_json::from_str(&body).expect("hook body is JSON");
-    let manager = v["manager"]["name"].as_str().unwrap_or("").to_string();
-    let index = {
-        let mut calls = rec.calls.lock().unwrap();
-        calls.push(Call {
-            manager: manager.clone(),
-            object: v["object"]["metadata"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            holder: v["holder"].as_str().unwrap_or("").to_string(),
-            token: v["fencingToken"].as_i64().unwrap_or(-1),
-            start,
-            end: None,
-        });
-        calls.len() - 1
-    };
-    {
-        let mut f = rec.in_flight.lock().unwrap();
-        let e = f.entry(manager.clone()).or_default();
-        e.0 += 1;
-        e.1 = e.1.max(e.0);
-    }
-    let _guard = InFlight {
-        rec: rec.clone(),
-        manager,
-        index,
-    };
-    let delay = *rec.delay.lock().unwrap();
-    tokio::time::sleep(delay).await;
-    StatusCode::OK
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        let rec = Arc::new(Recorder::default());
-        let app = Router::new()
-            .route("/hook", post(handle))
-            .with_state(rec.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hook {
-            rec,
-            url: format!("http://{addr}/hook"),
-        }
-    }
-
-    fn calls_of(&self, manager: &str) -> Vec<Call> {
-        self.rec
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.manager == manager)
-            .cloned()
-            .collect()
-    }
-
-    fn peak(&self, manager: &str) -> usize {
-        self.rec
-            .in_flight
-            .lock()
-            .unwrap()
-            .get(manager)
-            .map_or(0, |e| e.1)
-    }
-
-    fn reset_peak(&self, manager: &str) {
-        if let Some(e) = self.rec.in_flight.lock().unwrap().get_mut(manager) {
-            e.1 = e.0;
-        }
-    }
-
-    /// Waits for a call of `manager` that started after `after` and satisfies `pred`.
-    async fn wait_call(
-        &self,
-        what: &str,
-        manager: &str,
-        after: Instant,
-        pred: impl Fn(&Call) -> bool,
-    ) -> Call {
-        wait_for(what, TIMEOUT, || async {
-            self.calls_of(manager)
-                .into_iter()
-                .find(|c| c.start > after && pred(c))
-                .ok_or_else(|| {
-                    format!("{} calls of {manager} so far", self.calls_of(manager).len())
-                })
-        })
-        .await
-        .unwrap()
-    }
-}
-
-/// Each holder's calls form one block in time: calls of different holders never overlap, the
-/// fencing token never goes backwards, and one token belongs to one holder.
-fn assert_one_holder_at_a_time(calls: &[Call]) {
-    let mut sorted = calls.to_vec();
-    sorted.sort_by_key(|c| c.start);
-    for w in sorted.windows(2) {
-        assert!(
-            w[1].token >= w[0].token,
-            "fencing token went backwards: {:?} then {:?}",
-            (&w[0].holder, w[0].token),
-            (&w[1].holder, w[1].token)
-        );
-    }
-    let mut token_holder: HashMap<i64, &str> = HashMap::new();
-    for c in &sorted {
-        let h = token_holder.entry(c.token).or_insert(&c.holder);
-        assert_eq!(
-            *h, c.holder,
-            "fencing token {} used by two holders",
-            c.token
-        );
-    }
-    let far = Instant::now() + Duration::from_secs(3600);
-    for (i, a) in sorted.iter().enumerate() {
-        for b in &sorted[i + 1..] {
-            if a.holder != b.holder {
-                let (a_end, b_end) = (a.end.unwrap_or(far), b.end.unwrap_or(far));
-                assert!(
-                    a_end <= b.start || b_end <= a.start,
-                    "calls of two holders overlap in time: {a:?} and {b:?}"
-                );
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Cluster helpers.
-
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
-}
 
 /// One `workers[]` entry named `cms`; each of `extra` is one more field line.
 fn worker(api_version: &str, kind: &str, selector: &str, extra: &[&str], hook_url: &str) -> String {
@@ -457,22 +63,6 @@ fn config(ns: &str, name: &str, sa: &str, lease_ns: Option<&str>, workers: &str)
          leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms{lease_ns}}}\n  \
          startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n{workers}"
     )
-}
-
-/// Lets service account `sa` get, list and watch `resource` (`plural` or `plural.group`) in
-/// `ns`. Written as YAML, not `kubectl create role`, which refuses resources not served yet.
-fn grant_watch(ns: &str, sa: &str, resource: &str) {
-    let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
-    let role = format!("{sa}-watch-{}", resource.replace('.', "-"));
-    apply_yaml(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: {role}, namespace: {ns}}}\nrules:\n\
-         - apiGroups: ['{group}']\n  resources: [{plural}]\n  verbs: [get, list, watch]\n\
-         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: {role}, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}\n\
-         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
-    ));
 }
 
 async fn create_cm(client: &kube::Client, ns: &str, name: &str, app: &str) {
@@ -573,24 +163,6 @@ async fn wait_event(
     (note, t.elapsed())
 }
 
-/// The value of the series `name` whose labels include every pair of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .find_map(|(series, value)| {
-            let (n, lbls) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let all = labels.iter().all(|(k, v)| {
-                let pair = format!("{k}=\"{v}\"");
-                lbls.split(',').any(|kv| kv == pair)
-            });
-            (n == name && all).then(|| value.parse().ok()).flatten()
-        })
-}
-
 /// Waits until `/metrics` has the series with a value satisfying `ok`.
 async fn wait_metric(
     op: &Operator,
@@ -600,7 +172,7 @@ async fn wait_metric(
 ) -> f64 {
     wait_for(&format!("{name}{labels:?}"), SURFACE, || async {
         let text = op.metrics_text().await;
-        match metric(&text, name, labels) {
+        match prom::value(&text, name, labels) {
             Some(v) if ok(v) => Ok(v),
             other => Err(format!("{other:?}")),
         }
@@ -654,7 +226,7 @@ struct Fixture {
     client: kube::Client,
     ns: String,
     api: Api<ManagerConfig>,
-    hook: Hook,
+    hook: RecordingHook,
     op: Operator,
 }
 
@@ -664,10 +236,10 @@ impl Fixture {
         let client = support::admin_client().await;
         let ns = support::fresh_namespace(&client, prefix).await;
         kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-        grant_watch(&ns, SA, "configmaps");
+        rbac::grant_watch(&ns, SA, "configmaps");
         create_cm(&client, &ns, "good-0", "good").await;
-        let hook = Hook::start().await;
-        let op = Operator::start(&format!("{ns}-op"), &ns).await;
+        let hook = RecordingHook::start().await;
+        let op = support::operator().namespace(&ns).start().await;
         apply_yaml(&config(
             &ns,
             "good",
@@ -880,9 +452,9 @@ async fn lease_namespace_not_found_heals_when_the_namespace_is_created() {
     kubectl_ok(&["create", "namespace", &lease_ns]);
     fx.expect_heal("LeaseNamespaceNotFound", fixed).await;
     let holder = lease_holder(&fx.client, &lease_ns, "bad").await;
-    assert_eq!(holder.as_deref(), Some(fx.op.identity.as_str()));
+    assert_eq!(holder.as_deref(), Some(fx.op.identity()));
     fx.hook
-        .wait_call("hook calls of bad", "bad", fixed, |_| true)
+        .wait_call_of("hook calls of bad", "bad", fixed, |_| true)
         .await;
     drop(fx.op);
     let _ = support::kubectl(&["delete", "namespace", &lease_ns, "--wait=false"]);
@@ -923,7 +495,7 @@ async fn watch_target_not_found_heals_when_the_crd_is_installed() {
     let group = format!("{}.example.com", fx.ns);
     let crd = format!("widgets.{group}");
     // RBAC first, so only the missing CRD stands in the way.
-    grant_watch(&fx.ns, SA, &crd);
+    rbac::grant_watch(&fx.ns, SA, &crd);
     let bad = config(
         &fx.ns,
         "bad",
@@ -948,11 +520,11 @@ async fn watch_target_not_found_heals_when_the_crd_is_installed() {
     ));
     let c = fx
         .hook
-        .wait_call("hook call for widget w1", "bad", fixed, |c| {
+        .wait_call_of("hook call for widget w1", "bad", fixed, |c| {
             c.object == "w1"
         })
         .await;
-    assert_eq!(c.holder, fx.op.identity);
+    assert_eq!(c.holder, fx.op.identity());
     drop(fx.op);
     let _ = support::kubectl(&["delete", "crd", &crd, "--wait=false"]);
 }
@@ -981,10 +553,10 @@ async fn watch_forbidden_heals_when_the_service_account_is_granted() {
     );
 
     let fixed = Instant::now();
-    grant_watch(&fx.ns, "noperm", "configmaps");
+    rbac::grant_watch(&fx.ns, "noperm", "configmaps");
     fx.expect_heal("WatchForbidden", fixed).await;
     fx.hook
-        .wait_call("hook call for bad-0", "bad", fixed, |c| c.object == "bad-0")
+        .wait_call_of("hook call for bad-0", "bad", fixed, |c| c.object == "bad-0")
         .await;
 }
 
@@ -1042,7 +614,7 @@ async fn startup_timeout_heals_when_the_initial_list_can_finish() {
         "apiVersion: {group}/v1\nkind: Slow\nmetadata: {{name: s1, namespace: {}}}\n",
         fx.ns
     ));
-    grant_watch(&fx.ns, SA, &crd);
+    rbac::grant_watch(&fx.ns, SA, &crd);
     let bad = config(
         &fx.ns,
         "bad",
@@ -1073,9 +645,9 @@ async fn startup_timeout_heals_when_the_initial_list_can_finish() {
     fx.expect_heal("StartupTimeout", fixed).await;
     let c = fx
         .hook
-        .wait_call("hook call for s1", "bad", fixed, |c| c.object == "s1")
+        .wait_call_of("hook call for s1", "bad", fixed, |c| c.object == "s1")
         .await;
-    assert_eq!(c.holder, fx.op.identity);
+    assert_eq!(c.holder, fx.op.identity());
     drop(fx.op);
     hole.abort();
     let _ = support::kubectl(&["delete", "crd", &crd, "--wait=false"]);
@@ -1105,7 +677,7 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
     eprintln!("the operator runs as {user}");
 
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     create_cm(&client, &ns, "c1", "rbac").await;
     // What the operator needs for ManagerConfigs and Events, but no Leases, no impersonation.
     apply_yaml(&format!(
@@ -1120,8 +692,12 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator}}\n\
          subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
     ));
-    let hook = Hook::start().await;
-    let op = Operator::start_with(&format!("{ns}-op"), &ns, &unpriv).await;
+    let hook = RecordingHook::start().await;
+    let op = support::operator()
+        .namespace(&ns)
+        .kubeconfig(&unpriv)
+        .start()
+        .await;
     let fx = Fixture {
         api: Api::namespaced(client.clone(), &ns),
         client: client.clone(),
@@ -1191,7 +767,7 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
     );
     assert_eq!(
         mc.status.as_ref().unwrap().leader.as_deref(),
-        Some(fx.op.identity.as_str())
+        Some(fx.op.identity())
     );
     let (note, _) = wait_event(&client, &ns, "mgr", "Normal", "Recovered", SURFACE).await;
     assert!(note.contains("ImpersonationForbidden"), "{note}");
@@ -1204,9 +780,9 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
     .await;
     let c = fx
         .hook
-        .wait_call("hook call for c1", "mgr", fixed, |c| c.object == "c1")
+        .wait_call_of("hook call for c1", "mgr", fixed, |c| c.object == "c1")
         .await;
-    assert_eq!(c.holder, fx.op.identity);
+    assert_eq!(c.holder, fx.op.identity());
 }
 
 async fn check_rbac_failure(fx: &Fixture, reason: &str, since: Instant) {
@@ -1243,13 +819,19 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, &format!("op-ha{replicas}")).await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     create_cm(&client, &ns, "tick", "ha").await;
-    let hook = Hook::start().await;
-    *hook.rec.delay.lock().unwrap() = Duration::from_millis(50);
+    let hook = RecordingHook::start().await;
+    hook.set_delay(Duration::from_millis(50));
     let mut ops = Vec::new();
     for i in 0..replicas {
-        ops.push(Operator::start(&format!("{ns}-op-{i}"), &ns).await);
+        ops.push(
+            support::operator()
+                .identity(&format!("{ns}-op-{i}"))
+                .namespace(&ns)
+                .start()
+                .await,
+        );
     }
     apply_yaml(&config(
         &ns,
@@ -1267,7 +849,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     wait_ready_cond(&api, "ha", "True", "Running", TIMEOUT).await;
 
-    let mut alive: Vec<String> = ops.iter().map(|o| o.identity.clone()).collect();
+    let mut alive: Vec<String> = ops.iter().map(|o| o.identity().to_string()).collect();
     for round in 1..replicas {
         let ids: Vec<&str> = alive.iter().map(String::as_str).collect();
         let leader = wait_agreed_leader(&client, &ns, "ha", &ids).await;
@@ -1311,11 +893,11 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
             holders(&hook)
         );
 
-        let op = ops.iter_mut().find(|o| o.identity == leader).unwrap();
+        let op = ops.iter_mut().find(|o| o.identity() == leader).unwrap();
         let killed = Instant::now();
         op.kill9();
         let first = hook
-            .wait_call("a call from a new holder", "ha", killed, |c| {
+            .wait_call_of("a call from a new holder", "ha", killed, |c| {
                 c.holder != leader
             })
             .await;
@@ -1339,7 +921,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
             Some(first.token)
         );
         // The new leader's metrics say so; the standby's do not.
-        let new_op = ops.iter().find(|o| o.identity == new_leader).unwrap();
+        let new_op = ops.iter().find(|o| o.identity() == new_leader).unwrap();
         wait_metric(
             new_op,
             "manager_operator_leader",
@@ -1349,10 +931,10 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
         .await;
         for o in ops
             .iter()
-            .filter(|o| o.identity != new_leader && o.exited.is_none())
+            .filter(|o| o.identity() != new_leader && o.exited().is_none())
         {
             let text = o.metrics_text().await;
-            let v = metric(
+            let v = prom::value(
                 &text,
                 "manager_operator_leader",
                 &[("namespace", &ns), ("name", "ha")],
@@ -1360,7 +942,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
             assert!(
                 v.is_none_or(|v| v == 0.0),
                 "standby {} leader={v:?}",
-                o.identity
+                o.identity()
             );
         }
         alive.retain(|a| *a != leader);
@@ -1368,7 +950,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     // The last leader works on.
     let last = alive[0].clone();
     let since = Instant::now();
-    hook.wait_call("a call from the last leader", "ha", since, |c| {
+    hook.wait_call_of("a call from the last leader", "ha", since, |c| {
         c.holder == last
     })
     .await;
@@ -1381,7 +963,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     assert_one_holder_at_a_time(&calls);
 }
 
-fn holders(hook: &Hook) -> Vec<(String, i64)> {
+fn holders(hook: &RecordingHook) -> Vec<(String, i64)> {
     let mut out: Vec<(String, i64)> = Vec::new();
     let mut calls = hook.calls_of("ha");
     calls.sort_by_key(|c| c.start);
@@ -1415,13 +997,13 @@ async fn spec_update_restarts_workers_and_deletion_stops_everything() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-update").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     for i in 0..5 {
         create_cm(&client, &ns, &format!("upd-{i}"), "upd").await;
     }
-    let hook = Hook::start().await;
-    *hook.rec.delay.lock().unwrap() = Duration::from_millis(300);
-    let op = Operator::start(&format!("{ns}-op"), &ns).await;
+    let hook = RecordingHook::start().await;
+    hook.set_delay(Duration::from_millis(300));
+    let op = support::operator().namespace(&ns).start().await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     apply_yaml(&config(
         &ns,
@@ -1576,7 +1158,7 @@ async fn spec_update_restarts_workers_and_deletion_stops_everything() {
         .filter(|l| l.starts_with("manager_operator_managers{") && !l.ends_with(" 0"))
         .collect();
     assert!(managers.is_empty(), "managers left: {managers:?}");
-    let active = metric(
+    let active = prom::value(
         &text,
         "manager_operator_workers_active",
         &[("namespace", &ns), ("name", "mgr")],
@@ -1584,7 +1166,7 @@ async fn spec_update_restarts_workers_and_deletion_stops_everything() {
     assert!(active.is_none_or(|v| v == 0.0), "workers_active {active:?}");
     for name in ["manager_operator_manager_ready", "manager_operator_leader"] {
         assert_eq!(
-            metric(&text, name, &[("namespace", &ns), ("name", "mgr")]),
+            prom::value(&text, name, &[("namespace", &ns), ("name", "mgr")]),
             None,
             "{name} series removed after deletion"
         );
@@ -1601,12 +1183,20 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-term").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     create_cm(&client, &ns, "tick", "term").await;
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let mut ops = [
-        Operator::start(&format!("{ns}-op-0"), &ns).await,
-        Operator::start(&format!("{ns}-op-1"), &ns).await,
+        support::operator()
+            .identity(&format!("{ns}-op-0"))
+            .namespace(&ns)
+            .start()
+            .await,
+        support::operator()
+            .identity(&format!("{ns}-op-1"))
+            .namespace(&ns)
+            .start()
+            .await,
     ];
     apply_yaml(&config(
         &ns,
@@ -1623,16 +1213,16 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     ));
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     wait_ready_cond(&api, "term", "True", "Running", TIMEOUT).await;
-    let ids: Vec<String> = ops.iter().map(|o| o.identity.clone()).collect();
+    let ids: Vec<String> = ops.iter().map(|o| o.identity().to_string()).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let leader = wait_agreed_leader(&client, &ns, "term", &id_refs).await;
     let other = ids.iter().find(|i| **i != leader).unwrap().clone();
-    hook.wait_call("a call from the leader", "term", Instant::now(), |c| {
+    hook.wait_call_of("a call from the leader", "term", Instant::now(), |c| {
         c.holder == leader
     })
     .await;
 
-    let idx = ops.iter().position(|o| o.identity == leader).unwrap();
+    let idx = ops.iter().position(|o| o.identity() == leader).unwrap();
     let sent = Instant::now();
     ops[idx].sigterm();
     let released = wait_for("Lease released by the leader", TIMEOUT, || async {
@@ -1662,7 +1252,7 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     let log = ops[idx].log_text();
     assert!(log.contains("SIGTERM"), "logs the signal");
     let first = hook
-        .wait_call("a call from the other replica", "term", sent, |c| {
+        .wait_call_of("a call from the other replica", "term", sent, |c| {
             c.holder == other
         })
         .await;
@@ -1699,13 +1289,13 @@ async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
     let fx = Fixture::new("op-inuse").await;
     let first = fx
         .hook
-        .wait_call("a call of good", "good", Instant::now() - TIMEOUT, |_| true)
+        .wait_call_of("a call of good", "good", Instant::now() - TIMEOUT, |_| true)
         .await;
     let good_uid = fx.api.get("good").await.unwrap().uid().unwrap();
     let holder = lease_holder_full(&fx.client, &fx.ns, "good").await;
     assert_eq!(
         holder,
-        Some(format!("{}/{good_uid}", fx.op.identity)),
+        Some(format!("{}/{good_uid}", fx.op.identity())),
         "the holder names the manager, not only the replica"
     );
     // `bad` names good's Lease (the webhook is off: the runtime must refuse it).
@@ -1772,7 +1362,7 @@ async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
     );
     assert_eq!(
         lease.holder_identity,
-        Some(format!("{}/{good_uid}", fx.op.identity))
+        Some(format!("{}/{good_uid}", fx.op.identity()))
     );
 
     // The owner goes away: the second config starts by itself, with a newer token.
@@ -1794,12 +1384,12 @@ async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
     assert!(note.contains("LeaseInUse"), "{note}");
     let call = fx
         .hook
-        .wait_call("a call of bad", "bad", deleted, |_| true)
+        .wait_call_of("a call of bad", "bad", deleted, |_| true)
         .await;
     assert!(call.token > first.token, "token moved forward");
     assert_eq!(
         lease_holder_full(&fx.client, &fx.ns, "good").await,
-        Some(format!("{}/{}", fx.op.identity, mc.uid().unwrap()))
+        Some(format!("{}/{}", fx.op.identity(), mc.uid().unwrap()))
     );
 }
 
@@ -1849,7 +1439,10 @@ async fn wait_placed(api: &Api<ManagerConfig>, ns: &str, names: &[String], membe
 
 fn sum_metric(ops: &[&Operator], texts: &[String], name: &str, labels: &[(&str, &str)]) -> f64 {
     let _ = ops;
-    texts.iter().filter_map(|t| metric(t, name, labels)).sum()
+    texts
+        .iter()
+        .filter_map(|t| prom::value(t, name, labels))
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1858,14 +1451,22 @@ async fn placement_balances_on_start_join_leave_and_crash() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-place").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     create_cm(&client, &ns, "tick", "pl").await;
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let id = |i: usize| format!("{ns}-r{i}");
     let mut ops = vec![
-        Operator::start(&id(0), &ns).await,
-        Operator::start(&id(1), &ns).await,
+        support::operator()
+            .identity(&id(0))
+            .namespace(&ns)
+            .start()
+            .await,
+        support::operator()
+            .identity(&id(1))
+            .namespace(&ns)
+            .start()
+            .await,
     ];
     let names: Vec<String> = (0..16).map(|i| format!("c{i:02}")).collect();
     // All at once (one multi-document apply): managers subscribe to their rank while
@@ -1898,7 +1499,13 @@ async fn placement_balances_on_start_join_leave_and_crash() {
 
     // Join: the third replica gets exactly its share, by graceful handovers.
     let joined = Instant::now();
-    ops.push(Operator::start(&id(2), &ns).await);
+    ops.push(
+        support::operator()
+            .identity(&id(2))
+            .namespace(&ns)
+            .start()
+            .await,
+    );
     wait_placed(&api, &ns, &names, &[id(0), id(1), id(2)]).await;
     eprintln!(
         "[timing] rebalanced onto the joining replica in {:?}",
@@ -1927,7 +1534,10 @@ async fn placement_balances_on_start_join_leave_and_crash() {
         "{moved} configs moved but only {handovers} handovers counted"
     );
     for t in &texts {
-        assert_eq!(metric(t, "manager_operator_replicas_seen", &[]), Some(3.0));
+        assert_eq!(
+            prom::value(t, "manager_operator_replicas_seen", &[]),
+            Some(3.0)
+        );
     }
     let preferred = sum_metric(&refs, &texts, "manager_operator_managers_preferred", &[]);
     assert_eq!(preferred, 16.0, "every config has one preferred replica");
@@ -1955,7 +1565,7 @@ async fn placement_balances_on_start_join_leave_and_crash() {
     // Never two leaders of one config, tokens only forward.
     let last = Instant::now();
     for n in &names {
-        hook.wait_call("a call after the crash", n, crashed, |c| c.holder == id(2))
+        hook.wait_call_of("a call after the crash", n, crashed, |c| c.holder == id(2))
             .await;
         assert_one_holder_at_a_time(&hook.calls_of(n));
     }
@@ -1972,7 +1582,7 @@ async fn the_quickstart_sample_ends_ready_by_itself() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "quickstart").await;
-    let _op = Operator::start(&format!("{ns}-op"), &ns).await;
+    let _op = support::operator().namespace(&ns).start().await;
     let dir = support::repo_root().join("samples/quickstart");
     kubectl_ok(&["apply", "-n", &ns, "-f", dir.to_str().unwrap()]);
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
@@ -1990,8 +1600,8 @@ async fn deleting_a_namespace_never_waits_for_the_operator() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "ns-delete").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, SA, "configmaps");
-    let hook = Hook::start().await;
+    rbac::grant_watch(&ns, SA, "configmaps");
+    let hook = RecordingHook::start().await;
     // A config as an earlier version left it: with the old finalizer.
     let legacy = format!(
         "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\nmetadata: {{name: legacy, namespace: {ns}, finalizers: [{FINALIZER}]}}\n\
@@ -2000,7 +1610,7 @@ async fn deleting_a_namespace_never_waits_for_the_operator() {
     );
     apply_yaml(&legacy);
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
-    let op = Operator::start(&format!("{ns}-op"), &ns).await;
+    let op = support::operator().namespace(&ns).start().await;
     wait_ready_cond(&api, "legacy", "True", "Running", TIMEOUT).await;
     wait_for("the old finalizer removed", TIMEOUT, || async {
         let mc = api.get("legacy").await.map_err(|e| e.to_string())?;

@@ -23,8 +23,7 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::{Value, json};
-use support::operator::{Operator, get};
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
 const SECRET: &str = "hook-signing";
@@ -75,7 +74,9 @@ impl Verifier {
     }
 
     async fn calls(&self) -> Vec<Value> {
-        let (_, body) = get(&format!("{}/calls", self.base)).await.unwrap();
+        let (_, body) = support::http_get(&format!("{}/calls", self.base))
+            .await
+            .unwrap();
         serde_json::from_str(&body).unwrap()
     }
 
@@ -158,13 +159,6 @@ fn random_secret() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
     whsec(&b)
-}
-
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
 }
 
 /// Role + RoleBinding `name` granting `rules` (YAML list) to the service account.
@@ -346,7 +340,11 @@ async fn signed_calls_verify_forgeries_fail_and_rotation_needs_no_restart() {
     put_secret(&fx.client, &fx.ns, &[(KEY, &old)]).await;
     let hook = Verifier::start(&[&old]);
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
-    let _op = Operator::start(&fx.ns, &["--hook-signing-refresh-period", "1s"]).await;
+    let _op = support::operator()
+        .namespace(&fx.ns)
+        .args(&["--hook-signing-refresh-period", "1s"])
+        .start()
+        .await;
     apply_yaml(&config(&fx.ns, &hook.url()));
 
     // 1. Real calls verify with the Secret's key.
@@ -519,7 +517,11 @@ async fn signing_secret_is_read_as_the_service_account() {
     put_secret(&fx.client, &fx.ns, &[(KEY, &key)]).await;
     let hook = Verifier::start(&[&key]);
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
-    let op = Operator::start(&fx.ns, &["--hook-signing-refresh-period", "1s"]).await;
+    let op = support::operator()
+        .namespace(&fx.ns)
+        .args(&["--hook-signing-refresh-period", "1s"])
+        .start()
+        .await;
     let t = Instant::now();
     apply_yaml(&config(&fx.ns, &hook.url()));
     let c = wait_ready(&fx.api, "False", "SigningSecretUnavailable").await;

@@ -14,9 +14,6 @@
 
 mod support;
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -25,68 +22,18 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{Operator, TIMEOUT, apply_yaml, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
 
-struct Operator {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    fn start(ns: &str, extra: &[&str]) -> Operator {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("operator.log");
-        let file = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-            .arg("run")
-            .args(["--identity", &format!("{ns}-op")])
-            .arg("--kubeconfig")
-            .arg(support::kubeconfig_path())
-            .args(["--metrics-bind-address", &support::free_addr().to_string()])
-            .args([
-                "--health-probe-bind-address",
-                &support::free_addr().to_string(),
-            ])
-            .args(["--watch-namespace", ns])
-            .arg("--disable-webhook")
-            .arg("--disable-placement")
-            .arg("--hook-allow-loopback")
-            .args(["--log-format", "text"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("spawning manager-operator run");
-        Operator {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn tail(&self) -> String {
-        support::log_tail(&self.log, 60)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+/// `manager-operator run` for `ns` (placement off) with `extra` flags; not waited for (the
+/// tests wait for the configs' conditions).
+fn start_operator(ns: &str, extra: &[&str]) -> Operator {
+    support::operator()
+        .namespace(ns)
+        .arg("--disable-placement")
+        .args(extra)
+        .spawn()
 }
 
 fn config(ns: &str, name: &str, leader_election: &str, hook: &str) -> String {
@@ -187,7 +134,7 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
     let kcm = format!("kube-controller-manager-{ns}");
     let sys_before = foreign_lease(&client, "kube-system", &kcm).await;
     let own_before = foreign_lease(&client, &ns, "kube-controller-manager").await;
-    let op = Operator::start(&ns, &[]);
+    let op = start_operator(&ns, &[]);
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
 
     // 1. Cross-namespace, no rights for the service account: LeaseForbidden, Lease untouched.
@@ -330,7 +277,7 @@ async fn limits_refuse_configs_with_limit_exceeded() {
     let ns = support::fresh_namespace(&client, "ten-limit").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
     let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
-    let op = Operator::start(
+    let op = start_operator(
         &ns,
         &[
             "--max-configs-per-namespace",

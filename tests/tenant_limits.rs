@@ -31,8 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
-use support::operator::Operator;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{Operator, TIMEOUT, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
 
@@ -272,7 +271,11 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let limit = ["--max-watched-objects-per-config", "20"];
 
-    let op = Operator::start(&ns, &limit).await;
+    let op = support::operator()
+        .namespace(&ns)
+        .args(&limit)
+        .start()
+        .await;
     config(&ns, "under", 1, 2, "set=small", &url);
     config(&ns, "over", 1, 2, "set=big", &url);
     let (c, took) = wait_ready(&api, "over", "LimitExceeded", &op, limit_exceeded).await;
@@ -365,7 +368,11 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
 
     // Heals by raising the limit (an operator flag: a restart with the new value).
     let restarted = Instant::now();
-    let op = Operator::start(&ns, &["--max-watched-objects-per-config", "40"]).await;
+    let op = support::operator()
+        .namespace(&ns)
+        .args(&["--max-watched-objects-per-config", "40"])
+        .start()
+        .await;
     wait_ready(&api, "over", "Ready=True (limit 40)", &op, is_true).await;
     eprintln!(
         "[limits] over: Ready=True {} ms after the operator was started again with limit 40",
@@ -382,7 +389,11 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
 
     // Back to 20: refused again; then heals by itself once objects are deleted (30 → 15): the
     // failed start is retried with backoff (1 s, 2 s, 4 s, … up to 60 s).
-    let op = Operator::start(&ns, &limit).await;
+    let op = support::operator()
+        .namespace(&ns)
+        .args(&limit)
+        .start()
+        .await;
     wait_ready(&api, "over", "LimitExceeded again", &op, limit_exceeded).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     for i in 15..30 {
@@ -454,7 +465,7 @@ async fn watch_cache_byte_budgets_refuse_the_config_that_does_not_fit_and_heal()
         ),
     ];
     for (flags, flag, first, second) in budgets {
-        let op = Operator::start(&ns, flags).await;
+        let op = support::operator().namespace(&ns).args(flags).start().await;
         config(&ns, first, 1, 2, &format!("set={first}"), &url);
         wait_ready(&api, first, "Ready=True", &op, is_true).await;
         let held = op
@@ -527,7 +538,11 @@ async fn hook_calls_in_flight_are_capped_per_config() {
     let slow = format!("{base}/1000");
 
     // Without a cap (0): 2 workers × concurrency 8 reach 16 calls in flight.
-    let op = Operator::start(&ns, &["--max-hook-calls-per-config", "0"]).await;
+    let op = support::operator()
+        .namespace(&ns)
+        .args(&["--max-hook-calls-per-config", "0"])
+        .start()
+        .await;
     config(&ns, "busy", 2, 8, "set=load", &slow);
     wait_ready(&api, "busy", "Ready=True", &op, is_true).await;
     wait_for(
@@ -547,7 +562,11 @@ async fn hook_calls_in_flight_are_capped_per_config() {
 
     // With --max-hook-calls-per-config 3.
     hook.reset();
-    let op = Operator::start(&ns, &["--max-hook-calls-per-config", "3"]).await;
+    let op = support::operator()
+        .namespace(&ns)
+        .args(&["--max-hook-calls-per-config", "3"])
+        .start()
+        .await;
     config(&ns, "beside", 1, 2, "set=side", &slow);
     let since = Instant::now();
     wait_for("busy: 40 calls done with the cap", TIMEOUT * 2, || async {

@@ -29,7 +29,7 @@ use manager_operator::manager::runtime::{
 use manager_operator::metrics::Metrics;
 use manager_operator::validation::{HookPolicy, ResolvedConfig};
 use manager_operator::workers::{self, WorkerEnv};
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
 
@@ -362,13 +362,6 @@ async fn start_err(mc: &ManagerConfig, env: &Env) -> (Failure, Duration) {
         Ok(_) => panic!("start should fail"),
         Err(f) => (f, t.elapsed()),
     }
-}
-
-fn apply_yaml(yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("obj.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
 }
 
 fn delete_crd(name: &str) {

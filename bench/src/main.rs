@@ -24,10 +24,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "mo-bench",
-    about = "manager-operator benchmarks"
-)]
+#[command(name = "mo-bench", about = "manager-operator benchmarks")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

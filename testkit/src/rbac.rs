@@ -1,0 +1,70 @@
+//! ServiceAccounts, Roles and RoleBindings for the workers' service accounts, and ConfigMaps
+//! for them to watch.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+
+use crate::cluster::apply_yaml;
+
+/// ServiceAccount `sa` in `ns` (applied, so it may already exist).
+pub fn service_account(ns: &str, sa: &str) {
+    apply_yaml(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {ns}}}\n"
+    ));
+}
+
+/// Role and RoleBinding `name` in `ns` granting `rules` (a YAML list, one `- apiGroups: ...`
+/// entry per rule, each line ending in a newline) to service account `sa`.
+pub fn grant(ns: &str, sa: &str, name: &str, rules: &str) {
+    apply_yaml(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: {name}, namespace: {ns}}}\nrules:\n{rules}\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: {name}, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\n\
+         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
+    ));
+}
+
+/// Lets service account `sa` get, list and watch `resource` (`plural` or `plural.group`) in
+/// `ns`, as Role and RoleBinding `<sa>-watch-<resource>`. Written as YAML, not `kubectl create
+/// role`, which refuses resources not served yet.
+pub fn grant_watch(ns: &str, sa: &str, resource: &str) {
+    let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+    let role = format!("{sa}-watch-{}", resource.replace('.', "-"));
+    grant(
+        ns,
+        sa,
+        &role,
+        &format!(
+            "- apiGroups: ['{group}']\n  resources: [{plural}]\n  verbs: [get, list, watch]\n"
+        ),
+    );
+}
+
+/// Creates ConfigMap `ns/name` with `labels` (no data); panics unless it succeeds.
+pub async fn create_configmap(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap_or_else(|e| panic!("creating ConfigMap {ns}/{name}: {e}"));
+}
