@@ -36,7 +36,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::workers::signing::{SigningKey, unix_now};
 use serde_json::{Value, json};
-use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
+use support::{ManagerConfigBuilder, TIMEOUT, WorkerBuilder, kubectl_ok, rbac, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SA: &str = "worker";
@@ -338,18 +338,6 @@ impl Recorder {
 // ---------------------------------------------------------------------------------------------
 // Cluster fixtures.
 
-/// Role + RoleBinding `name` granting `rules` (YAML list) to the config's service account.
-fn grant(ns: &str, name: &str, rules: &str) {
-    apply_yaml(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: {name}, namespace: {ns}}}\nrules:\n{rules}\
-         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: {name}, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\n\
-         subjects: [{{kind: ServiceAccount, name: {SA}, namespace: {ns}}}]\n"
-    ));
-}
-
 fn random_secret() -> String {
     use rand::RngCore;
     let mut b = [0u8; 32];
@@ -363,13 +351,15 @@ async fn namespace_with_signing(client: &kube::Client, prefix: &str, secret: &st
     support::ensure_crd();
     let ns = support::fresh_namespace(client, prefix).await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant(
+    rbac::grant(
         &ns,
+        SA,
         "watch-cms",
         "- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [get, list, watch]\n",
     );
-    grant(
+    rbac::grant(
         &ns,
+        SA,
         "get-signing-secret",
         &format!(
             "- apiGroups: ['']\n  resources: [secrets]\n  resourceNames: [{SECRET}]\n  verbs: [get]\n"
@@ -390,17 +380,18 @@ async fn namespace_with_signing(client: &kube::Client, prefix: &str, secret: &st
     ns
 }
 
-fn config(ns: &str, hook_url: &str) -> String {
-    format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: {CONFIG}, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
-         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\n  \
-         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n\
-         \x20   - name: {WORKER}\n      concurrency: 2\n\
-         \x20     watch: {{apiVersion: v1, kind: ConfigMap, labelSelector: '{LABEL}'}}\n\
-         \x20     hook:\n        url: '{hook_url}'\n        timeout: 10s\n\
-         \x20       signingSecretRef: {{name: {SECRET}, key: {KEY}}}\n"
-    )
+/// Config CONFIG: worker WORKER (concurrency 2) watching ConfigMaps LABEL, signed calls.
+fn config(ns: &str, hook_url: &str) -> ManagerConfigBuilder {
+    ManagerConfigBuilder::new(ns, CONFIG)
+        .service_account(SA)
+        .worker(
+            WorkerBuilder::new(WORKER)
+                .concurrency(2)
+                .selector(LABEL)
+                .hook(hook_url)
+                .timeout("10s")
+                .signing_secret(SECRET, KEY),
+        )
 }
 
 /// Creates or updates ConfigMap `name` with `data: {v: value}`; returns its resourceVersion.
@@ -539,7 +530,7 @@ async fn exercise(name: &'static str, cmd: Command) {
         put_cm(&cms, &format!("cm-{i}"), true, "1").await;
     }
     put_cm(&cms, "not-watched", false, "1").await;
-    apply_yaml(&config(&ns, &url));
+    config(&ns, &url).apply();
     wait_in_sync(
         &hook,
         &rec,

@@ -23,7 +23,7 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::{Value, json};
-use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
+use support::{ManagerConfigBuilder, TIMEOUT, WorkerBuilder, kubectl_ok, rbac, wait_for};
 
 const SA: &str = "worker";
 const SECRET: &str = "hook-signing";
@@ -161,29 +161,19 @@ fn random_secret() -> String {
     whsec(&b)
 }
 
-/// Role + RoleBinding `name` granting `rules` (YAML list) to the service account.
-fn grant(ns: &str, name: &str, rules: &str) {
-    apply_yaml(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: {name}, namespace: {ns}}}\nrules:\n{rules}\
-         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: {name}, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\n\
-         subjects: [{{kind: ServiceAccount, name: {SA}, namespace: {ns}}}]\n"
-    ));
-}
-
 fn grant_watch(ns: &str) {
-    grant(
+    rbac::grant(
         ns,
+        SA,
         "watch-cms",
         "- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [get, list, watch]\n",
     );
 }
 
 fn grant_secret_get(ns: &str) {
-    grant(
+    rbac::grant(
         ns,
+        SA,
         "get-signing-secret",
         &format!(
             "- apiGroups: ['']\n  resources: [secrets]\n  resourceNames: [{SECRET}]\n  verbs: [get]\n"
@@ -232,16 +222,18 @@ async fn touch_cm(client: &kube::Client, ns: &str, name: &str, value: &str) {
     .unwrap();
 }
 
-fn config(ns: &str, hook_url: &str) -> String {
-    format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: signed, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
-         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\n  \
-         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n\
-         \x20   - name: cms\n      watch: {{apiVersion: v1, kind: ConfigMap, labelSelector: app=signed}}\n\
-         \x20     hook:\n        url: '{hook_url}'\n        timeout: 2s\n\
-         \x20       signingSecretRef: {{name: {SECRET}, key: {KEY}}}\n"
-    )
+/// Config `signed`: worker `cms` watching ConfigMaps `app=signed`, calls signed with the
+/// Secret's key.
+fn config(ns: &str, hook_url: &str) -> ManagerConfigBuilder {
+    ManagerConfigBuilder::new(ns, "signed")
+        .service_account(SA)
+        .worker(
+            WorkerBuilder::new("cms")
+                .selector("app=signed")
+                .hook(hook_url)
+                .timeout("2s")
+                .signing_secret(SECRET, KEY),
+        )
 }
 
 fn ready(mc: &ManagerConfig) -> Option<&Condition> {
@@ -345,7 +337,7 @@ async fn signed_calls_verify_forgeries_fail_and_rotation_needs_no_restart() {
         .args(&["--hook-signing-refresh-period", "1s"])
         .start()
         .await;
-    apply_yaml(&config(&fx.ns, &hook.url()));
+    config(&fx.ns, &hook.url()).apply();
 
     // 1. Real calls verify with the Secret's key.
     let first = hook
@@ -523,7 +515,7 @@ async fn signing_secret_is_read_as_the_service_account() {
         .start()
         .await;
     let t = Instant::now();
-    apply_yaml(&config(&fx.ns, &hook.url()));
+    config(&fx.ns, &hook.url()).apply();
     let c = wait_ready(&fx.api, "False", "SigningSecretUnavailable").await;
     eprintln!(
         "[timing] SigningSecretUnavailable: Ready=False after {:?}",

@@ -4,16 +4,10 @@
 
 mod support;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -29,6 +23,7 @@ use manager_operator::manager::runtime::{
 use manager_operator::metrics::Metrics;
 use manager_operator::validation::{HookPolicy, ResolvedConfig};
 use manager_operator::workers::{self, WorkerEnv};
+use support::hook::{Call, RecordingHook, Reply, reply};
 use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
 
 const SA: &str = "worker";
@@ -36,139 +31,8 @@ const SA: &str = "worker";
 // ---------------------------------------------------------------------------------------------
 // The hook server.
 
-#[derive(Clone, Debug)]
-struct Call {
-    worker: String,
-    name: String,
-    token: i64,
-    holder: String,
-    at: Instant,
-    object: serde_json::Value,
-}
-
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    body: String,
-    delay: Option<Duration>,
-}
-
-fn reply(status: u16, body: &str) -> Reply {
-    Reply {
-        status,
-        body: body.into(),
-        delay: None,
-    }
-}
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<Call>>,
-    /// Scripted answers per object name; afterwards 200 with an empty body.
-    script: Mutex<HashMap<String, VecDeque<Reply>>>,
-    /// How long every call takes unless scripted otherwise.
-    delay: Mutex<Duration>,
-    in_flight: Mutex<HashMap<String, usize>>,
-    max_in_flight_per_object: Mutex<HashMap<String, usize>>,
-    global: Mutex<(usize, usize)>,
-}
-
-struct Hook {
-    rec: Arc<Recorder>,
-    url: String,
-}
-
-async fn handle(State(rec): State<Arc<Recorder>>, body: String) -> (StatusCode, String) {
-    let at = Instant::now();
-    let v: serde_json::Value = serde_json::from_str(&body).expect("hook body is JSON");
-    let name = v["object"]["metadata"]["name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    {
-        let mut inf = rec.in_flight.lock().unwrap();
-        let n = inf.entry(name.clone()).or_insert(0);
-        *n += 1;
-        let now = *n;
-        let mut max = rec.max_in_flight_per_object.lock().unwrap();
-        let m = max.entry(name.clone()).or_insert(0);
-        *m = (*m).max(now);
-        let mut g = rec.global.lock().unwrap();
-        g.0 += 1;
-        g.1 = g.1.max(g.0);
-    }
-    rec.calls.lock().unwrap().push(Call {
-        worker: v["worker"].as_str().unwrap_or("").to_string(),
-        name: name.clone(),
-        token: v["fencingToken"].as_i64().unwrap_or(-1),
-        holder: v["holder"].as_str().unwrap_or("").to_string(),
-        at,
-        object: v["object"].clone(),
-    });
-    let r = rec
-        .script
-        .lock()
-        .unwrap()
-        .get_mut(&name)
-        .and_then(VecDeque::pop_front)
-        .unwrap_or_else(|| reply(200, ""));
-    let delay = r.delay.unwrap_or(*rec.delay.lock().unwrap());
-    tokio::time::sleep(delay).await;
-    *rec.in_flight.lock().unwrap().get_mut(&name).unwrap() -= 1;
-    rec.global.lock().unwrap().0 -= 1;
-    (StatusCode::from_u16(r.status).unwrap(), r.body)
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        let rec = Arc::new(Recorder::default());
-        let app = Router::new()
-            .route("/hook", post(handle))
-            .with_state(rec.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hook {
-            rec,
-            url: format!("http://{addr}/hook"),
-        }
-    }
-
-    fn script(&self, name: &str, replies: Vec<Reply>) {
-        self.rec
-            .script
-            .lock()
-            .unwrap()
-            .insert(name.into(), replies.into());
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.rec.calls.lock().unwrap().clone()
-    }
-
-    fn calls_for(&self, name: &str) -> Vec<Call> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c.name == name)
-            .collect()
-    }
-
-    async fn wait_calls(&self, name: &str, n: usize) -> Vec<Call> {
-        wait_for(&format!("{n} hook calls for {name}"), TIMEOUT, || async {
-            let c = self.calls_for(name);
-            if c.len() >= n {
-                Ok(c)
-            } else {
-                Err(format!("{} calls so far", c.len()))
-            }
-        })
-        .await
-        .unwrap()
-    }
-}
-
 fn gaps(calls: &[Call]) -> Vec<Duration> {
-    calls.windows(2).map(|w| w[1].at - w[0].at).collect()
+    calls.windows(2).map(|w| w[1].start - w[0].start).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,7 +117,7 @@ fn worker_yaml(
     kind: &str,
     watch_extra: &str,
     extra: &[&str],
-    hook: &Hook,
+    hook: &RecordingHook,
 ) -> String {
     let extra: String = extra.iter().map(|l| format!("      {l}\n")).collect();
     format!(
@@ -402,8 +266,8 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "wk-deliver").await;
     sa_and_rbac(&ns, "configmaps");
-    let hook = Hook::start().await;
-    *hook.rec.delay.lock().unwrap() = Duration::from_millis(300);
+    let hook = RecordingHook::start().await;
+    hook.set_delay(Duration::from_millis(300));
     for i in 0..5 {
         create_cm(&client, &ns, &format!("inv-{i}"), &[("app", "inv")]).await;
     }
@@ -430,7 +294,7 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
         .expect("start");
     let running = wait_running(&m).await;
     wait_for("every matching ConfigMap delivered", TIMEOUT, || async {
-        let mut names: Vec<String> = hook.calls().into_iter().map(|c| c.name).collect();
+        let mut names: Vec<String> = hook.calls().into_iter().map(|c| c.object).collect();
         names.sort();
         names.dedup();
         let want: Vec<String> = (0..5).map(|i| format!("inv-{i}")).collect();
@@ -450,9 +314,9 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
     // The label selector is respected (kube-root-ca.crt and the unlabelled ones never arrive).
     let calls = hook.calls();
     assert!(
-        calls.iter().all(|c| c.name.starts_with("inv-")),
+        calls.iter().all(|c| c.object.starts_with("inv-")),
         "unexpected objects: {:?}",
-        calls.iter().map(|c| &c.name).collect::<Vec<_>>()
+        calls.iter().map(|c| &c.object).collect::<Vec<_>>()
     );
     // The fencing token is the Lease's leaseTransitions; the holder is this replica.
     let lease = Api::<Lease>::namespaced(client.clone(), &ns)
@@ -463,12 +327,12 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
     let transitions = i64::from(spec.lease_transitions.unwrap());
     assert_eq!(spec.holder_identity.as_deref(), Some("w-1"));
     for c in &calls {
-        assert_eq!(c.token, transitions, "fencing token of {}", c.name);
+        assert_eq!(c.token, transitions, "fencing token of {}", c.object);
         assert_eq!(c.holder, "w-1");
         assert_eq!(c.worker, "cms");
-        assert_eq!(c.object["kind"], "ConfigMap");
-        assert_eq!(c.object["apiVersion"], "v1");
-        assert_eq!(c.object["metadata"]["namespace"], ns.as_str());
+        assert_eq!(c.body["object"]["kind"], "ConfigMap");
+        assert_eq!(c.body["object"]["apiVersion"], "v1");
+        assert_eq!(c.body["object"]["metadata"]["namespace"], ns.as_str());
     }
     eprintln!("fencing token {transitions} == lease.spec.leaseTransitions");
 
@@ -491,7 +355,7 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
         let last = hook
             .calls_for("inv-0")
             .last()
-            .map(|c| c.object["data"]["n"].clone());
+            .map(|c| c.body["object"]["data"]["n"].clone());
         if last == Some(serde_json::json!("20")) {
             Ok(())
         } else {
@@ -525,12 +389,12 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
     })
     .await
     .unwrap();
-    let max = hook.rec.max_in_flight_per_object.lock().unwrap().clone();
+    let max = hook.peaks_per_object();
     assert!(
         max.values().all(|&n| n == 1),
         "two concurrent calls for one object: {max:?}"
     );
-    let peak = hook.rec.global.lock().unwrap().1;
+    let peak = hook.peak_global();
     eprintln!("peak concurrent hook calls: {peak} (concurrency 4)");
     assert!((2..=4).contains(&peak), "peak {peak}");
 
@@ -557,7 +421,7 @@ async fn failures_are_retried_with_growing_backoff() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "wk-retry").await;
     sa_and_rbac(&ns, "configmaps");
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     hook.script(
         "flaky",
         vec![
@@ -595,7 +459,7 @@ async fn failures_are_retried_with_growing_backoff() {
         .await
         .expect("start");
     // While flaky waits for its 4 s retry, it counts as waiting in queue_depth.
-    hook.wait_calls("flaky", 4).await;
+    hook.wait_calls_for("flaky", 4).await;
     let l3 = [ns.as_str(), "mgr", "cms"];
     wait_for("queue_depth 1 during the backoff", TIMEOUT, || async {
         let d = metrics.queue_depth.with_label_values(&l3).get();
@@ -603,7 +467,7 @@ async fn failures_are_retried_with_growing_backoff() {
     })
     .await
     .unwrap();
-    let flaky = hook.wait_calls("flaky", 5).await;
+    let flaky = hook.wait_calls_for("flaky", 5).await;
     let g = gaps(&flaky);
     eprintln!("flaky: 4 failures then success; gaps between calls {g:?}");
     for (i, gap) in g.iter().enumerate() {
@@ -613,7 +477,7 @@ async fn failures_are_retried_with_growing_backoff() {
             "gap {i} = {gap:?}, expected about {expected:?}"
         );
     }
-    let slow = hook.wait_calls("slow", 2).await;
+    let slow = hook.wait_calls_for("slow", 2).await;
     let g = gaps(&slow);
     eprintln!("slow: timed out (1s) then retried; gap {g:?}");
     assert!(
@@ -645,7 +509,7 @@ async fn requeue_after_seconds_and_resync_period_redispatch() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "wk-requeue").await;
     sa_and_rbac(&ns, "configmaps");
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     hook.script("rq-0", vec![reply(200, r#"{"requeueAfterSeconds": 2}"#)]);
     create_cm(&client, &ns, "rq-0", &[("app", "rq")]).await;
     create_cm(&client, &ns, "rs-0", &[("app", "rs")]).await;
@@ -673,7 +537,7 @@ async fn requeue_after_seconds_and_resync_period_redispatch() {
         .await
         .expect("start");
 
-    let rq = hook.wait_calls("rq-0", 2).await;
+    let rq = hook.wait_calls_for("rq-0", 2).await;
     let g = gaps(&rq);
     eprintln!("requeueAfterSeconds 2: second call after {:?}", g[0]);
     assert!(
@@ -682,7 +546,7 @@ async fn requeue_after_seconds_and_resync_period_redispatch() {
     );
     assert!(rq.iter().all(|c| c.worker == "rq"));
 
-    let rs = hook.wait_calls("rs-0", 4).await;
+    let rs = hook.wait_calls_for("rs-0", 4).await;
     let g = gaps(&rs);
     eprintln!("resyncPeriod 2s: gaps {g:?}");
     for gap in &g {
@@ -704,7 +568,7 @@ async fn watch_target_not_found_until_the_crd_is_installed() {
     let group = format!("{ns}.example.com");
     let crd = format!("nopes.{group}");
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
     let mc = config(
         &ns,
@@ -743,8 +607,8 @@ async fn watch_target_not_found_until_the_crd_is_installed() {
     apply_yaml(&format!(
         "apiVersion: {group}/v1\nkind: Nope\nmetadata: {{name: n1, namespace: {ns}}}\nspec: {{x: 1}}\n"
     ));
-    let c = hook.wait_calls("n1", 1).await;
-    assert_eq!(c[0].object["kind"], "Nope");
+    let c = hook.wait_calls_for("n1", 1).await;
+    assert_eq!(c[0].body["object"]["kind"], "Nope");
     stop(m).await;
     delete_crd(&crd);
 }
@@ -755,7 +619,7 @@ async fn watch_forbidden_until_the_service_account_may_list_and_watch() {
     let ns = support::fresh_namespace(&client, "wk-forbid").await;
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
     create_cm(&client, &ns, "c1", &[]).await;
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
     let mc = config(
         &ns,
@@ -775,7 +639,7 @@ async fn watch_forbidden_until_the_service_account_may_list_and_watch() {
     let (m, healed) = start_until_ok(&mc, &env, StartupFailure::WatchForbidden).await;
     eprintln!("after the grant, a new start succeeded in {healed:?}");
     wait_running(&m).await;
-    hook.wait_calls("c1", 1).await;
+    hook.wait_calls_for("c1", 1).await;
     stop(m).await;
 }
 
@@ -804,7 +668,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
         "--role=leases",
         "--user=mo-unprivileged",
     ]);
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let env = Env {
         lease_client: support::unprivileged_client().await,
         workers: WorkerEnv {
@@ -866,7 +730,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
     let (m, healed) = start_until_ok(&mc, &env, StartupFailure::ImpersonationForbidden).await;
     eprintln!("after the impersonate grant, a new start succeeded in {healed:?}");
     wait_running(&m).await;
-    hook.wait_calls("c1", 1).await;
+    hook.wait_calls_for("c1", 1).await;
     stop(m).await;
 }
 
@@ -911,7 +775,7 @@ async fn startup_timeout_when_the_initial_list_never_finishes() {
     kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
     grant_watch(&ns, &crd);
 
-    let hook = Hook::start().await;
+    let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
     let mc = config(
         &ns,

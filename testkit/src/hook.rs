@@ -362,6 +362,15 @@ impl RecordingHook {
         lock(&self.rec).per_object.get(name).map_or(0, |c| c.peak)
     }
 
+    /// The most calls in flight at once per object name.
+    pub fn peaks_per_object(&self) -> HashMap<String, usize> {
+        lock(&self.rec)
+            .per_object
+            .iter()
+            .map(|(k, c)| (k.clone(), c.peak))
+            .collect()
+    }
+
     /// The most calls in flight at once, over all managers.
     pub fn peak_global(&self) -> usize {
         lock(&self.rec).global.peak
