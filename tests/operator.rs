@@ -25,7 +25,8 @@ use manager_operator::api::ManagerConfig;
 use manager_operator::controller::FINALIZER;
 use support::hook::assert_one_holder_at_a_time;
 use support::{
-    Call, Operator, RecordingHook, TIMEOUT, apply_yaml, kubectl_ok, prom, rbac, wait_for,
+    Call, ManagerConfigBuilder, Operator, RecordingHook, TIMEOUT, WorkerBuilder, apply_yaml,
+    kubectl_ok, prom, rbac, wait_for,
 };
 
 /// The service account the workers of the valid configs act as (may watch ConfigMaps).
@@ -38,31 +39,28 @@ const LEASE_DURATION: Duration = Duration::from_secs(3);
 // ---------------------------------------------------------------------------------------------
 // Cluster helpers.
 
-/// One `workers[]` entry named `cms`; each of `extra` is one more field line.
-fn worker(api_version: &str, kind: &str, selector: &str, extra: &[&str], hook_url: &str) -> String {
-    let extra: String = extra.iter().map(|l| format!("      {l}\n")).collect();
-    let selector = if selector.is_empty() {
-        String::new()
-    } else {
-        format!(", labelSelector: '{selector}'")
-    };
-    format!(
-        "    - name: cms\n      watch: {{apiVersion: '{api_version}', kind: {kind}{selector}}}\n\
-         {extra}      hook: {{url: '{hook_url}', timeout: 2s}}\n"
-    )
+/// One `workers[]` entry named `cms` watching `api_version`/`kind` objects that match
+/// `selector` (none when empty), hook timeout 2s.
+fn worker(api_version: &str, kind: &str, selector: &str, hook_url: &str) -> WorkerBuilder {
+    WorkerBuilder::new("cms")
+        .watch(api_version, kind)
+        .selector(selector)
+        .hook(hook_url)
+        .timeout("2s")
 }
 
 /// A ManagerConfig with fast leader election; `lease_ns` overrides the lease namespace.
-fn config(ns: &str, name: &str, sa: &str, lease_ns: Option<&str>, workers: &str) -> String {
-    let lease_ns = lease_ns
-        .map(|l| format!(", leaseNamespace: {l}"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {sa}\n  \
-         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms{lease_ns}}}\n  \
-         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n{workers}"
-    )
+fn config(
+    ns: &str,
+    name: &str,
+    sa: &str,
+    lease_ns: Option<&str>,
+    worker: WorkerBuilder,
+) -> ManagerConfigBuilder {
+    ManagerConfigBuilder::new(ns, name)
+        .service_account(sa)
+        .lease_namespace(lease_ns)
+        .worker(worker)
 }
 
 async fn create_cm(client: &kube::Client, ns: &str, name: &str, app: &str) {
@@ -240,13 +238,14 @@ impl Fixture {
         create_cm(&client, &ns, "good-0", "good").await;
         let hook = RecordingHook::start().await;
         let op = support::operator().namespace(&ns).start().await;
-        apply_yaml(&config(
+        config(
             &ns,
             "good",
             SA,
             None,
-            &worker("v1", "ConfigMap", "app=good", &[], &hook.url),
-        ));
+            worker("v1", "ConfigMap", "app=good", &hook.url),
+        )
+        .apply();
         let api = Api::namespaced(client.clone(), &ns);
         Fixture {
             client,
@@ -259,9 +258,9 @@ impl Fixture {
 
     /// Applies the broken config `bad` and checks everything a failure must produce. Returns
     /// the time from apply to `Ready=False`.
-    async fn expect_failure(&self, yaml: &str, reason: &str) -> Duration {
+    async fn expect_failure(&self, mc: &ManagerConfigBuilder, reason: &str) -> Duration {
         let t = Instant::now();
-        apply_yaml(yaml);
+        mc.apply();
         self.check_failure("bad", reason, t).await
     }
 
@@ -375,7 +374,7 @@ async fn invalid_spec_the_webhook_never_saw() {
         "bad",
         SA,
         None,
-        &worker("v1", "ConfigMap", "app in (", &[], &fx.hook.url),
+        worker("v1", "ConfigMap", "app in (", &fx.hook.url),
     );
     fx.expect_failure(&bad, "InvalidSpec").await;
     let mc = fx.api.get("bad").await.unwrap();
@@ -394,10 +393,10 @@ async fn invalid_spec_the_webhook_never_saw() {
         "bad",
         SA,
         None,
-        &worker("v1", "ConfigMap", "app=bad", &[], &fx.hook.url),
+        worker("v1", "ConfigMap", "app=bad", &fx.hook.url),
     )
-    .replace("leaseDuration: 3s", "leaseDuration: 3000500us");
-    apply_yaml(&bad2);
+    .lease("3000500us", "2s", "500ms");
+    bad2.apply();
     let mc = wait_for("Accepted message about leaseDuration", SURFACE, || async {
         let mc = fx.api.get("bad").await.map_err(|e| e.to_string())?;
         match condition(&mc, "Accepted") {
@@ -444,7 +443,7 @@ async fn lease_namespace_not_found_heals_when_the_namespace_is_created() {
         "bad",
         SA,
         Some(&lease_ns),
-        &worker("v1", "ConfigMap", "app=good", &[], &fx.hook.url),
+        worker("v1", "ConfigMap", "app=good", &fx.hook.url),
     );
     fx.expect_failure(&bad, "LeaseNamespaceNotFound").await;
 
@@ -469,11 +468,10 @@ async fn hook_rejected_at_runtime_when_the_webhook_is_off() {
         "bad",
         SA,
         None,
-        &worker(
+        worker(
             "v1",
             "ConfigMap",
             "app=good",
-            &[],
             "http://169.254.169.254/latest/meta-data",
         ),
     );
@@ -501,7 +499,7 @@ async fn watch_target_not_found_heals_when_the_crd_is_installed() {
         "bad",
         SA,
         None,
-        &worker(&format!("{group}/v1"), "Widget", "", &[], &fx.hook.url),
+        worker(&format!("{group}/v1"), "Widget", "", &fx.hook.url),
     );
     fx.expect_failure(&bad, "WatchTargetNotFound").await;
 
@@ -539,7 +537,7 @@ async fn watch_forbidden_heals_when_the_service_account_is_granted() {
         "bad",
         "noperm",
         None,
-        &worker("v1", "ConfigMap", "app=bad", &[], &fx.hook.url),
+        worker("v1", "ConfigMap", "app=bad", &fx.hook.url),
     );
     fx.expect_failure(&bad, "WatchForbidden").await;
     let mc = fx.api.get("bad").await.unwrap();
@@ -620,12 +618,12 @@ async fn startup_timeout_heals_when_the_initial_list_can_finish() {
         "bad",
         SA,
         None,
-        &worker(&format!("{group}/v2"), "Slow", "", &[], &fx.hook.url),
+        worker(&format!("{group}/v2"), "Slow", "", &fx.hook.url),
     )
-    .replace("startupTimeout: 20s", "startupTimeout: 3s");
+    .startup_timeout("3s");
     // Discovery may lag the CRD for a moment: WatchTargetNotFound first is fine.
     let t = Instant::now();
-    apply_yaml(&bad);
+    bad.apply();
     fx.check_failure("bad", "StartupTimeout", t).await;
     assert!(
         t.elapsed() >= Duration::from_secs(3),
@@ -706,13 +704,14 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
         op,
     };
     let t = Instant::now();
-    apply_yaml(&config(
+    config(
         &ns,
         "mgr",
         SA,
         None,
-        &worker("v1", "ConfigMap", "app=rbac", &[], &fx.hook.url),
-    ));
+        worker("v1", "ConfigMap", "app=rbac", &fx.hook.url),
+    )
+    .apply();
     check_rbac_failure(&fx, "LeaseForbidden", t).await;
 
     let fixed = Instant::now();
@@ -833,19 +832,14 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
                 .await,
         );
     }
-    apply_yaml(&config(
+    config(
         &ns,
         "ha",
         SA,
         None,
-        &worker(
-            "v1",
-            "ConfigMap",
-            "app=ha",
-            &["resyncPeriod: 1s"],
-            &hook.url,
-        ),
-    ));
+        worker("v1", "ConfigMap", "app=ha", &hook.url).resync("1s"),
+    )
+    .apply();
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     wait_ready_cond(&api, "ha", "True", "Running", TIMEOUT).await;
 
@@ -1005,19 +999,16 @@ async fn spec_update_restarts_workers_and_deletion_stops_everything() {
     hook.set_delay(Duration::from_millis(300));
     let op = support::operator().namespace(&ns).start().await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
-    apply_yaml(&config(
+    config(
         &ns,
         "mgr",
         SA,
         None,
-        &worker(
-            "v1",
-            "ConfigMap",
-            "app=upd",
-            &["concurrency: 1", "resyncPeriod: 1s"],
-            &hook.url,
-        ),
-    ));
+        worker("v1", "ConfigMap", "app=upd", &hook.url)
+            .concurrency(1)
+            .resync("1s"),
+    )
+    .apply();
     let (mc, _) = wait_ready_cond(&api, "mgr", "True", "Running", TIMEOUT).await;
     let status = mc.status.clone().unwrap();
     assert_eq!(status.observed_generation, mc.metadata.generation);
@@ -1198,19 +1189,14 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
             .start()
             .await,
     ];
-    apply_yaml(&config(
+    config(
         &ns,
         "term",
         SA,
         None,
-        &worker(
-            "v1",
-            "ConfigMap",
-            "app=term",
-            &["resyncPeriod: 1s"],
-            &hook.url,
-        ),
-    ));
+        worker("v1", "ConfigMap", "app=term", &hook.url).resync("1s"),
+    )
+    .apply();
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     wait_ready_cond(&api, "term", "True", "Running", TIMEOUT).await;
     let ids: Vec<String> = ops.iter().map(|o| o.identity().to_string()).collect();
@@ -1304,9 +1290,9 @@ async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
         "bad",
         SA,
         None,
-        &worker("v1", "ConfigMap", "app=good", &[], &fx.hook.url),
+        worker("v1", "ConfigMap", "app=good", &fx.hook.url),
     )
-    .replace("leaderElection: {", "leaderElection: {leaseName: good, ");
+    .lease_name("good");
     fx.expect_failure(&bad, "LeaseInUse").await;
     let mc = fx.api.get("bad").await.unwrap();
     let msg = condition(&mc, "Ready").unwrap().message.clone();
@@ -1316,17 +1302,16 @@ async fn two_configs_on_one_lease_the_second_gets_lease_in_use() {
     );
     assert!(msg.contains(&expected), "{msg}");
     // Flapping the second config never touches the first one's term.
-    for resync in ["resyncPeriod: 30s", "resyncPeriod: 40s"] {
-        apply_yaml(
-            &config(
-                &fx.ns,
-                "bad",
-                SA,
-                None,
-                &worker("v1", "ConfigMap", "app=good", &[resync], &fx.hook.url),
-            )
-            .replace("leaderElection: {", "leaderElection: {leaseName: good, "),
-        );
+    for resync in ["30s", "40s"] {
+        config(
+            &fx.ns,
+            "bad",
+            SA,
+            None,
+            worker("v1", "ConfigMap", "app=good", &fx.hook.url).resync(resync),
+        )
+        .lease_name("good")
+        .apply();
         let api = fx.api.clone();
         wait_for(
             "bad refused again at its new generation",
@@ -1479,17 +1464,12 @@ async fn placement_balances_on_start_join_leave_and_crash() {
                 n,
                 SA,
                 None,
-                &worker(
-                    "v1",
-                    "ConfigMap",
-                    "app=pl",
-                    &["resyncPeriod: 1s"],
-                    &hook.url,
-                ),
+                worker("v1", "ConfigMap", "app=pl", &hook.url).resync("1s"),
             )
+            .to_json()
         })
         .collect();
-    apply_yaml(&docs.join("---\n"));
+    apply_yaml(&docs.join("\n---\n"));
     let t = Instant::now();
     wait_placed(&api, &ns, &names, &[id(0), id(1)]).await;
     eprintln!(
