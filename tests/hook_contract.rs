@@ -346,7 +346,7 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     let a = support::operator()
         .namespace(&ns)
         .identity("fin-a")
-        .args(&["--disable-placement"])
+        .args(["--disable-placement"])
         .start()
         .await;
     apply_yaml(&config(
@@ -370,7 +370,7 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     let b = support::operator()
         .namespace(&ns)
         .identity("fin-b")
-        .args(&["--disable-placement"])
+        .args(["--disable-placement"])
         .start()
         .await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -528,7 +528,7 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     let url = tls_hook(s.clone(), &pki).await;
     let _op = support::operator()
         .namespace(&ns)
-        .args(&["--hook-signing-refresh-period", "1s"])
+        .args(["--hook-signing-refresh-period", "1s"])
         .start()
         .await;
     let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);

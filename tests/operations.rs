@@ -203,14 +203,14 @@ async fn logs_events_and_metrics_hold_up_on_two_replicas() {
             .namespace(&ns)
             .identity(&format!("{ns}-a"))
             .log_format("json")
-            .args(&group)
+            .args(group)
             .start()
             .await,
         support::operator()
             .namespace(&ns)
             .identity(&format!("{ns}-b"))
             .log_format("json")
-            .args(&group)
+            .args(group)
             .start()
             .await,
     ];

@@ -334,7 +334,7 @@ async fn signed_calls_verify_forgeries_fail_and_rotation_needs_no_restart() {
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
     let _op = support::operator()
         .namespace(&fx.ns)
-        .args(&["--hook-signing-refresh-period", "1s"])
+        .args(["--hook-signing-refresh-period", "1s"])
         .start()
         .await;
     config(&fx.ns, &hook.url()).apply();
@@ -511,7 +511,7 @@ async fn signing_secret_is_read_as_the_service_account() {
     touch_cm(&fx.client, &fx.ns, "obj-0", "1").await;
     let op = support::operator()
         .namespace(&fx.ns)
-        .args(&["--hook-signing-refresh-period", "1s"])
+        .args(["--hook-signing-refresh-period", "1s"])
         .start()
         .await;
     let t = Instant::now();

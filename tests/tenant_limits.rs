@@ -271,11 +271,7 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let limit = ["--max-watched-objects-per-config", "20"];
 
-    let op = support::operator()
-        .namespace(&ns)
-        .args(&limit)
-        .start()
-        .await;
+    let op = support::operator().namespace(&ns).args(limit).start().await;
     config(&ns, "under", 1, 2, "set=small", &url);
     config(&ns, "over", 1, 2, "set=big", &url);
     let (c, took) = wait_ready(&api, "over", "LimitExceeded", &op, limit_exceeded).await;
@@ -370,7 +366,7 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     let restarted = Instant::now();
     let op = support::operator()
         .namespace(&ns)
-        .args(&["--max-watched-objects-per-config", "40"])
+        .args(["--max-watched-objects-per-config", "40"])
         .start()
         .await;
     wait_ready(&api, "over", "Ready=True (limit 40)", &op, is_true).await;
@@ -389,11 +385,7 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
 
     // Back to 20: refused again; then heals by itself once objects are deleted (30 → 15): the
     // failed start is retried with backoff (1 s, 2 s, 4 s, … up to 60 s).
-    let op = support::operator()
-        .namespace(&ns)
-        .args(&limit)
-        .start()
-        .await;
+    let op = support::operator().namespace(&ns).args(limit).start().await;
     wait_ready(&api, "over", "LimitExceeded again", &op, limit_exceeded).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     for i in 15..30 {
@@ -540,7 +532,7 @@ async fn hook_calls_in_flight_are_capped_per_config() {
     // Without a cap (0): 2 workers × concurrency 8 reach 16 calls in flight.
     let op = support::operator()
         .namespace(&ns)
-        .args(&["--max-hook-calls-per-config", "0"])
+        .args(["--max-hook-calls-per-config", "0"])
         .start()
         .await;
     config(&ns, "busy", 2, 8, "set=load", &slow);
@@ -564,7 +556,7 @@ async fn hook_calls_in_flight_are_capped_per_config() {
     hook.reset();
     let op = support::operator()
         .namespace(&ns)
-        .args(&["--max-hook-calls-per-config", "3"])
+        .args(["--max-hook-calls-per-config", "3"])
         .start()
         .await;
     config(&ns, "beside", 1, 2, "set=side", &slow);
