@@ -27,7 +27,7 @@ unit: ## Unit tests only (no control plane needed)
 test: tools tools-node build ## Unit + integration + chart + e2e (host processes, then real pods on real nodes), each against a fresh local control plane
 	$(CARGO) test --all-targets --no-run
 	hack/with-cluster.sh $(CARGO) test --all-targets --no-fail-fast
-	$(CARGO) test --doc
+	$(CARGO) test --doc --workspace
 	hack/with-cluster.sh e2e/chart-test.sh
 	hack/with-cluster.sh e2e/e2e.sh
 	hack/with-cluster.sh e2e/e2e-node.sh
