@@ -68,7 +68,8 @@ impl Default for TenantLimits {
 /// `--max-watch-cache-bytes-per-namespace` by default: 32Mi.
 const DEFAULT_NAMESPACE_CACHE: u64 = 32 << 20;
 /// `--max-watch-cache-bytes` by default: 96Mi, so that with the hook calls carrying cached
-/// objects and the lists in flight a replica stays within the chart's 256Mi memory limit.
+/// objects and the lists in flight a replica needs about 240 MiB at worst (docs/security.md),
+/// within the chart's default 512Mi memory limit.
 const DEFAULT_REPLICA_CACHE: u64 = 96 << 20;
 
 fn limit_exceeded(message: String) -> Failure {
