@@ -420,7 +420,8 @@ pub(crate) async fn deliver_deletion(s: Arc<Shared>, k: String) {
 }
 
 /// The `code` label of `hook_request_duration_seconds`: a fixed set (`1xx`..`5xx`, `other`
-/// for a status outside 100..=599, `error` for no answer), so a hook answering many distinct
+/// for a status outside 100..=599, `refused` when the hook policy refused the destination,
+/// `error` for no answer), so a hook answering many distinct
 /// status codes cannot grow `/metrics`.
 pub fn code_class(code: &str) -> &'static str {
     match code.parse::<u16>() {

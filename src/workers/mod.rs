@@ -29,7 +29,8 @@
 //! `workers_active` (hook calls in flight), `queue_depth` (objects in the watch cache whose
 //! current `resourceVersion` has not been delivered successfully and that are not being
 //! delivered right now: queued, or waiting for a retry; refreshed every second, 0 when this
-//! replica does not lead) and `hook_request_duration_seconds{code}` (status or `error`).
+//! replica does not lead) and `hook_request_duration_seconds{code}` (status class
+//! `1xx`..`5xx`, `other`, `refused` or `error`: [`delivery::code_class`]).
 
 pub mod backoff;
 pub mod cache;
