@@ -13,7 +13,9 @@
 //!   windows a client cannot park megabytes in the server's buffers before its request is
 //!   admitted. See docs/reliability.md for the measured peak RSS under 32 parallel 3 MiB
 //!   reviews.
-//! * Records `admission_requests_total{operation,allowed}` and `admission_duration_seconds`.
+//! * Records `admission_requests_total{operation,allowed}` for answered reviews,
+//!   `admission_request_errors_total{code}` for HTTP errors, and `admission_duration_seconds`
+//!   for both.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
