@@ -1,6 +1,6 @@
-//! May a ManagerConfig's service account use a Lease outside the config's namespace? (docs/security.md
-//! §2.) The operator holds Lease rights cluster-wide; a config could otherwise make it contend
-//! for any Lease (kube-system's controller-manager, a node heartbeat) with the webhook off or
+//! May a ManagerConfig's service account use a Lease outside the config's namespace?
+//! (docs/design.md §6; docs/security.md, "Leases".) The operator holds Lease rights
+//! cluster-wide; a config could otherwise make it contend for any Lease (kube-system's controller-manager, a node heartbeat) with the webhook off or
 //! bypassed. So at runtime, before a manager starts, a Lease in another namespace is used only
 //! when the config's **service account** may `get`, `create` and `update` Leases there
 //! (`SubjectAccessReview` for `system:serviceaccount:<ns>:<sa>`), else `LeaseForbidden`.

@@ -1,4 +1,4 @@
-//! One Lease watch per namespace, shared by every manager of this replica (docs/design.md §3.1).
+//! One Lease watch per namespace, shared by every manager of this replica (docs/design.md §3).
 //!
 //! A manager used to open its own field-selector watch on its Lease: 1,000 configs meant 1,000
 //! long-lived watch connections. The hub opens one watch per namespace that has at least one
