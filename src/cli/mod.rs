@@ -1,4 +1,4 @@
-//! The command line: `run`, `crd`, `check` (docs/design.md §7).
+//! The command line: `run`, `crd`, `check`, `selftest` and `echo-hook` (docs/design.md §7).
 
 pub mod args;
 pub mod check;
