@@ -96,7 +96,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Asks the controller to reconcile `key` again (used by observers).
+    /// Asks the controller to reconcile `key` again (used by observers, and by the sweep for
+    /// configs whose wait for a Lease or for namespace room is over).
     pub fn retrigger(&self, key: ObjectRef<ManagerConfig>) {
         let _ = self.trigger.unbounded_send(key);
     }
