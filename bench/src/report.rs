@@ -1049,7 +1049,7 @@ fn scale_replicas_part(out: &mut String, sum: &mut Summary, dir: &Path) {
         let _ = writeln!(
             out,
             "Lease budget, memory per manager and multi-replica scale not measured (no scale rows \
-             with the issue-12 columns in `bench/results/scale.csv`).\n"
+             with the placement columns (Lease budget, memory per manager) in `bench/results/scale.csv`).\n"
         );
     } else {
         let _ = writeln!(

@@ -1,5 +1,5 @@
 //! Scenario 5: scale. N ManagerConfigs on R replicas (one membership group; R = 1 is the
-//! issue-7 case), each config with one small worker (watches the one ConfigMap labelled
+//! single-replica case), each config with one small worker (watches the one ConfigMap labelled
 //! `bench=scale`, concurrency 1, a loopback hook), default lease timings (15s/10s/2s). With
 //! R > 1 the configs are created once every replica sees R members.
 //!

@@ -196,7 +196,7 @@ impl Metrics {
             hook_request_duration_seconds: HistogramVec::new(
                 hopts(
                     "hook_request_duration_seconds",
-                    "Hook call latency by HTTP status code class (1xx..5xx, 'other' or 'error').",
+                    "Hook call latency by HTTP status code class (1xx..5xx, 'other', 'refused' by the hook policy, or 'error').",
                     latency_buckets(),
                 ),
                 &["code"],
