@@ -77,16 +77,21 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A client for the kubeconfig at `path` (installs rustls' ring provider first).
-pub async fn client_from(path: &Path) -> kube::Client {
+/// The client configuration of the kubeconfig at `path` (installs rustls' ring provider
+/// first), for code that builds its own clients from it (e.g. the operator's `WorkerEnv`).
+pub async fn config_from(path: &Path) -> kube::Config {
     // kube is built with ring; make sure rustls has a process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("loading kubeconfig {}: {e}", path.display()));
-    kube::Client::try_from(config).expect("building kube client")
+        .unwrap_or_else(|e| panic!("loading kubeconfig {}: {e}", path.display()))
+}
+
+/// A client for the kubeconfig at `path` (installs rustls' ring provider first).
+pub async fn client_from(path: &Path) -> kube::Client {
+    kube::Client::try_from(config_from(path).await).expect("building kube client")
 }
 
 /// A client acting as `admin` (group `system:masters`).

@@ -5,7 +5,9 @@
 //!
 //! * scripted replies per object name ([`RecordingHook::script`]; afterwards the default
 //!   reply), and a delay for every call ([`RecordingHook::set_delay`]);
-//! * in-flight counts and peaks per manager, per object and overall;
+//! * in-flight counts and peaks per manager, per object and overall, and the calls answered
+//!   since a moment ([`RecordingHook::answered_since`]); [`RecordingHook::reset`] starts all of
+//!   it afresh (calls in flight then no longer count);
 //! * fencing checks on arrival ([`HookBuilder::fencing`]): a token lower than one already seen
 //!   for the manager, or a token used by two holders, is a violation and answered 409;
 //! * [`assert_one_holder_at_a_time`] over recorded calls.
@@ -54,6 +56,9 @@ pub struct Call {
     pub start: Instant,
     /// When the answer was sent or the caller went away; `None` while in flight.
     pub end: Option<Instant>,
+    /// Whether the hook answered (after its delay); `false` while in flight and when the
+    /// caller went away first (e.g. its hook timeout passed, or it was killed).
+    pub answered: bool,
 }
 
 /// An answer of the hook.
@@ -91,6 +96,8 @@ impl Counts {
 
 #[derive(Default)]
 struct Recorder {
+    /// Bumped by [`RecordingHook::reset`]: calls of an earlier epoch no longer count.
+    epoch: u64,
     calls: Vec<Call>,
     script: HashMap<String, VecDeque<Reply>>,
     delay: Duration,
@@ -114,14 +121,19 @@ fn lock(s: &Shared) -> MutexGuard<'_, Recorder> {
 /// calling operator was killed mid-call).
 struct InFlight {
     rec: Shared,
+    epoch: u64,
     manager: String,
     object: String,
     index: usize,
+    answered: bool,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let mut r = lock(&self.rec);
+        if r.epoch != self.epoch {
+            return;
+        }
         if let Some(c) = r.per_manager.get_mut(&self.manager) {
             c.now = c.now.saturating_sub(1);
         }
@@ -131,6 +143,7 @@ impl Drop for InFlight {
         r.global.now = r.global.now.saturating_sub(1);
         if let Some(c) = r.calls.get_mut(self.index) {
             c.end = Some(Instant::now());
+            c.answered = self.answered;
         }
     }
 }
@@ -149,6 +162,7 @@ async fn handle(State(rec): State<Shared>, body: String) -> (StatusCode, String)
         body: v,
         start,
         end: None,
+        answered: false,
     };
     let (guard, answer, delay) = {
         let mut r = lock(&rec);
@@ -167,14 +181,18 @@ async fn handle(State(rec): State<Shared>, body: String) -> (StatusCode, String)
         let delay = answer.delay.unwrap_or(r.delay);
         let guard = InFlight {
             rec: rec.clone(),
+            epoch: r.epoch,
             manager: call.manager.clone(),
             object: call.object.clone(),
             index: r.calls.len(),
+            answered: false,
         };
         r.calls.push(call);
         (guard, answer, delay)
     };
+    let mut guard = guard;
     tokio::time::sleep(delay).await;
+    guard.answered = true;
     drop(guard);
     (
         StatusCode::from_u16(answer.status).expect("a valid status code"),
@@ -298,6 +316,22 @@ impl RecordingHook {
         lock(&self.rec).delay = delay;
     }
 
+    /// Forgets every call, in-flight count, peak and fencing observation so far (the scripts,
+    /// the delay and the default reply stay). Calls in flight now are answered as usual but no
+    /// longer counted: [`RecordingHook::peak`] and [`RecordingHook::answered_since`] see only
+    /// calls that arrive afterwards.
+    pub fn reset(&self) {
+        let mut r = lock(&self.rec);
+        r.epoch += 1;
+        r.calls.clear();
+        r.per_manager.clear();
+        r.per_object.clear();
+        r.global = Counts::default();
+        r.max_token.clear();
+        r.owner.clear();
+        r.violations.clear();
+    }
+
     /// The next calls for object `name` get `replies`, in order; then the default reply.
     pub fn script(&self, name: &str, replies: Vec<Reply>) {
         lock(&self.rec).script.insert(name.into(), replies.into());
@@ -321,6 +355,16 @@ impl RecordingHook {
             .filter(|c| c.manager == manager)
             .cloned()
             .collect()
+    }
+
+    /// How many calls of ManagerConfig `manager` the hook answered at or after `t` (calls the
+    /// caller gave up on do not count).
+    pub fn answered_since(&self, manager: &str, t: Instant) -> usize {
+        lock(&self.rec)
+            .calls
+            .iter()
+            .filter(|c| c.manager == manager && c.answered && c.end.is_some_and(|e| e >= t))
+            .count()
     }
 
     /// The calls for object `name`.

@@ -4,6 +4,8 @@
 //! * [`cluster`] – the real local control plane (etcd + kube-apiserver + kube-controller-manager
 //!   started by `hack/cluster.sh`) found through the environment `hack/with-cluster.sh` exports,
 //!   kube clients, `kubectl`, fresh namespaces, the CRD;
+//! * [`private_cluster`] – a control plane of one test's own ([`PrivateCluster`]), for fault
+//!   injection (etcd or kube-apiserver stopped and started) and load tests;
 //! * [`wait`] – [`TIMEOUT`] and [`wait_for`], the one poll-with-timeout loop;
 //! * [`net`] – free loopback ports, the loopback HTTP client, log tails;
 //! * [`operator`] – `manager-operator run` as a child process ([`OperatorBuilder`]);
@@ -26,17 +28,19 @@ pub mod config;
 pub mod hook;
 pub mod net;
 pub mod operator;
+pub mod private_cluster;
 pub mod prom;
 pub mod rbac;
 pub mod wait;
 
 pub use cluster::{
-    CRD_NAME, admin_client, apply_yaml, client_from, cluster_dir, ensure_crd, fresh_namespace,
-    kubeconfig_path, kubectl, kubectl_as, kubectl_bin, kubectl_ok, repo_root, unprivileged_client,
-    unprivileged_kubeconfig_path,
+    CRD_NAME, admin_client, apply_yaml, client_from, cluster_dir, config_from, ensure_crd,
+    fresh_namespace, kubeconfig_path, kubectl, kubectl_as, kubectl_bin, kubectl_ok, repo_root,
+    unprivileged_client, unprivileged_kubeconfig_path,
 };
 pub use config::{ManagerConfigBuilder, WorkerBuilder};
 pub use hook::{Call, RecordingHook, Reply};
 pub use net::{free_addr, free_port, http_get, log_tail, loopback_http};
 pub use operator::{Operator, OperatorBuilder};
+pub use private_cluster::{PrivateCluster, wait_api_ready};
 pub use wait::{TIMEOUT, wait_for};

@@ -30,8 +30,9 @@ use crate::wait::TIMEOUT;
 /// How to start one `manager-operator run` process.
 ///
 /// Defaults: identity `<namespace>-op`, the admin kubeconfig, `--disable-webhook`,
-/// `--hook-allow-loopback`, `--log-format text`, `RUST_LOG=info`, `NO_COLOR=1`, free loopback
-/// ports for metrics and probes.
+/// `--hook-allow-loopback`, `--log-format text`, `RUST_LOG=info`, `NO_COLOR=1` on top of the
+/// inherited environment, free loopback ports for metrics and probes, the log in a temporary
+/// directory removed on drop.
 #[derive(Clone, Debug)]
 pub struct OperatorBuilder {
     bin: PathBuf,
@@ -44,6 +45,8 @@ pub struct OperatorBuilder {
     metrics: Option<SocketAddr>,
     args: Vec<OsString>,
     env: Vec<(String, String)>,
+    env_clear: bool,
+    log_dir: Option<PathBuf>,
 }
 
 impl OperatorBuilder {
@@ -63,6 +66,8 @@ impl OperatorBuilder {
                 ("RUST_LOG".into(), "info".into()),
                 ("NO_COLOR".into(), "1".into()),
             ],
+            env_clear: false,
+            log_dir: None,
         }
     }
 
@@ -125,6 +130,22 @@ impl OperatorBuilder {
         self
     }
 
+    /// Starts the process with an empty environment but `PATH` and the builder's variables
+    /// ([`OperatorBuilder::env`]; `RUST_LOG`, `NO_COLOR` by default), so nothing of the test's
+    /// environment (`KUBECONFIG`, proxies, `MO_*`) reaches it.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
+
+    /// Writes the log to `<dir>/operator-<identity>.log`, kept after the process is gone (e.g.
+    /// in a [`crate::PrivateCluster`]'s directory, next to the control plane's logs), instead of
+    /// a temporary directory.
+    pub fn log_dir(mut self, dir: &Path) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
     fn identity_or_default(&self) -> String {
         match (&self.identity, &self.namespace) {
             (Some(id), _) => id.clone(),
@@ -137,7 +158,10 @@ impl OperatorBuilder {
     pub fn spawn(&self) -> Operator {
         let identity = self.identity_or_default();
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join(format!("{identity}.log"));
+        let log = match &self.log_dir {
+            Some(d) => d.join(format!("operator-{identity}.log")),
+            None => dir.path().join(format!("{identity}.log")),
+        };
         let file = File::create(&log).expect("log file");
         let metrics = self.metrics.unwrap_or_else(free_addr);
         let health = free_addr();
@@ -159,6 +183,10 @@ impl OperatorBuilder {
         }
         cmd.args(["--log-format", &self.log_format])
             .args(&self.args);
+        if self.env_clear {
+            cmd.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -322,6 +350,59 @@ impl Operator {
             .unwrap_or(0)
     }
 
+    /// The status code of `GET /readyz` (0 when it does not answer).
+    pub async fn readyz(&self) -> u16 {
+        http_get(&format!("http://{}/readyz", self.health))
+            .await
+            .map(|(c, _)| c)
+            .unwrap_or(0)
+    }
+
+    /// Whether the process still runs: neither reaped nor a zombie (read from
+    /// `/proc/<pid>/stat`; needs no `&mut`, unlike [`Operator::try_exit`]).
+    pub fn is_running(&self) -> bool {
+        self.exited.is_none()
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .is_some_and(|state| state != "Z")
+    }
+
+    /// Panics (with the log's tail) if the process has exited.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.try_exit() {
+            panic!(
+                "operator {} exited ({status}); last log lines:\n{}",
+                self.identity,
+                self.log_tail(60)
+            );
+        }
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, ...); panics when missing.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{field} missing from /proc/{}/status", self.pid()))
+    }
+
+    /// Resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// Peak resident set size in KiB (`VmHWM`).
+    pub fn hwm_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
     /// `kill -9`, then reaps the process.
     pub fn kill9(&mut self) {
         if let Some(c) = self.child.as_mut() {
@@ -335,6 +416,12 @@ impl Operator {
     /// Sends SIGTERM (graceful shutdown).
     pub fn sigterm(&self) {
         sigterm(self.pid());
+    }
+
+    /// Sends `SIG<sig>` (`"STOP"`, `"CONT"`, ...); panics unless `kill` succeeds. A stopped
+    /// process is still SIGKILLed on drop.
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
     }
 
     /// Waits (polling) until the process exits; panics with the log's tail after `timeout`.
@@ -387,9 +474,14 @@ impl Drop for Operator {
 /// `kill -TERM pid` (with the `kill` command: the kit has no unsafe code); panics unless it
 /// succeeds.
 pub fn sigterm(pid: u32) {
+    signal(pid, "TERM");
+}
+
+/// `kill -<sig> pid` (`sig` without the `SIG` prefix); panics unless it succeeds.
+pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{sig}"), &pid.to_string()])
         .status()
         .expect("running kill");
-    assert!(status.success(), "kill -TERM {pid}");
+    assert!(status.success(), "kill -{sig} {pid}");
 }
