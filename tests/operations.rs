@@ -15,20 +15,14 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::post;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::ListParams;
 use manager_operator::api::ManagerConfig;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use support::{TIMEOUT, kubectl_ok, wait_for};
+use support::{ManagerConfigBuilder, RecordingHook, TIMEOUT, WorkerBuilder, rbac, wait_for};
 
 const SA: &str = "worker";
 
@@ -107,35 +101,24 @@ fn the_strict_parser_refuses_duplicate_keys() {
 
 // ---------------------------------------------------------------------------------------------
 
-async fn on_call(State(calls): State<Arc<AtomicU64>>) -> &'static str {
-    calls.fetch_add(1, Ordering::Relaxed);
-    "{}"
-}
-
+/// Applies a config (leaseDuration 4s, renewDeadline 3s, retryPeriod 1s; startupTimeout and
+/// gracefulShutdownTimeout left at the API defaults) with one worker (concurrency 1, resync
+/// 1s) over the `ops=yes` ConfigMaps calling `hook`.
 fn config(ns: &str, name: &str, lease_namespace: Option<&str>, hook: &str) {
-    let mut election = serde_json::json!({
-        "leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "1s",
-    });
-    if let Some(l) = lease_namespace {
-        election["leaseNamespace"] = l.into();
-    }
-    let mc = serde_json::json!({
-        "apiVersion": "manager-operator.io/v1alpha1", "kind": "ManagerConfig",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "serviceAccountName": SA,
-            "leaderElection": election,
-            "workers": [{
-                "name": "cms", "concurrency": 1, "resyncPeriod": "1s",
-                "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": "ops=yes"},
-                "hook": {"url": hook},
-            }],
-        },
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let f = dir.path().join("mc.json");
-    std::fs::write(&f, mc.to_string()).expect("writing the config");
-    kubectl_ok(&["apply", "-f", f.to_str().expect("utf-8 path")]);
+    ManagerConfigBuilder::new(ns, name)
+        .service_account(SA)
+        .lease("4s", "3s", "1s")
+        .lease_namespace(lease_namespace)
+        .startup_timeout("60s")
+        .graceful_shutdown_timeout("30s")
+        .worker(
+            WorkerBuilder::new("cms")
+                .concurrency(1)
+                .resync("1s")
+                .selector("ops=yes")
+                .hook(hook),
+        )
+        .apply();
 }
 
 async fn ready_reason(api: &Api<ManagerConfig>, name: &str) -> Option<(String, String)> {
@@ -152,50 +135,14 @@ async fn logs_events_and_metrics_hold_up_on_two_replicas() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "ops").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "role",
-        "watch-cms",
-        "--verb=get,list,watch",
-        "--resource=configmaps",
-    ]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "rolebinding",
-        "watch-cms",
-        "--role=watch-cms",
-        &format!("--serviceaccount={ns}:{SA}"),
-    ]);
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-    cms.create(
-        &PostParams::default(),
-        &ConfigMap {
-            metadata: ObjectMeta {
-                name: Some("one".into()),
-                labels: Some([("ops".to_string(), "yes".to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("ConfigMap");
-    let calls = Arc::new(AtomicU64::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("hook listener");
-    let hook = format!("http://{}/sync", listener.local_addr().expect("addr"));
-    let app = Router::new()
-        .route("/sync", post(on_call))
-        .with_state(calls.clone());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    rbac::service_account(&ns, SA);
+    rbac::grant_watch(&ns, SA, "configmaps");
+    rbac::create_configmap(&client, &ns, "one", &[("ops", "yes")]).await;
+    let recorder = RecordingHook::builder()
+        .default_reply(200, "{}")
+        .start()
+        .await;
+    let hook = recorder.url.clone();
 
     let group = ["--membership-group", ns.as_str()];
     let ops = [
@@ -226,7 +173,7 @@ async fn logs_events_and_metrics_hold_up_on_two_replicas() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", ops[0].tail(), ops[1].tail()));
     wait_for("good's hook called", TIMEOUT, || async {
-        (calls.load(Ordering::Relaxed) > 0)
+        (recorder.count() > 0)
             .then_some(())
             .ok_or_else(|| "no call yet".to_string())
     })

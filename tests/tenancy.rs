@@ -22,7 +22,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use manager_operator::api::ManagerConfig;
-use support::{Operator, TIMEOUT, apply_yaml, kubectl_ok, wait_for};
+use support::{ManagerConfigBuilder, Operator, TIMEOUT, WorkerBuilder, kubectl_ok, rbac, wait_for};
 
 const SA: &str = "worker";
 
@@ -36,14 +36,12 @@ fn start_operator(ns: &str, extra: &[&str]) -> Operator {
         .spawn()
 }
 
-fn config(ns: &str, name: &str, leader_election: &str, hook: &str) -> String {
-    format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
-         leaderElection: {{{leader_election}}}\n  startupTimeout: 20s\n  \
-         gracefulShutdownTimeout: 5s\n  workers:\n    - name: cms\n      \
-         watch: {{apiVersion: v1, kind: ConfigMap}}\n      hook: {{url: '{hook}', timeout: 1s}}\n"
-    )
+/// A config with one ConfigMap worker calling `hook` (timeout 1s); leaderElection as set by
+/// the caller on top of the kit's fast defaults (3s / 2s / 500ms).
+fn config(ns: &str, name: &str, hook: &str) -> ManagerConfigBuilder {
+    ManagerConfigBuilder::new(ns, name)
+        .service_account(SA)
+        .worker(WorkerBuilder::new("cms").hook(hook).timeout("1s"))
 }
 
 fn ready(mc: &ManagerConfig) -> Option<&Condition> {
@@ -110,25 +108,8 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "ten-lease").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "role",
-        "watch-cms",
-        "--verb=get,list,watch",
-        "--resource=configmaps",
-    ]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "rolebinding",
-        "watch-cms",
-        "--role=watch-cms",
-        &format!("--serviceaccount={ns}:{SA}"),
-    ]);
+    rbac::service_account(&ns, SA);
+    rbac::grant_watch(&ns, SA, "configmaps");
     let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
     // A kube-controller-manager-like Lease in kube-system, and one in the tenant's namespace.
     let kcm = format!("kube-controller-manager-{ns}");
@@ -138,15 +119,10 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
 
     // 1. Cross-namespace, no rights for the service account: LeaseForbidden, Lease untouched.
-    apply_yaml(&config(
-        &ns,
-        "steal-sys",
-        &format!(
-            "leaseNamespace: kube-system, leaseName: {kcm}, leaseDuration: 3s, \
-             renewDeadline: 2s, retryPeriod: 500ms"
-        ),
-        &hook,
-    ));
+    let steal_sys = config(&ns, "steal-sys", &hook)
+        .lease_namespace(Some("kube-system"))
+        .lease_name(&kcm);
+    steal_sys.apply();
     let (c, took) = wait_reason(&api, "steal-sys", "LeaseForbidden", &op).await;
     eprintln!("[timing] LeaseForbidden after {took:?}: {}", c.message);
     assert!(
@@ -156,13 +132,9 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
         c.message
     );
     // 2. Own namespace, foreign Lease, no opt-in: LeaseNotOwned, Lease untouched.
-    apply_yaml(&config(
-        &ns,
-        "steal-own",
-        "leaseName: kube-controller-manager, leaseDuration: 3s, renewDeadline: 2s, \
-         retryPeriod: 500ms",
-        &hook,
-    ));
+    config(&ns, "steal-own", &hook)
+        .lease_name("kube-controller-manager")
+        .apply();
     let (c, took) = wait_reason(&api, "steal-own", "LeaseNotOwned", &op).await;
     eprintln!("[timing] LeaseNotOwned after {took:?}: {}", c.message);
     assert!(c.message.contains("adoptExistingLease"), "{}", c.message);
@@ -188,11 +160,7 @@ async fn foreign_leases_are_refused_untouched_and_adopted_only_with_opt_in_and_r
     }
 
     // 3. Opt-in alone is not enough across namespaces: still LeaseForbidden.
-    let adopt = format!(
-        "leaseNamespace: kube-system, leaseName: {kcm}, adoptExistingLease: true, \
-         leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms"
-    );
-    apply_yaml(&config(&ns, "steal-sys", &adopt, &hook));
+    steal_sys.adopt_existing_lease().apply();
     wait_reason(&api, "steal-sys", "LeaseForbidden", &op).await;
     assert_eq!(
         lease(&client, "kube-system", &kcm)
@@ -275,7 +243,7 @@ async fn limits_refuse_configs_with_limit_exceeded() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "ten-limit").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     let hook = format!("http://127.0.0.1:{}/sync", support::free_port());
     let op = start_operator(
         &ns,
@@ -287,9 +255,8 @@ async fn limits_refuse_configs_with_limit_exceeded() {
         ],
     );
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
-    let timings = "leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s";
     for name in ["a1", "a2", "a3"] {
-        apply_yaml(&config(&ns, name, timings, &hook));
+        config(&ns, name, &hook).lease("3s", "2s", "1s").apply();
         // Creation order decides who is within the quota.
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
@@ -324,12 +291,7 @@ async fn limits_refuse_configs_with_limit_exceeded() {
         freed.elapsed()
     );
     // Below the timing floor.
-    apply_yaml(&config(
-        &ns,
-        "a2",
-        "leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms",
-        &hook,
-    ));
+    config(&ns, "a2", &hook).lease("3s", "2s", "500ms").apply();
     let (c, _) = wait_reason(&api, "a2", "LimitExceeded", &op).await;
     assert!(c.message.contains("--min-retry-period"), "{}", c.message);
     drop(op);

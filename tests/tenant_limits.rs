@@ -18,174 +18,46 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::post;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use manager_operator::api::ManagerConfig;
-use support::{Operator, TIMEOUT, kubectl_ok, wait_for};
+use support::{
+    ManagerConfigBuilder, Operator, RecordingHook, TIMEOUT, WorkerBuilder, kubectl_ok, rbac,
+    wait_for,
+};
 
 const SA: &str = "worker";
 
 // ---------------------------------------------------------------------------------------------
-// The operator process.
+// Objects. The hook is the kit's RecordingHook answering `200 {}`, at once or after 1 s
+// (`RecordingHook::builder().delay`); `answered_since` counts the calls it answered, `peak` the
+// most calls of a config in flight at once.
 
-// ---------------------------------------------------------------------------------------------
-// The hook: `POST /{delay_ms}` answers 200 after that many milliseconds and records, per
-// ManagerConfig, the calls that finished and the most calls it had in flight at once.
-
-#[derive(Default)]
-struct PerConfig {
-    in_flight: usize,
-    peak: usize,
-    done: Vec<Instant>,
+/// A hook answering `200 {}` after `delay`.
+async fn start_hook(delay: Duration) -> RecordingHook {
+    RecordingHook::builder()
+        .delay(delay)
+        .default_reply(200, "{}")
+        .start()
+        .await
 }
-
-#[derive(Default)]
-struct Calls {
-    /// Bumped by [`Hook::reset`]: calls of an earlier epoch no longer count.
-    epoch: u64,
-    per_config: HashMap<String, PerConfig>,
-}
-
-#[derive(Clone, Default)]
-struct Hook {
-    state: Arc<Mutex<Calls>>,
-}
-
-/// Decrements the in-flight count also when the operator gives up on the call (the handler
-/// future is dropped then).
-struct InFlight {
-    hook: Hook,
-    cfg: String,
-    epoch: u64,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut s = self.hook.state.lock().unwrap_or_else(|e| e.into_inner());
-        if s.epoch == self.epoch
-            && let Some(c) = s.per_config.get_mut(&self.cfg)
-        {
-            c.in_flight -= 1;
-        }
-    }
-}
-
-async fn on_call(State(hook): State<Hook>, Path(delay_ms): Path<u64>, body: String) -> String {
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let cfg = v["manager"]["name"].as_str().unwrap_or("").to_string();
-    let epoch = {
-        let mut s = hook.state.lock().unwrap_or_else(|e| e.into_inner());
-        let c = s.per_config.entry(cfg.clone()).or_default();
-        c.in_flight += 1;
-        c.peak = c.peak.max(c.in_flight);
-        s.epoch
-    };
-    let guard = InFlight {
-        hook: hook.clone(),
-        cfg: cfg.clone(),
-        epoch,
-    };
-    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-    drop(guard);
-    let mut s = hook.state.lock().unwrap_or_else(|e| e.into_inner());
-    if s.epoch == epoch {
-        s.per_config
-            .entry(cfg)
-            .or_default()
-            .done
-            .push(Instant::now());
-    }
-    "{}".into()
-}
-
-impl Hook {
-    /// Serves on 127.0.0.1; returns the hook and its base URL.
-    async fn start() -> (Hook, String, tokio::task::JoinHandle<()>) {
-        let hook = Hook::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("hook listener");
-        let addr = listener.local_addr().expect("hook address");
-        let app = Router::new()
-            .route("/{delay_ms}", post(on_call))
-            .with_state(hook.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("hook server");
-        });
-        (hook, format!("http://{addr}"), task)
-    }
-
-    fn peak(&self, cfg: &str) -> usize {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.per_config.get(cfg).map_or(0, |c| c.peak)
-    }
-
-    fn done_since(&self, cfg: &str, t: Instant) -> usize {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.per_config
-            .get(cfg)
-            .map_or(0, |c| c.done.iter().filter(|&&d| d >= t).count())
-    }
-
-    fn reset(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.epoch += 1;
-        s.per_config.clear();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Objects.
 
 async fn namespace_with_watcher(client: &kube::Client, prefix: &str) -> String {
     let ns = support::fresh_namespace(client, prefix).await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "role",
-        "watch-cms",
-        "--verb=get,list,watch",
-        "--resource=configmaps",
-    ]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "rolebinding",
-        "watch-cms",
-        "--role=watch-cms",
-        &format!("--serviceaccount={ns}:{SA}"),
-    ]);
+    rbac::service_account(&ns, SA);
+    rbac::grant_watch(&ns, SA, "configmaps");
     ns
 }
 
 async fn configmaps(client: &kube::Client, ns: &str, prefix: &str, n: usize, label: &str) {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let (k, v) = label.split_once('=').expect("label k=v");
+    let label = label.split_once('=').expect("label k=v");
     for i in 0..n {
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(format!("{prefix}-{i}")),
-                labels: Some([(k.to_string(), v.to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        api.create(&PostParams::default(), &cm)
-            .await
-            .unwrap_or_else(|e| panic!("creating ConfigMap {prefix}-{i}: {e}"));
+        rbac::create_configmap(client, ns, &format!("{prefix}-{i}"), &[label]).await;
     }
 }
 
@@ -193,32 +65,22 @@ async fn configmaps(client: &kube::Client, ns: &str, prefix: &str, n: usize, lab
 /// `selector`, calling `hook`; leaseDuration 2s (the default floor), so a restarted operator
 /// takes the Lease back quickly.
 fn config(ns: &str, name: &str, workers: usize, concurrency: u16, selector: &str, hook: &str) {
-    let workers: Vec<serde_json::Value> = (0..workers)
-        .map(|i| {
-            serde_json::json!({
-                "name": format!("w{i}"),
-                "concurrency": concurrency,
-                "resyncPeriod": "1s",
-                "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": selector},
-                "hook": {"url": hook, "timeout": "5s"},
-            })
-        })
-        .collect();
-    let mc = serde_json::json!({
-        "apiVersion": "manager-operator.io/v1alpha1", "kind": "ManagerConfig",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "serviceAccountName": SA,
-            "leaderElection": {"leaseDuration": "2s", "renewDeadline": "1s", "retryPeriod": "500ms"},
-            "startupTimeout": "30s",
-            "gracefulShutdownTimeout": "5s",
-            "workers": workers,
-        },
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let f = dir.path().join("mc.json");
-    std::fs::write(&f, mc.to_string()).expect("writing the config");
-    kubectl_ok(&["apply", "-f", f.to_str().expect("utf-8 path")]);
+    let mut mc = ManagerConfigBuilder::new(ns, name)
+        .service_account(SA)
+        .lease("2s", "1s", "500ms")
+        .startup_timeout("30s")
+        .graceful_shutdown_timeout("5s");
+    for i in 0..workers {
+        mc = mc.worker(
+            WorkerBuilder::new(&format!("w{i}"))
+                .concurrency(concurrency)
+                .resync("1s")
+                .selector(selector)
+                .hook(hook)
+                .timeout("5s"),
+        );
+    }
+    mc.apply();
 }
 
 fn ready(mc: &ManagerConfig) -> Option<&Condition> {
@@ -263,8 +125,8 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = namespace_with_watcher(&client, "lim-watch").await;
-    let (hook, base, _server) = Hook::start().await;
-    let url = format!("{base}/0");
+    let hook = start_hook(Duration::ZERO).await;
+    let url = hook.url.clone();
     // 30 ConfigMaps for "over", 5 for "under"; the limit is 20 objects per config.
     configmaps(&client, &ns, "big", 30, "set=big").await;
     configmaps(&client, &ns, "small", 5, "set=small").await;
@@ -338,7 +200,7 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
         "under: 10 hook calls after over failed",
         TIMEOUT,
         || async {
-            let n = hook.done_since("under", since);
+            let n = hook.answered_since("under", since);
             (n >= 10).then_some(()).ok_or(format!("{n} calls"))
         },
     )
@@ -376,7 +238,7 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     );
     let since = Instant::now();
     wait_for("over: 30 hook calls with limit 40", TIMEOUT, || async {
-        let n = hook.done_since("over", since);
+        let n = hook.answered_since("over", since);
         (n >= 30).then_some(()).ok_or(format!("{n} calls"))
     })
     .await
@@ -405,22 +267,18 @@ async fn watched_objects_limit_stops_only_the_config_over_it_and_heals() {
     let _ = support::kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 
-/// `n` ConfigMaps of `bytes` bytes of data labelled `label`.
+/// `n` ConfigMaps of `bytes` bytes of data labelled `set=<prefix>`.
 async fn sized_configmaps(client: &kube::Client, ns: &str, prefix: &str, n: usize, bytes: usize) {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let blob = "x".repeat(bytes);
     for i in 0..n {
-        let cm = ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(format!("{prefix}-{i}")),
-                labels: Some([("set".to_string(), prefix.to_string())].into()),
-                ..Default::default()
-            },
-            data: Some([("blob".to_string(), "x".repeat(bytes))].into()),
-            ..Default::default()
-        };
-        api.create(&PostParams::default(), &cm)
-            .await
-            .unwrap_or_else(|e| panic!("creating ConfigMap {prefix}-{i}: {e}"));
+        rbac::create_configmap_with_data(
+            client,
+            ns,
+            &format!("{prefix}-{i}"),
+            &[("set", prefix)],
+            &[("blob", &blob)],
+        )
+        .await;
     }
 }
 
@@ -429,8 +287,8 @@ async fn watch_cache_byte_budgets_refuse_the_config_that_does_not_fit_and_heal()
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = namespace_with_watcher(&client, "lim-bytes").await;
-    let (_hook, base, _server) = Hook::start().await;
-    let url = format!("{base}/0");
+    let hook = start_hook(Duration::ZERO).await;
+    let url = hook.url.clone();
     // Two sets of 4 ConfigMaps of 10 KiB: one set's cache (~41 KB of JSON) fits in 64Ki, two
     // do not.
     for set in ["a", "b", "c", "d"] {
@@ -521,13 +379,13 @@ async fn hook_calls_in_flight_are_capped_per_config() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = namespace_with_watcher(&client, "lim-hooks").await;
-    let (hook, base, _server) = Hook::start().await;
+    let hook = start_hook(Duration::from_secs(1)).await;
     // 12 ConfigMaps, each watched by both workers of "busy": 24 objects want a call at once,
     // and each call takes 1 s. "beside" (1 worker × 2) watches 4 others.
     configmaps(&client, &ns, "load", 12, "set=load").await;
     configmaps(&client, &ns, "side", 4, "set=side").await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
-    let slow = format!("{base}/1000");
+    let slow = hook.url.clone();
 
     // Without a cap (0): 2 workers × concurrency 8 reach 16 calls in flight.
     let op = support::operator()
@@ -562,14 +420,14 @@ async fn hook_calls_in_flight_are_capped_per_config() {
     config(&ns, "beside", 1, 2, "set=side", &slow);
     let since = Instant::now();
     wait_for("busy: 40 calls done with the cap", TIMEOUT * 2, || async {
-        let n = hook.done_since("busy", since);
+        let n = hook.answered_since("busy", since);
         (n >= 40).then_some(()).ok_or(format!("{n} calls"))
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", op.tail()));
     let took = since.elapsed();
     wait_for("beside: 10 calls done", TIMEOUT, || async {
-        let n = hook.done_since("beside", since);
+        let n = hook.answered_since("beside", since);
         (n >= 10).then_some(()).ok_or(format!("{n} calls"))
     })
     .await
