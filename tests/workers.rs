@@ -4,15 +4,13 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Patch, PatchParams};
 use manager_operator::api::ManagerConfig;
 use manager_operator::api::conditions::StartupFailure;
 use manager_operator::manager::election::system_wall_clock;
@@ -24,7 +22,10 @@ use manager_operator::metrics::Metrics;
 use manager_operator::validation::{HookPolicy, ResolvedConfig};
 use manager_operator::workers::{self, WorkerEnv};
 use support::hook::{Call, RecordingHook, Reply, reply};
-use support::{TIMEOUT, apply_yaml, kubectl_ok, wait_for};
+use support::{
+    ManagerConfigBuilder, TIMEOUT, WorkerBuilder, apply_yaml, config_from, kubectl_ok, rbac,
+    wait_for,
+};
 
 const SA: &str = "worker";
 
@@ -57,21 +58,11 @@ impl ManagerEnv for Env {
     }
 }
 
-async fn kube_config(path: &Path) -> kube::Config {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(path).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap()
-}
-
 async fn admin_env(identity: &str, metrics: Option<Metrics>) -> Env {
     Env {
         lease_client: support::admin_client().await,
         workers: WorkerEnv {
-            base: kube_config(&support::kubeconfig_path()).await,
+            base: config_from(&support::kubeconfig_path()).await,
             http: workers::hook_http_client(&policy()).unwrap(),
             metrics,
             identity: identity.into(),
@@ -98,81 +89,35 @@ fn me(id: &str) -> ManagerIdentity {
     }
 }
 
-/// A ManagerConfig named `mgr` with fast leader election and the given workers (YAML list).
-fn config(ns: &str, startup_timeout: &str, workers_yaml: &str) -> ManagerConfig {
-    let text = format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: mgr, namespace: {ns}}}\nspec:\n  serviceAccountName: {SA}\n  \
-         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\n  \
-         startupTimeout: {startup_timeout}\n  gracefulShutdownTimeout: 5s\n  workers:\n{workers_yaml}"
-    );
-    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("test config: {e}\n{text}"))
+/// A ManagerConfig named `mgr` with fast leader election (the kit's defaults) and `workers`.
+fn config(ns: &str, startup_timeout: &str, workers: Vec<WorkerBuilder>) -> ManagerConfig {
+    workers
+        .into_iter()
+        .fold(
+            ManagerConfigBuilder::new(ns, "mgr")
+                .service_account(SA)
+                .startup_timeout(startup_timeout),
+            ManagerConfigBuilder::worker,
+        )
+        .build()
 }
 
-/// One `workers[]` entry; `watch_extra` is appended inside `watch: {...}` (e.g.
-/// `", labelSelector: app=x"`), each of `extra` is one more field line (e.g. `"concurrency: 4"`).
-fn worker_yaml(
-    name: &str,
-    api_version: &str,
-    kind: &str,
-    watch_extra: &str,
-    extra: &[&str],
-    hook: &RecordingHook,
-) -> String {
-    let extra: String = extra.iter().map(|l| format!("      {l}\n")).collect();
-    format!(
-        "    - name: {name}\n      watch: {{apiVersion: {api_version}, kind: {kind}{watch_extra}}}\n\
-         {extra}      hook: {{url: '{url}', timeout: 1s}}\n",
-        url = hook.url,
-    )
+/// One `workers[]` entry watching `api_version`/`kind`, calling `hook` with timeout 1s.
+fn worker(name: &str, api_version: &str, kind: &str, hook: &RecordingHook) -> WorkerBuilder {
+    WorkerBuilder::new(name)
+        .watch(api_version, kind)
+        .hook(&hook.url)
+        .timeout("1s")
 }
 
 fn sa_and_rbac(ns: &str, resource: &str) {
-    kubectl_ok(&["-n", ns, "create", "serviceaccount", SA]);
-    grant_watch(ns, resource);
+    rbac::service_account(ns, SA);
+    rbac::grant_watch(ns, SA, resource);
 }
 
-fn grant_watch(ns: &str, resource: &str) {
-    let role = format!("{SA}-watch-{}", resource.replace('.', "-"));
-    kubectl_ok(&[
-        "-n",
-        ns,
-        "create",
-        "role",
-        &role,
-        "--verb=get,list,watch",
-        &format!("--resource={resource}"),
-    ]);
-    kubectl_ok(&[
-        "-n",
-        ns,
-        "create",
-        "rolebinding",
-        &role,
-        &format!("--role={role}"),
-        &format!("--serviceaccount={ns}:{SA}"),
-    ]);
-}
-
+/// ConfigMap `ns/name` with `labels` and data `n: "0"`.
 async fn create_cm(client: &kube::Client, ns: &str, name: &str, labels: &[(&str, &str)]) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            ..Default::default()
-        },
-        data: Some([("n".to_string(), "0".to_string())].into()),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
+    rbac::create_configmap_with_data(client, ns, name, labels, &[("n", "0")]).await;
 }
 
 async fn wait_running(m: &Manager) -> Duration {
@@ -279,14 +224,11 @@ async fn delivers_matching_objects_once_at_a_time_with_the_fencing_token() {
     let mc = config(
         &ns,
         "20s",
-        &worker_yaml(
-            "cms",
-            "v1",
-            "ConfigMap",
-            ", labelSelector: app=inv",
-            &["concurrency: 4"],
-            &hook,
-        ),
+        vec![
+            worker("cms", "v1", "ConfigMap", &hook)
+                .selector("app=inv")
+                .concurrency(4),
+        ],
     );
     let t = Instant::now();
     let m = Manager::start(&mc, &policy(), &me("w-1"), &env)
@@ -446,14 +388,11 @@ async fn failures_are_retried_with_growing_backoff() {
     let mc = config(
         &ns,
         "20s",
-        &worker_yaml(
-            "cms",
-            "v1",
-            "ConfigMap",
-            ", labelSelector: app=r",
-            &["concurrency: 2"],
-            &hook,
-        ),
+        vec![
+            worker("cms", "v1", "ConfigMap", &hook)
+                .selector("app=r")
+                .concurrency(2),
+        ],
     );
     let m = Manager::start(&mc, &policy(), &me("w-1"), &env)
         .await
@@ -514,26 +453,13 @@ async fn requeue_after_seconds_and_resync_period_redispatch() {
     create_cm(&client, &ns, "rq-0", &[("app", "rq")]).await;
     create_cm(&client, &ns, "rs-0", &[("app", "rs")]).await;
     let env = admin_env("w-1", None).await;
-    let workers = format!(
-        "{}{}",
-        worker_yaml(
-            "rq",
-            "v1",
-            "ConfigMap",
-            ", labelSelector: app=rq",
-            &[],
-            &hook
-        ),
-        worker_yaml(
-            "rs",
-            "v1",
-            "ConfigMap",
-            ", labelSelector: app=rs",
-            &["resyncPeriod: 2s"],
-            &hook
-        ),
-    );
-    let m = Manager::start(&config(&ns, "20s", &workers), &policy(), &me("w-1"), &env)
+    let workers = vec![
+        worker("rq", "v1", "ConfigMap", &hook).selector("app=rq"),
+        worker("rs", "v1", "ConfigMap", &hook)
+            .selector("app=rs")
+            .resync("2s"),
+    ];
+    let m = Manager::start(&config(&ns, "20s", workers), &policy(), &me("w-1"), &env)
         .await
         .expect("start");
 
@@ -567,13 +493,13 @@ async fn watch_target_not_found_until_the_crd_is_installed() {
     let ns = support::fresh_namespace(&client, "wk-nocrd").await;
     let group = format!("{ns}.example.com");
     let crd = format!("nopes.{group}");
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
     let mc = config(
         &ns,
         "20s",
-        &worker_yaml("nopes", &format!("{group}/v1"), "Nope", "", &[], &hook),
+        vec![worker("nopes", &format!("{group}/v1"), "Nope", &hook)],
     );
     let (f, took) = start_err(&mc, &env).await;
     eprintln!("WatchTargetNotFound surfaced in {took:?}: {}", f.message);
@@ -600,7 +526,7 @@ async fn watch_target_not_found_until_the_crd_is_installed() {
         "",
     ));
     wait_established(&crd);
-    grant_watch(&ns, &crd);
+    rbac::grant_watch(&ns, SA, &crd);
     let (m, healed) = start_until_ok(&mc, &env, StartupFailure::WatchTargetNotFound).await;
     eprintln!("after the CRD was Established, a new start succeeded in {healed:?}");
     wait_running(&m).await;
@@ -617,15 +543,11 @@ async fn watch_target_not_found_until_the_crd_is_installed() {
 async fn watch_forbidden_until_the_service_account_may_list_and_watch() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "wk-forbid").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     create_cm(&client, &ns, "c1", &[]).await;
     let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
-    let mc = config(
-        &ns,
-        "20s",
-        &worker_yaml("cms", "v1", "ConfigMap", "", &[], &hook),
-    );
+    let mc = config(&ns, "20s", vec![worker("cms", "v1", "ConfigMap", &hook)]);
     let (f, took) = start_err(&mc, &env).await;
     eprintln!("WatchForbidden surfaced in {took:?}: {}", f.message);
     assert_eq!(f.reason, StartupFailure::WatchForbidden, "{}", f.message);
@@ -635,7 +557,7 @@ async fn watch_forbidden_until_the_service_account_may_list_and_watch() {
     }
     assert!(took < Duration::from_secs(5));
 
-    grant_watch(&ns, "configmaps");
+    rbac::grant_watch(&ns, SA, "configmaps");
     let (m, healed) = start_until_ok(&mc, &env, StartupFailure::WatchForbidden).await;
     eprintln!("after the grant, a new start succeeded in {healed:?}");
     wait_running(&m).await;
@@ -672,7 +594,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
     let env = Env {
         lease_client: support::unprivileged_client().await,
         workers: WorkerEnv {
-            base: kube_config(&support::unprivileged_kubeconfig_path()).await,
+            base: config_from(&support::unprivileged_kubeconfig_path()).await,
             http: workers::hook_http_client(&policy()).unwrap(),
             metrics: None,
             identity: "w-1".into(),
@@ -683,11 +605,7 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
             hook_errors: Default::default(),
         },
     };
-    let mc = config(
-        &ns,
-        "20s",
-        &worker_yaml("cms", "v1", "ConfigMap", "", &[], &hook),
-    );
+    let mc = config(&ns, "20s", vec![worker("cms", "v1", "ConfigMap", &hook)]);
     // Until the Lease grant is visible to the authorizer, LeaseForbidden comes first.
     let t = Instant::now();
     let (f, took) = loop {
@@ -772,15 +690,15 @@ async fn startup_timeout_when_the_initial_list_never_finishes() {
     apply_yaml(&format!(
         "apiVersion: {group}/v1\nkind: Slow\nmetadata: {{name: s1, namespace: {ns}}}\nspec: {{x: 1}}\n"
     ));
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    grant_watch(&ns, &crd);
+    rbac::service_account(&ns, SA);
+    rbac::grant_watch(&ns, SA, &crd);
 
     let hook = RecordingHook::start().await;
     let env = admin_env("w-1", None).await;
     let mc = config(
         &ns,
         "3s",
-        &worker_yaml("slows", &format!("{group}/v2"), "Slow", "", &[], &hook),
+        vec![worker("slows", &format!("{group}/v2"), "Slow", &hook)],
     );
     let t = Instant::now();
     // Discovery or RBAC may lag the CRD by a moment.
