@@ -18,28 +18,21 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use manager_operator::api::ManagerConfig;
 use serde_json::json;
+use support::{
+    Call, ManagerConfigBuilder, Operator, PrivateCluster, RecordingHook, WorkerBuilder, prom, rbac,
+    wait_api_ready,
+};
 
 /// Leader election of every ManagerConfig here: leaseDuration 3s, renewDeadline 2s,
 /// retryPeriod 500ms.
@@ -85,476 +78,68 @@ macro_rules! report {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A private control plane.
-
-fn cluster_script() -> PathBuf {
-    support::repo_root().join("hack/cluster.sh")
-}
-
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Cluster {
-    async fn up(tag: &str) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("mo-rel-{tag}-"))
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        // Built before `up` so that Drop also cleans up a half-started cluster.
-        let c = Cluster { dir };
-        let t = Instant::now();
-        c.script(&["up"]).await.unwrap_or_else(|e| panic!("{e}"));
-        report!("{tag}: private cluster up in {} ms", ms(t.elapsed()));
-        c
-    }
-
-    async fn script(&self, args: &[&str]) -> Result<String, String> {
-        let out = tokio::process::Command::new(cluster_script())
-            .arg(args[0])
-            .arg(&self.dir)
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("running hack/cluster.sh: {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(format!(
-                "hack/cluster.sh {} {} failed ({}):\n{text}",
-                args[0],
-                self.dir.display(),
-                out.status
-            ))
-        }
-    }
-
-    /// Sends `sig` to a control-plane component and waits until it has exited.
-    async fn stop(&self, name: &str, sig: &str) {
-        self.script(&["stop-component", name, sig])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// Starts a component again; returns once it serves.
-    async fn start(&self, name: &str) {
-        self.script(&["start-component", name])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    fn env_var(&self, var: &str) -> String {
-        let env = std::fs::read_to_string(self.dir.join("env")).expect("reading DIR/env");
-        env.lines()
-            .filter_map(|l| l.strip_prefix(&format!("export {var}=")))
-            .next_back()
-            .unwrap_or_else(|| panic!("{var} missing from DIR/env"))
-            .trim_matches('\'')
-            .to_string()
-    }
-
-    fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new(PathBuf::from(self.env_var("MO_BIN_DIR")).join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(self.dir.join("kubectl-cache"))
-            .args(args)
-            .output()
-            .expect("running kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    async fn client(&self) -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kc = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("kube config");
-        kube::Client::try_from(config).expect("kube client")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::env::var("MO_KEEP_CLUSTER").is_ok_and(|v| v == "1") {
-            eprintln!(
-                "[reliability] MO_KEEP_CLUSTER=1: leaving {} up (hack/cluster.sh down DIR)",
-                self.dir.display()
-            );
-            return;
-        }
-        let _ = Command::new(cluster_script())
-            .arg("down")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-/// Waits until the API server answers `/readyz` with `ok`.
-async fn wait_api_ready(client: &kube::Client, timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let req = http::Request::get("/readyz").body(Vec::new()).unwrap();
-        let ok = tokio::time::timeout(Duration::from_secs(2), client.request_text(req))
-            .await
-            .is_ok_and(|r| r.is_ok_and(|t| t.trim() == "ok"));
-        if ok {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "the API server did not become ready within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Operator replicas as processes.
-
-struct Operator {
-    id: String,
-    child: Child,
-    metrics: SocketAddr,
-    health: SocketAddr,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(cluster: &Cluster, id: &str) -> Operator {
-        let metrics = support::free_addr();
-        let health = support::free_addr();
-        let log = cluster.dir.join(format!("operator-{id}.log"));
-        let out = File::create(&log).expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-            .arg("run")
-            .args(["--identity", id])
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig())
-            .args(["--metrics-bind-address", &metrics.to_string()])
-            .args(["--health-probe-bind-address", &health.to_string()])
-            // The tenant case watches Secrets with the loopback http hook: allowed explicitly.
-            .args([
-                "--disable-webhook",
-                "--hook-allow-loopback",
-                "--hook-allow-insecure-secrets",
-            ])
-            .args(["--log-format", "text"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .expect("starting manager-operator");
-        Operator {
-            id: id.to_string(),
-            child,
-            metrics,
-            health,
-            log,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "operator {} exited ({status}); last log lines:\n{}",
-                self.id,
-                support::log_tail(&self.log, 60)
-            );
-        }
-    }
-
-    /// `kill -SIG pid` (STOP, CONT, ...).
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{sig} {} failed", self.pid());
-    }
-
-    async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-        let resp = support::loopback_http()
-            .get(format!("http://{addr}{path}"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let code = resp.status().as_u16();
-        Ok((code, resp.text().await.map_err(|e| e.to_string())?))
-    }
-
-    async fn healthz(&self) -> Result<u16, String> {
-        Self::get(self.health, "/healthz").await.map(|(c, _)| c)
-    }
-
-    /// The value of an unlabelled metric.
-    async fn metric(&self, name: &str) -> Result<f64, String> {
-        let (code, text) = Self::get(self.metrics, "/metrics").await?;
-        if code != 200 {
-            return Err(format!("/metrics answered {code}"));
-        }
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .ok_or_else(|| format!("{name} not in /metrics"))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{name}: {e}"))
-    }
-
-    async fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            self.assert_alive();
-            if matches!(Self::get(self.health, "/readyz").await, Ok((200, _))) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "operator {} not ready after 60s; log:\n{}",
-                self.id,
-                support::log_tail(&self.log, 40)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Resident set size in KiB (VmRSS).
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("reading /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        // A SIGSTOPped process dies of SIGKILL too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- operator {} ({}), last 80 lines ----\n{}\n---- end ----",
-                self.id,
-                self.log.display(),
-                support::log_tail(&self.log, 80)
-            );
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The hook server: records every call and acts as a fencing-aware downstream.
-
-#[derive(Clone, Debug)]
-struct Call {
-    cfg: String,
-    holder: String,
-    token: i64,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct HookState {
-    calls: Vec<Call>,
-    max_token: HashMap<String, i64>,
-    owner: HashMap<(String, i64), String>,
-    violations: Vec<String>,
-}
-
-struct Hook {
-    state: Arc<Mutex<HookState>>,
-    url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn on_hook(State(st): State<Arc<Mutex<HookState>>>, body: String) -> (StatusCode, String) {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not JSON".into());
-    };
-    let cfg = v["manager"]["name"].as_str().unwrap_or("").to_string();
-    let holder = v["holder"].as_str().unwrap_or("").to_string();
-    let token = v["fencingToken"].as_i64().unwrap_or(i64::MIN);
-    let mut s = st.lock().unwrap();
-    let at = Instant::now();
-    let mut ok = true;
-    if let Some(&max) = s.max_token.get(&cfg)
-        && token < max
-    {
-        s.violations.push(format!(
-            "{cfg}: {holder} called with fencing token {token} after token {max} was seen"
-        ));
-        ok = false;
-    }
-    let first_owner = s
-        .owner
-        .entry((cfg.clone(), token))
-        .or_insert_with(|| holder.clone())
-        .clone();
-    if first_owner != holder {
-        s.violations.push(format!(
-            "{cfg}: fencing token {token} used by both {first_owner} and {holder}"
-        ));
-        ok = false;
-    }
-    let max = s.max_token.entry(cfg.clone()).or_insert(token);
-    *max = (*max).max(token);
-    s.calls.push(Call {
-        cfg,
-        holder,
-        token,
-        at,
-    });
-    if ok {
-        (StatusCode::OK, "{}".into())
-    } else {
-        (StatusCode::CONFLICT, "stale fencing token".into())
-    }
-}
-
-impl Hook {
-    async fn start() -> Hook {
-        let state = Arc::new(Mutex::new(HookState::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("hook listener");
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/hook", post(on_hook))
-            .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("hook server");
-        });
-        Hook {
-            state,
-            url: format!("http://{addr}/hook"),
-            task,
-        }
-    }
-
-    fn calls(&self) -> Vec<Call> {
-        self.state.lock().unwrap().calls.clone()
-    }
-
-    fn violations(&self) -> Vec<String> {
-        self.state.lock().unwrap().violations.clone()
-    }
-
-    fn max_tokens(&self) -> HashMap<String, i64> {
-        self.state.lock().unwrap().max_token.clone()
-    }
-
-    /// The latest call per config.
-    fn last(&self) -> HashMap<String, Call> {
-        let mut out = HashMap::new();
-        for c in &self.state.lock().unwrap().calls {
-            out.insert(c.cfg.clone(), c.clone());
-        }
-        out
-    }
-
-    fn assert_no_violations(&self) {
-        let v = self.violations();
-        assert!(
-            v.is_empty(),
-            "{} fencing violations, first ones:\n{}",
-            v.len(),
-            v.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-        );
-    }
-}
-
-impl Drop for Hook {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The test environment: cluster, CRD, namespace with a service account that may watch
-// ConfigMaps, the hook, operator replicas.
+// The test environment: a private cluster (the kit's `PrivateCluster`), the CRD, a namespace
+// with a service account that may watch ConfigMaps, the kit's `RecordingHook` as a
+// fencing-aware downstream (a call whose token is lower than one already seen for its config,
+// or a token used by two holders, is a violation, answered 409), operator replicas (the kit's
+// `Operator`, logs in the cluster dir).
 
 struct Env {
     // Dropped in this order: operators (logs printed on failure), hook, then the cluster.
     ops: Vec<Operator>,
-    hook: Hook,
+    hook: RecordingHook,
     client: kube::Client,
-    cluster: Cluster,
+    cluster: PrivateCluster,
     started: Instant,
+}
+
+/// Replica `id` of the binary under test on `cluster`, not waited for: its own empty
+/// environment (PATH, RUST_LOG=info, RUST_BACKTRACE=1), the log in the cluster dir.
+fn replica(cluster: &PrivateCluster, id: &str) -> Operator {
+    support::operator()
+        .identity(id)
+        .kubeconfig(&cluster.kubeconfig())
+        .log_dir(cluster.dir())
+        // The tenant case watches Secrets with the loopback http hook: allowed explicitly.
+        .arg("--hook-allow-insecure-secrets")
+        .env_clear()
+        .env("RUST_BACKTRACE", "1")
+        .spawn()
+}
+
+/// Waits until `op` answers /readyz 200; panics with its log's tail otherwise.
+async fn wait_ready(op: &mut Operator) {
+    if let Err(e) = op.wait_ready().await {
+        panic!(
+            "operator {} not ready: {e}; log:\n{}",
+            op.identity(),
+            op.log_tail(40)
+        );
+    }
 }
 
 impl Env {
     async fn new(tag: &str, replicas: usize) -> Env {
         let started = Instant::now();
-        let cluster = Cluster::up(tag).await;
-        let crd = support::repo_root().join("crds/managerconfig.yaml");
-        cluster.kubectl(&[
-            "apply",
-            "--server-side",
-            "--field-manager=mo-tests",
-            "-f",
-            crd.to_str().unwrap(),
-        ]);
-        let client = cluster.client().await;
-        // (`kubectl wait` fails outright while the new CRD has no conditions yet.)
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        support::wait_for("the CRD to be Established", support::TIMEOUT, || async {
-            let crd = crds
-                .get(support::CRD_NAME)
-                .await
-                .map_err(|e| e.to_string())?;
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            established
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-        setup_namespace(&client).await;
-        let hook = Hook::start().await;
+        let cluster = PrivateCluster::up(&format!("mo-rel-{tag}-")).await;
+        report!("{tag}: private cluster up in {} ms", ms(started.elapsed()));
+        let client = cluster.install_crd().await;
+        cluster.namespace(NS);
+        cluster.apply_yaml(&format!(
+            "{}---\n{}",
+            rbac::service_account_yaml(NS, SA),
+            rbac::grant_watch_yaml(NS, SA, "configmaps")
+        ));
+        let hook = RecordingHook::builder()
+            .fencing()
+            .default_reply(200, "{}")
+            .start()
+            .await;
         let mut ops: Vec<Operator> = (0..replicas)
-            .map(|i| Operator::start(&cluster, &format!("replica-{}", (b'a' + i as u8) as char)))
+            .map(|i| replica(&cluster, &format!("replica-{}", (b'a' + i as u8) as char)))
             .collect();
         for op in &mut ops {
-            op.wait_ready().await;
+            wait_ready(op).await;
         }
         Env {
             ops,
@@ -576,7 +161,7 @@ impl Env {
     fn op(&self, id: &str) -> usize {
         self.ops
             .iter()
-            .position(|o| o.id == id)
+            .position(|o| o.identity() == id)
             .unwrap_or_else(|| panic!("no operator {id}"))
     }
 
@@ -585,7 +170,7 @@ impl Env {
         for op in &mut self.ops {
             op.assert_alive();
             let h = op.healthz().await;
-            assert_eq!(h, Ok(200), "operator {} /healthz", op.id);
+            assert_eq!(h, 200, "operator {} /healthz", op.identity());
         }
     }
 
@@ -596,8 +181,8 @@ impl Env {
             assert!(
                 !log.contains("panicked"),
                 "operator {} logged a panic:\n{}",
-                op.id,
-                support::log_tail(&op.log, 80)
+                op.identity(),
+                op.log_tail(80)
             );
         }
     }
@@ -612,91 +197,22 @@ where
         .unwrap_or_else(|e| panic!("creating {obj:?}: {e}"));
 }
 
-async fn setup_namespace(client: &kube::Client) {
-    let meta = |name: &str| ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(NS.into()),
-        ..Default::default()
-    };
-    create(
-        &Api::<Namespace>::all(client.clone()),
-        &Namespace {
-            metadata: ObjectMeta {
-                name: Some(NS.into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await;
-    create(
-        &Api::<ServiceAccount>::namespaced(client.clone(), NS),
-        &ServiceAccount {
-            metadata: meta(SA),
-            ..Default::default()
-        },
-    )
-    .await;
-    create(
-        &Api::<Role>::namespaced(client.clone(), NS),
-        &Role {
-            metadata: meta(SA),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["configmaps".into()]),
-                verbs: vec!["get".into(), "list".into(), "watch".into()],
-                ..Default::default()
-            }]),
-        },
-    )
-    .await;
-    create(
-        &Api::<RoleBinding>::namespaced(client.clone(), NS),
-        &RoleBinding {
-            metadata: meta(SA),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "Role".into(),
-                name: SA.into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: SA.into(),
-                namespace: Some(NS.into()),
-                ..Default::default()
-            }]),
-        },
-    )
-    .await;
-}
-
 async fn configmap(client: &kube::Client, name: &str, label: (&str, &str)) {
-    create(
-        &Api::<ConfigMap>::namespaced(client.clone(), NS),
-        &ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some(NS.into()),
-                labels: Some([(label.0.to_string(), label.1.to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await;
+    rbac::create_configmap(client, NS, name, &[label]).await;
 }
 
-fn worker_spec(selector: &str, hook: &str, resync: bool) -> serde_json::Value {
-    let mut w = json!({
-        "name": "cms",
-        "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": selector},
-        "hook": {"url": hook, "timeout": "2s"},
-    });
+/// The one worker of every config: ConfigMaps with `selector`, hook timeout 2s.
+fn worker_spec(selector: &str, hook: &str, resync: bool) -> WorkerBuilder {
+    let w = WorkerBuilder::new("cms")
+        .selector(selector)
+        .hook(hook)
+        .timeout("2s");
     if resync {
         // Steady calls: every object re-dispatched every second.
-        w["resyncPeriod"] = json!("1s");
+        w.resync("1s")
+    } else {
+        w
     }
-    w
 }
 
 /// Fault tests: leaseDuration 3s, renewDeadline 2s, retryPeriod 500ms.
@@ -708,6 +224,7 @@ fn mc(name: &str, selector: &str, hook: &str, resync: bool) -> ManagerConfig {
     mc_with(name, selector, hook, resync, FAST)
 }
 
+/// startupTimeout stays the API default (60s); gracefulShutdownTimeout 5s.
 fn mc_with(
     name: &str,
     selector: &str,
@@ -715,18 +232,13 @@ fn mc_with(
     resync: bool,
     (lease, renew, retry): (&str, &str, &str),
 ) -> ManagerConfig {
-    serde_json::from_value(json!({
-        "apiVersion": "manager-operator.io/v1alpha1",
-        "kind": "ManagerConfig",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "serviceAccountName": SA,
-            "leaderElection": {"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry},
-            "gracefulShutdownTimeout": "5s",
-            "workers": [worker_spec(selector, hook, resync)],
-        },
-    }))
-    .expect("ManagerConfig")
+    ManagerConfigBuilder::new(NS, name)
+        .service_account(SA)
+        .lease(lease, renew, retry)
+        .startup_timeout("60s")
+        .graceful_shutdown_timeout("5s")
+        .worker(worker_spec(selector, hook, resync))
+        .build()
 }
 
 #[derive(Clone, Debug)]
@@ -802,8 +314,8 @@ async fn wait_recovered(
     loop {
         let floor = |name: &String| pre.get(name).copied().unwrap_or(-1);
         for c in env.hook.calls() {
-            if c.at > since && c.token > floor(&c.cfg) && names.contains(&c.cfg) {
-                called_at.entry(c.cfg.clone()).or_insert(c.at);
+            if c.start > since && c.token > floor(&c.manager) && names.contains(&c.manager) {
+                called_at.entry(c.manager.clone()).or_insert(c.start);
             }
         }
         let now = Instant::now();
@@ -842,15 +354,15 @@ async fn wait_recovered(
 /// outage or a takeover, placement may still hand a config to its preferred replica (a drain, a
 /// release and a takeover: a gap of a few seconds by design), so a single look right after
 /// recovery would be a race.
-async fn assert_steady(hook: &Hook, names: &[String], within: Duration) {
+async fn assert_steady(hook: &RecordingHook, names: &[String], within: Duration) {
     let t = Instant::now();
     let mut lagging: Vec<String>;
     loop {
-        let last = hook.last();
+        let last = hook.last_per_manager();
         lagging = names
             .iter()
             .filter_map(|n| {
-                let age = last.get(n).map(|c| c.at.elapsed());
+                let age = last.get(n).map(|c| c.start.elapsed());
                 age.is_none_or(|a| a > within)
                     .then(|| format!("{n}: last call {age:?} ago"))
             })
@@ -904,20 +416,20 @@ async fn control_plane_restart(component: &str, tag: &str) {
         let pre = env.hook.max_tokens();
 
         let t_kill = Instant::now();
-        env.cluster.stop(component, "KILL").await;
+        env.cluster.stop_component(component, "KILL").await;
         let mut health_errors = Vec::new();
         while t_kill.elapsed() < down_for {
             for op in &mut env.ops {
                 op.assert_alive();
                 match op.healthz().await {
-                    Ok(200) => {}
-                    other => health_errors.push(format!("{}: {other:?}", op.id)),
+                    200 => {}
+                    other => health_errors.push(format!("{}: {other:?}", op.identity())),
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let t_start = Instant::now();
-        env.cluster.start(component).await;
+        env.cluster.start_component(component).await;
         wait_api_ready(&env.client, Duration::from_secs(60)).await;
         let t_back = Instant::now();
 
@@ -932,23 +444,23 @@ async fn control_plane_restart(component: &str, tag: &str) {
         let calls = env.hook.calls();
         let outage: Vec<&Call> = calls
             .iter()
-            .filter(|c| c.at > t_kill && c.at < t_start)
+            .filter(|c| c.start > t_kill && c.start < t_start)
             .collect();
         let last_after_kill = outage
             .iter()
-            .map(|c| c.at - t_kill)
+            .map(|c| c.start - t_kill)
             .max()
             .unwrap_or_default();
         let late: Vec<String> = outage
             .iter()
-            .filter(|c| c.at > t_kill + RENEW + SLACK)
+            .filter(|c| c.start > t_kill + RENEW + SLACK)
             .map(|c| {
                 format!(
                     "{} by {} (token {}) {} ms after the kill",
-                    c.cfg,
+                    c.manager,
                     c.holder,
                     c.token,
-                    ms(c.at - t_kill)
+                    ms(c.start - t_kill)
                 )
             })
             .collect();
@@ -1027,7 +539,7 @@ async fn paused_leader() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_steady(&env.hook, &names, Duration::from_millis(2500)).await;
         // Pause the replica leading the most configs.
-        let last = env.hook.last();
+        let last = env.hook.last_per_manager();
         let mut led: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for (cfg, c) in &last {
             led.entry(c.holder.clone())
@@ -1039,18 +551,20 @@ async fn paused_leader() {
             .max_by_key(|(_, cfgs)| cfgs.len())
             .expect("someone leads");
         let vi = env.op(&victim);
-        let other = env.ops[1 - vi].id.clone();
+        let other = env.ops[1 - vi].identity().to_string();
 
         let t_stop = Instant::now();
         env.ops[vi].signal("STOP");
         let mut first_new: BTreeMap<String, Instant> = BTreeMap::new();
         while first_new.len() < victim_cfgs.len() {
             for c in env.hook.calls() {
-                if c.at > t_stop
+                if c.start > t_stop
                     && c.holder == other
-                    && victim_cfgs.get(&c.cfg).is_some_and(|&old| c.token > old)
+                    && victim_cfgs
+                        .get(&c.manager)
+                        .is_some_and(|&old| c.token > old)
                 {
-                    first_new.entry(c.cfg.clone()).or_insert(c.at);
+                    first_new.entry(c.manager.clone()).or_insert(c.start);
                 }
             }
             assert!(
@@ -1077,14 +591,23 @@ async fn paused_leader() {
             .iter()
             .filter(|c| {
                 c.holder == victim
-                    && first_new.get(&c.cfg).is_some_and(|&t| c.at > t)
-                    && victim_cfgs.get(&c.cfg).is_some_and(|&old| c.token <= old)
+                    && first_new.get(&c.manager).is_some_and(|&t| c.start > t)
+                    && victim_cfgs
+                        .get(&c.manager)
+                        .is_some_and(|&old| c.token <= old)
             })
-            .map(|c| format!("{} token {} at +{} ms", c.cfg, c.token, ms(c.at - t_stop)))
+            .map(|c| {
+                format!(
+                    "{} token {} at +{} ms",
+                    c.manager,
+                    c.token,
+                    ms(c.start - t_stop)
+                )
+            })
             .collect();
         let after_resume = calls
             .iter()
-            .filter(|c| c.holder == victim && c.at > t_cont)
+            .filter(|c| c.holder == victim && c.start > t_cont)
             .count();
         let takeover = max_since(&first_new, t_stop);
         report!(
@@ -1132,7 +655,7 @@ const VALID_SELECTOR: &str = "churn=yes";
 const INVALID_SELECTOR: &str = "churn in (";
 
 async fn set_selector(api: &Api<ManagerConfig>, name: &str, selector: &str, hook: &str) {
-    let patch = json!({"spec": {"workers": [worker_spec(selector, hook, false)]}});
+    let patch = json!({"spec": {"workers": [worker_spec(selector, hook, false).build()]}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|e| panic!("patching {name}: {e}"));
@@ -1180,9 +703,10 @@ async fn wait_all(
 async fn series(env: &Env) -> Vec<usize> {
     let mut out = Vec::new();
     for op in &env.ops {
-        let (_, text) = Operator::get(op.metrics, "/metrics")
+        let text = op
+            .try_metrics_text()
             .await
-            .unwrap_or_else(|e| panic!("{}: {e}", op.id));
+            .unwrap_or_else(|e| panic!("{}: {e}", op.identity()));
         out.push(text.lines().filter(|l| !l.starts_with('#')).count());
     }
     out
@@ -1191,10 +715,11 @@ async fn series(env: &Env) -> Vec<usize> {
 async fn tasks(env: &Env) -> Vec<f64> {
     let mut out = Vec::new();
     for op in &env.ops {
+        let text = op.metrics_text().await;
         out.push(
-            op.metric("manager_operator_tasks")
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", op.id)),
+            prom::value(&text, "manager_operator_tasks", &[]).unwrap_or_else(|| {
+                panic!("{}: manager_operator_tasks not in /metrics", op.identity())
+            }),
         );
     }
     out
@@ -1400,7 +925,7 @@ async fn churn() {
         assert!(
             last <= first + 16,
             "{}: /metrics grew from {first} to {last} series although every config was deleted",
-            op.id
+            op.identity()
         );
     }
     let first = &after_rss[0];
@@ -1410,7 +935,7 @@ async fn churn() {
         report!(
             "churn RSS {}: baseline {} KiB, peak {} KiB, after round 1 {} KiB, after round {rounds} {} KiB \
              (growth since round 1: {growth} KiB; since baseline: {} KiB)",
-            env.ops[i].id,
+            env.ops[i].identity(),
             base_rss[i],
             peak_rss[i],
             first[i],
@@ -1420,14 +945,14 @@ async fn churn() {
         assert!(
             last[i] <= first[i] + first[i] / 5 + 8 * 1024,
             "{}: RSS grew from {} KiB after round 1 to {} KiB after round {rounds}",
-            env.ops[i].id,
+            env.ops[i].identity(),
             first[i],
             last[i]
         );
         assert!(
             last[i] <= base_rss[i] + 64 * 1024,
             "{}: RSS {} KiB is more than 64 MiB above the baseline {} KiB",
-            env.ops[i].id,
+            env.ops[i].identity(),
             last[i],
             base_rss[i]
         );
@@ -1461,12 +986,18 @@ async fn edit_lease(
 }
 
 /// Waits for the first call with a token above `floor` after `since`.
-async fn next_term(hook: &Hook, cfg: &str, floor: i64, since: Instant, timeout: Duration) -> Call {
+async fn next_term(
+    hook: &RecordingHook,
+    cfg: &str,
+    floor: i64,
+    since: Instant,
+    timeout: Duration,
+) -> Call {
     loop {
         if let Some(c) = hook
             .calls()
             .into_iter()
-            .find(|c| c.cfg == cfg && c.at > since && c.token > floor)
+            .find(|c| c.manager == cfg && c.start > since && c.token > floor)
         {
             return c;
         }
@@ -1478,19 +1009,19 @@ async fn next_term(hook: &Hook, cfg: &str, floor: i64, since: Instant, timeout: 
     }
 }
 
-fn calls_between(hook: &Hook, cfg: &str, from: Instant, to: Instant) -> Vec<Call> {
+fn calls_between(hook: &RecordingHook, cfg: &str, from: Instant, to: Instant) -> Vec<Call> {
     hook.calls()
         .into_iter()
-        .filter(|c| c.cfg == cfg && c.at > from && c.at < to)
+        .filter(|c| c.manager == cfg && c.start > from && c.start < to)
         .collect()
 }
 
 /// How long after `t` the last call carrying `token` arrived (0 when none did).
-fn last_with_token(hook: &Hook, cfg: &str, token: i64, t: Instant) -> Duration {
+fn last_with_token(hook: &RecordingHook, cfg: &str, token: i64, t: Instant) -> Duration {
     hook.calls()
         .iter()
-        .filter(|c| c.cfg == cfg && c.token == token && c.at > t)
-        .map(|c| c.at - t)
+        .filter(|c| c.manager == cfg && c.token == token && c.start > t)
+        .map(|c| c.start - t)
         .max()
         .unwrap_or_default()
 }
@@ -1513,7 +1044,7 @@ async fn lease_tampering() {
 
     // a) Deleted: the leader stops, then someone re-creates it in a new term.
     tokio::time::sleep(settle).await;
-    let before = env.hook.last()[cfg].clone();
+    let before = env.hook.last_per_manager()[cfg].clone();
     let t = Instant::now();
     leases.delete(cfg, &DeleteParams::default()).await.unwrap();
     let next = next_term(&env.hook, cfg, before.token, t, Duration::from_secs(20)).await;
@@ -1527,7 +1058,7 @@ async fn lease_tampering() {
         ms(stop),
         next.holder,
         next.token,
-        ms(next.at - t)
+        ms(next.start - t)
     );
     let log = env.ops[env.op(&before.holder)].log_text();
     assert!(
@@ -1541,7 +1072,7 @@ async fn lease_tampering() {
     // b) Stolen by hand with a sane duration: the leader stops at once; everyone waits for
     // the thief's lease to expire (3s on their own clocks), then takes over in a new term.
     tokio::time::sleep(settle).await;
-    let before = env.hook.last()[cfg].clone();
+    let before = env.hook.last_per_manager()[cfg].clone();
     let t = Instant::now();
     let stolen = edit_lease(&leases, cfg, |s| {
         s.holder_identity = Some("intruder".into());
@@ -1553,7 +1084,7 @@ async fn lease_tampering() {
     let stolen_token = i64::from(stolen.spec.unwrap().lease_transitions.unwrap_or(0));
     let next = next_term(&env.hook, cfg, before.token, t, Duration::from_secs(20)).await;
     let stop = last_with_token(&env.hook, cfg, before.token, t);
-    let gap = calls_between(&env.hook, cfg, t + Duration::from_secs(1), next.at);
+    let gap = calls_between(&env.hook, cfg, t + Duration::from_secs(1), next.start);
     report!(
         "tamper steal (leaseDurationSeconds 3): leader {} stopped {} ms after the edit; \
          {} calls while 'intruder' held it; {} took over with token {} after {} ms",
@@ -1562,7 +1093,7 @@ async fn lease_tampering() {
         gap.len(),
         next.holder,
         next.token,
-        ms(next.at - t)
+        ms(next.start - t)
     );
     assert!(
         stop < Duration::from_secs(1),
@@ -1573,11 +1104,11 @@ async fn lease_tampering() {
         "calls while 'intruder' held the lease: {gap:?}"
     );
     assert!(
-        next.at - t >= LEASE - Duration::from_millis(200),
+        next.start - t >= LEASE - Duration::from_millis(200),
         "taken over after {:?}, before the thief's lease expired",
-        next.at - t
+        next.start - t
     );
-    assert!(next.at - t <= LEASE + Duration::from_secs(4));
+    assert!(next.start - t <= LEASE + Duration::from_secs(4));
     assert!(next.token > stolen_token.max(before.token));
     assert!(
         env.ops[env.op(&before.holder)]
@@ -1591,7 +1122,7 @@ async fn lease_tampering() {
     // c) Absurd leaseDurationSeconds written into the current holder's own Lease: the holder
     // keeps leading (its next renew writes its own duration back); nobody else takes over.
     tokio::time::sleep(settle).await;
-    let before = env.hook.last()[cfg].clone();
+    let before = env.hook.last_per_manager()[cfg].clone();
     let t = Instant::now();
     edit_lease(&leases, cfg, |s| s.lease_duration_seconds = Some(i32::MAX))
         .await
@@ -1624,7 +1155,7 @@ async fn lease_tampering() {
 
     // d) Stolen with an absurd duration (2147483647 s): honoured as at most 1 h
     // (MAX_ADVERTISED_LEASE), so nobody leads within the test window; a release ends it.
-    let before = env.hook.last()[cfg].clone();
+    let before = env.hook.last_per_manager()[cfg].clone();
     let t = Instant::now();
     edit_lease(&leases, cfg, |s| {
         s.holder_identity = Some("squatter".into());
@@ -1665,11 +1196,11 @@ async fn lease_tampering() {
         ms(stop),
         ms(window),
         next.holder,
-        ms(next.at - t_rel),
+        ms(next.start - t_rel),
         next.token
     );
     assert!(warned, "a replica did not log the out-of-range duration");
-    assert!(next.at - t_rel <= Duration::from_secs(2));
+    assert!(next.start - t_rel <= Duration::from_secs(2));
 
     // e) leaseDurationSeconds 0 and -5: the API server's own Lease validation refuses them.
     for bad in [0, -5] {
@@ -1753,7 +1284,7 @@ async fn tenant_secrets() {
         .hook
         .calls()
         .iter()
-        .filter(|c| c.cfg == "steal-secrets")
+        .filter(|c| c.manager == "steal-secrets")
         .count();
     assert_eq!(leaked, 0, "a Secret reached the tenant's hook");
     env.assert_healthy().await;
@@ -1775,24 +1306,21 @@ async fn join_during_outage() {
     let names = steady_configs(&env, n).await;
     let keys: Vec<String> = names.iter().map(|c| format!("{NS}/{c}")).collect();
     let t_kill = Instant::now();
-    env.cluster.stop("kube-apiserver", "KILL").await;
-    let mut joining = Operator::start(&env.cluster, "replica-c");
+    env.cluster.stop_component("kube-apiserver", "KILL").await;
+    let mut joining = replica(&env.cluster, "replica-c");
     // The newcomer cannot sync, announce or campaign; it must stay alive and not ready.
     while t_kill.elapsed() < LEASE + Duration::from_millis(1500) {
         joining.assert_alive();
-        let ready = Operator::get(joining.health, "/readyz").await;
-        assert!(
-            !matches!(ready, Ok((200, _))),
-            "ready without an API server: {ready:?}"
-        );
+        let ready = joining.readyz().await;
+        assert_ne!(ready, 200, "ready without an API server: {ready:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let t_start = Instant::now();
-    env.cluster.start("kube-apiserver").await;
+    env.cluster.start_component("kube-apiserver").await;
     wait_api_ready(&env.client, Duration::from_secs(60)).await;
-    joining.wait_ready().await;
+    wait_ready(&mut joining).await;
     env.ops.push(joining);
-    let members: Vec<String> = env.ops.iter().map(|o| o.id.clone()).collect();
+    let members: Vec<String> = env.ops.iter().map(|o| o.identity().to_string()).collect();
     let want = manager_operator::placement::ring::assign(&members, &keys);
     let api = env.mcs();
     let placed = support::wait_for(
@@ -1830,7 +1358,7 @@ async fn join_during_outage() {
     assert_steady(&env.hook, &names, Duration::from_millis(2500)).await;
     let served_by_c = env
         .hook
-        .last()
+        .last_per_manager()
         .values()
         .filter(|c| c.holder == "replica-c")
         .count();
