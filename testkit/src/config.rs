@@ -23,7 +23,8 @@
 //! ```
 
 use manager_operator::api::{
-    HookSpec, ManagerConfig, ManagerConfigSpec, SecretNameRef, SigningSecretRef, WorkerSpec,
+    CaBundleRef, HookSpec, ManagerConfig, ManagerConfigSpec, SecretNameRef, SigningSecretRef,
+    WorkerSpec,
 };
 use serde_json::json;
 
@@ -193,6 +194,16 @@ impl WorkerBuilder {
     /// `hook.caBundle` (PEM).
     pub fn ca_bundle(mut self, pem: &str) -> Self {
         self.w.hook.ca_bundle = Some(pem.into());
+        self
+    }
+
+    /// `hook.caBundleRef` (`kind` `ConfigMap` or `Secret`, its `name` and `key`).
+    pub fn ca_bundle_ref(mut self, kind: &str, name: &str, key: &str) -> Self {
+        self.w.hook.ca_bundle_ref = Some(CaBundleRef {
+            kind: kind.into(),
+            name: name.into(),
+            key: key.into(),
+        });
         self
     }
 

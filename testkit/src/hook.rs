@@ -4,7 +4,10 @@
 //! when it started and ended — ended also when the caller went away mid-call). On top:
 //!
 //! * scripted replies per object name ([`RecordingHook::script`]; afterwards the default
-//!   reply), and a delay for every call ([`RecordingHook::set_delay`]);
+//!   reply, which can change while it serves: [`RecordingHook::set_default_reply`]), and a
+//!   delay for every call ([`RecordingHook::set_delay`]);
+//! * plain http, or https with a given `rustls::ServerConfig` ([`HookBuilder::tls`]; failed
+//!   handshakes counted);
 //! * in-flight counts and peaks per manager, per object and overall, and the calls answered
 //!   since a moment ([`RecordingHook::answered_since`]); [`RecordingHook::reset`] starts all of
 //!   it afresh (calls in flight then no longer count);
@@ -23,6 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -229,12 +233,44 @@ fn check_fencing(r: &mut Recorder, c: &Call) -> bool {
     ok
 }
 
+/// A TLS listener for axum: handshakes that fail (e.g. a client without a certificate) are
+/// counted and skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    failed_handshakes: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => {
+                    self.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
 /// Options of a [`RecordingHook`] that must be set before it serves.
 #[derive(Default)]
 pub struct HookBuilder {
     delay: Duration,
     default_reply: Option<Reply>,
     fencing: bool,
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl HookBuilder {
@@ -257,6 +293,14 @@ impl HookBuilder {
         self
     }
 
+    /// Serves https with `config` (its certificate must be valid for `127.0.0.1`; a client
+    /// certificate verifier makes it mutual TLS) instead of plain http. Handshakes that fail
+    /// are counted ([`RecordingHook::failed_handshakes`]) and skipped.
+    pub fn tls(mut self, config: rustls::ServerConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Serves `POST /hook` on a free port of 127.0.0.1.
     pub async fn start(self) -> RecordingHook {
         let rec: Shared = Arc::new(Mutex::new(Recorder {
@@ -272,13 +316,33 @@ impl HookBuilder {
             .await
             .expect("hook listener");
         let addr = listener.local_addr().expect("hook address");
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("hook server");
-        });
+        let failed_handshakes = Arc::new(AtomicUsize::new(0));
+        let (scheme, task) = match self.tls {
+            None => (
+                "http",
+                tokio::spawn(async move {
+                    axum::serve(listener, app).await.expect("hook server");
+                }),
+            ),
+            Some(config) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                    failed_handshakes: failed_handshakes.clone(),
+                };
+                (
+                    "https",
+                    tokio::spawn(async move {
+                        axum::serve(listener, app).await.expect("hook server");
+                    }),
+                )
+            }
+        };
         RecordingHook {
             rec,
             addr,
-            url: format!("http://{addr}/hook"),
+            url: format!("{scheme}://{addr}/hook"),
+            failed_handshakes,
             task,
         }
     }
@@ -289,8 +353,10 @@ pub struct RecordingHook {
     rec: Shared,
     /// Its address.
     pub addr: SocketAddr,
-    /// `http://<addr>/hook`, the URL for `spec.workers[].hook.url`.
+    /// `http://<addr>/hook` (`https://` with [`HookBuilder::tls`]), the URL for
+    /// `spec.workers[].hook.url`.
     pub url: String,
+    failed_handshakes: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -301,7 +367,7 @@ impl Drop for RecordingHook {
 }
 
 impl RecordingHook {
-    /// Options: delay, default reply, fencing checks.
+    /// Options: delay, default reply, fencing checks, TLS.
     pub fn builder() -> HookBuilder {
         HookBuilder::default()
     }
@@ -309,6 +375,16 @@ impl RecordingHook {
     /// A hook answering `200` at once to every call.
     pub async fn start() -> RecordingHook {
         HookBuilder::default().start().await
+    }
+
+    /// From now on, unscripted calls are answered `status` with `body`.
+    pub fn set_default_reply(&self, status: u16, body: &str) {
+        lock(&self.rec).default_reply = Some(reply(status, body));
+    }
+
+    /// TLS handshakes that failed so far (with [`HookBuilder::tls`]).
+    pub fn failed_handshakes(&self) -> usize {
+        self.failed_handshakes.load(Ordering::SeqCst)
     }
 
     /// Every later call takes `delay` unless scripted otherwise.

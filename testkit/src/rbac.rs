@@ -29,13 +29,43 @@ pub fn grant(ns: &str, sa: &str, name: &str, rules: &str) {
 
 /// The manifests of [`grant`].
 pub fn grant_yaml(ns: &str, sa: &str, name: &str, rules: &str) -> String {
+    role_and_binding(
+        ns,
+        name,
+        rules,
+        &format!("{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}"),
+    )
+}
+
+/// Role and RoleBinding `name` in `ns` granting `rules` (as for [`grant`]) to user `user`
+/// (e.g. `mo-unprivileged`, the user of [`crate::unprivileged_kubeconfig_path`]).
+pub fn grant_user(ns: &str, user: &str, name: &str, rules: &str) {
+    apply_yaml(&role_and_binding(
+        ns,
+        name,
+        rules,
+        &format!("{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}"),
+    ));
+}
+
+/// One rule for [`grant`] or [`grant_user`]: `verbs` on `resources` (plurals) of API group
+/// `group` (`""` for the core group).
+pub fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> String {
+    format!(
+        "- apiGroups: ['{group}']\n  resources: [{}]\n  verbs: [{}]\n",
+        resources.join(", "),
+        verbs.join(", ")
+    )
+}
+
+fn role_and_binding(ns: &str, name: &str, rules: &str, subject: &str) -> String {
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
          metadata: {{name: {name}, namespace: {ns}}}\nrules:\n{rules}\
          ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
          metadata: {{name: {name}, namespace: {ns}}}\n\
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}\n\
-         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
+         subjects: [{subject}]\n"
     )
 }
 
@@ -54,9 +84,7 @@ pub fn grant_watch_yaml(ns: &str, sa: &str, resource: &str) -> String {
         ns,
         sa,
         &role,
-        &format!(
-            "- apiGroups: ['{group}']\n  resources: [{plural}]\n  verbs: [get, list, watch]\n"
-        ),
+        &rule(group, &[plural], &["get", "list", "watch"]),
     )
 }
 
