@@ -4,103 +4,35 @@
 //! `status.workers[].lastHookError` shows a failing hook and clears; https hooks with a private
 //! CA (inline and from a ConfigMap) and a client certificate (mutual TLS).
 //!
-//! Hooks are in-process axum servers on 127.0.0.1 that record every call and answer what the
-//! test tells them to.
+//! Hooks are the kit's `RecordingHook` (in-process, on 127.0.0.1): every call recorded, the
+//! answer set by the test; https with mutual TLS through `HookBuilder::tls`.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::post;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::Value;
-use support::{TIMEOUT, apply_yaml, wait_for};
+use support::{
+    ManagerConfigBuilder, RecordingHook, TIMEOUT, WorkerBuilder, apply_yaml, rbac, wait_for,
+};
 
-/// What a recording hook received and what it answers.
-#[derive(Default)]
-struct Script {
-    calls: Mutex<Vec<Value>>,
-    /// Status answered to every call (200 unless set).
-    status: AtomicU16,
-    /// TLS handshakes that failed (e.g. a client without a certificate).
-    failed_handshakes: AtomicUsize,
+/// The bodies of every call so far.
+fn bodies(hook: &RecordingHook) -> Vec<Value> {
+    hook.calls().into_iter().map(|c| c.body).collect()
 }
 
-impl Script {
-    fn calls(&self) -> Vec<Value> {
-        self.calls.lock().unwrap().clone()
-    }
-    fn answer(&self, code: u16) {
-        self.status.store(code, Ordering::SeqCst);
-    }
-    /// Calls of `type` about object `name`.
-    fn about(&self, ty: &str, name: &str) -> Vec<Value> {
-        self.calls()
-            .into_iter()
-            .filter(|c| c["type"] == ty && c["object"]["metadata"]["name"] == name)
-            .collect()
-    }
-}
-
-async fn record(State(s): State<Arc<Script>>, body: String) -> StatusCode {
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    s.calls.lock().unwrap().push(v);
-    match s.status.load(Ordering::SeqCst) {
-        0 => StatusCode::OK,
-        c => StatusCode::from_u16(c).unwrap_or(StatusCode::OK),
-    }
-}
-
-fn router(s: Arc<Script>) -> Router {
-    Router::new().route("/hook", post(record)).with_state(s)
-}
-
-/// A plain http hook; its URL.
-async fn http_hook(s: Arc<Script>) -> String {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(l, router(s)).await });
-    format!("http://127.0.0.1:{port}/hook")
-}
-
-/// A TLS listener for axum: handshakes that fail are counted and skipped.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    script: Arc<Script>,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            match self.acceptor.accept(tcp).await {
-                Ok(tls) => return (tls, addr),
-                Err(_) => {
-                    self.script.failed_handshakes.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
+/// Calls of `type` about object `name`.
+fn about(hook: &RecordingHook, ty: &str, name: &str) -> Vec<Value> {
+    bodies(hook)
+        .into_iter()
+        .filter(|c| c["type"] == ty && c["object"]["metadata"]["name"] == name)
+        .collect()
 }
 
 /// A private PKI: a CA, a serving certificate for 127.0.0.1, a client CA and a client
@@ -150,8 +82,8 @@ fn pki() -> Pki {
 }
 
 /// An https hook serving `pki`'s certificate and requiring a client certificate of its client
-/// CA; its URL.
-async fn tls_hook(s: Arc<Script>, pki: &Pki) -> String {
+/// CA.
+async fn tls_hook(pki: &Pki) -> RecordingHook {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.client_ca.clone()).unwrap();
@@ -162,63 +94,44 @@ async fn tls_hook(s: Arc<Script>, pki: &Pki) -> String {
         .with_client_cert_verifier(verifier)
         .with_single_cert(pki.server_chain.clone(), pki.server_key.clone_key())
         .unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener {
-        tcp,
-        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        script: s.clone(),
-    };
-    tokio::spawn(async move { axum::serve(listener, router(s)).await });
-    format!("https://127.0.0.1:{port}/hook")
+    RecordingHook::builder().tls(config).start().await
 }
 
 /// Service account `sa` in `ns` may use `verbs` on ConfigMaps and get Secrets there.
 fn grant(ns: &str, sa: &str, verbs: &str) {
-    apply_yaml(&format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {sa}, namespace: {ns}}}\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: {sa}-cms, namespace: {ns}}}\nrules:\n\
-         - apiGroups: ['']\n  resources: [configmaps]\n  verbs: [{verbs}]\n\
-         - apiGroups: ['']\n  resources: [secrets]\n  verbs: [get]\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: {sa}-cms, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {sa}-cms}}\n\
-         subjects: [{{kind: ServiceAccount, name: {sa}, namespace: {ns}}}]\n"
-    ));
+    rbac::service_account(ns, sa);
+    rbac::grant(
+        ns,
+        sa,
+        &format!("{sa}-cms"),
+        &format!(
+            "- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [{verbs}]\n\
+             - apiGroups: ['']\n  resources: [secrets]\n  verbs: [get]\n"
+        ),
+    );
 }
 
-/// A ManagerConfig with one worker `cms` watching ConfigMaps labelled `app=hooked`; `hook`
-/// is the YAML flow mapping of its hook, `extra` more worker fields.
-fn config(ns: &str, name: &str, sa: &str, hook: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: manager-operator.io/v1alpha1\nkind: ManagerConfig\n\
-         metadata: {{name: {name}, namespace: {ns}}}\nspec:\n  serviceAccountName: {sa}\n  \
-         leaderElection: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\n  \
-         startupTimeout: 20s\n  gracefulShutdownTimeout: 5s\n  workers:\n  \
-         - {{name: cms, watch: {{apiVersion: v1, kind: ConfigMap, labelSelector: app=hooked}}, \
-         hook: {hook}{extra}}}\n"
-    )
+/// Applies ManagerConfig `name` whose service account is `sa`, with one worker: `cms` (see
+/// [`cms`]) as the caller refined it.
+fn config(ns: &str, name: &str, sa: &str, cms: WorkerBuilder) {
+    ManagerConfigBuilder::new(ns, name)
+        .service_account(sa)
+        .worker(cms)
+        .apply();
+}
+
+/// Worker `cms` watching ConfigMaps labelled `app=hooked`, calling `url`.
+fn cms(url: &str) -> WorkerBuilder {
+    WorkerBuilder::new("cms").selector("app=hooked").hook(url)
 }
 
 async fn create_cm(client: &kube::Client, ns: &str, name: &str) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some([("app".to_string(), "hooked".to_string())].into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .expect("creating a ConfigMap");
+    rbac::create_configmap(client, ns, name, &[("app", "hooked")]).await;
 }
 
-async fn wait_calls(s: &Script, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+async fn wait_calls(hook: &RecordingHook, what: &str, ok: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     wait_for(what, TIMEOUT, || async {
-        let calls = s.calls();
+        let calls = bodies(hook);
         if ok(&calls) {
             Ok(calls)
         } else {
@@ -258,22 +171,16 @@ async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_sho
     let ns = support::fresh_namespace(&client, "mo-del").await;
     grant(&ns, "hooked", "get, list, watch");
     let op = support::operator().namespace(&ns).start().await;
-    let s = Arc::new(Script::default());
-    let url = http_hook(s.clone()).await;
-    apply_yaml(&config(
-        &ns,
-        "del",
-        "hooked",
-        &format!("{{url: '{url}', timeout: 2s}}"),
-        "",
-    ));
+    let s = RecordingHook::start().await;
+    let url = s.url.clone();
+    config(&ns, "del", "hooked", cms(&url).timeout("2s"));
     create_cm(&client, &ns, "cm-0").await;
     create_cm(&client, &ns, "cm-1").await;
     wait_calls(&s, "Sync of cm-0 and cm-1", |c| {
         c.iter().filter(|v| v["type"] == "Sync").count() >= 2
     })
     .await;
-    for c in s.calls() {
+    for c in bodies(&s) {
         assert_eq!(c["apiVersion"], "hooks.manager-operator.io/v1");
         assert_eq!(c["attempt"], 1);
         assert!(c["deliveryId"].as_str().unwrap().starts_with("msg_"));
@@ -284,13 +191,13 @@ async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_sho
     }
 
     // The hook fails while cm-0 is deleted: the Deleted call is retried with the same id.
-    s.answer(503);
+    s.set_default_reply(503, "");
     Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .delete("cm-0", &DeleteParams::default())
         .await
         .unwrap();
     wait_calls(&s, "two attempts of cm-0's Deleted call", |_| {
-        s.about("Deleted", "cm-0").len() >= 2
+        about(&s, "Deleted", "cm-0").len() >= 2
     })
     .await;
     let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
@@ -305,13 +212,14 @@ async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_sho
     assert!(e.message.contains("503"), "{e:?}");
     assert_eq!(e.object, format!("{ns}/cm-0"));
 
-    s.answer(200);
+    s.set_default_reply(200, "");
     wait_calls(&s, "cm-0's Deleted call answered", |_| {
-        let d = s.about("Deleted", "cm-0");
-        d.len() >= 3 && s.status.load(Ordering::SeqCst) == 200
+        let d = about(&s, "Deleted", "cm-0");
+        // (The default reply is 200 from here on.)
+        d.len() >= 3
     })
     .await;
-    let deleted = s.about("Deleted", "cm-0");
+    let deleted = about(&s, "Deleted", "cm-0");
     let ids: BTreeSet<&str> = deleted
         .iter()
         .map(|c| c["deliveryId"].as_str().unwrap())
@@ -323,7 +231,7 @@ async fn deletions_are_delivered_and_retried_with_one_delivery_id_and_errors_sho
         .collect();
     assert_eq!(attempts[..3], [1, 2, 3]);
     assert_eq!(deleted[0]["object"]["metadata"]["name"], "cm-0");
-    assert!(s.about("Deleted", "cm-1").is_empty());
+    assert!(about(&s, "Deleted", "cm-1").is_empty());
     wait_for("lastHookError cleared", TIMEOUT, || async {
         match last_error(&mcs, "del").await {
             None => Ok(()),
@@ -341,21 +249,15 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "mo-fin").await;
     grant(&ns, "hooked", "get, list, watch, patch");
-    let s = Arc::new(Script::default());
-    let url = http_hook(s.clone()).await;
+    let s = RecordingHook::start().await;
+    let url = s.url.clone();
     let a = support::operator()
         .namespace(&ns)
         .identity("fin-a")
         .args(["--disable-placement"])
         .start()
         .await;
-    apply_yaml(&config(
-        &ns,
-        "fin",
-        "hooked",
-        &format!("{{url: '{url}', timeout: 2s}}"),
-        ", finalize: true",
-    ));
+    config(&ns, "fin", "hooked", cms(&url).timeout("2s").finalize());
     let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     // `a` leads before the second replica starts.
     wait_for("fin led by fin-a", TIMEOUT, || async {
@@ -387,17 +289,17 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     .await
     .unwrap();
     wait_calls(&s, "Sync of cm-0 with the finalizer", |_| {
-        s.about("Sync", "cm-0")
+        about(&s, "Sync", "cm-0")
             .iter()
             .any(|c| c["object"]["metadata"]["finalizers"][0] == ours.as_str())
     })
     .await;
 
     // The hook is down for deletions: cm-0 stays, Terminating, while fin-a retries.
-    s.answer(500);
+    s.set_default_reply(500, "");
     cms.delete("cm-0", &DeleteParams::default()).await.unwrap();
     wait_calls(&s, "fin-a's Deleted calls for cm-0", |_| {
-        s.about("Deleted", "cm-0").len() >= 2
+        about(&s, "Deleted", "cm-0").len() >= 2
     })
     .await;
     let held = cms
@@ -406,14 +308,14 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
         .expect("cm-0 is held by the finalizer");
     assert!(held.metadata.deletion_timestamp.is_some());
     assert!(
-        s.about("Deleted", "cm-0")
+        about(&s, "Deleted", "cm-0")
             .iter()
             .all(|c| c["holder"].as_str().unwrap().starts_with("fin-a"))
     );
 
     // fin-a dies; fin-b takes over, delivers the deletion and lets cm-0 go.
     drop(a);
-    s.answer(200);
+    s.set_default_reply(200, "");
     wait_for("cm-0 gone", Duration::from_secs(90), || async {
         match cms.get_opt("cm-0").await {
             Ok(None) => Ok(()),
@@ -423,18 +325,17 @@ async fn finalize_holds_a_deletion_until_the_hook_answers_even_across_a_leader_c
     })
     .await
     .unwrap();
-    let by_b: Vec<Value> = s
-        .about("Deleted", "cm-0")
+    let by_b: Vec<Value> = about(&s, "Deleted", "cm-0")
         .into_iter()
         .filter(|c| c["holder"].as_str().unwrap().starts_with("fin-b"))
         .collect();
     assert!(
         !by_b.is_empty(),
         "the new leader delivered the deletion: {:?}",
-        s.about("Deleted", "cm-0")
+        about(&s, "Deleted", "cm-0")
     );
     assert!(
-        by_b[0]["fencingToken"].as_i64() > s.about("Deleted", "cm-0")[0]["fencingToken"].as_i64()
+        by_b[0]["fencingToken"].as_i64() > about(&s, "Deleted", "cm-0")[0]["fencingToken"].as_i64()
     );
     assert!(by_b[0]["object"]["metadata"]["deletionTimestamp"].is_string());
 
@@ -489,15 +390,9 @@ async fn finalize_without_patch_rights_is_refused_naming_the_verb() {
     let ns = support::fresh_namespace(&client, "mo-finrbac").await;
     grant(&ns, "hooked", "get, list, watch");
     let _op = support::operator().namespace(&ns).start().await;
-    let s = Arc::new(Script::default());
-    let url = http_hook(s.clone()).await;
-    apply_yaml(&config(
-        &ns,
-        "fin",
-        "hooked",
-        &format!("{{url: '{url}'}}"),
-        ", finalize: true",
-    ));
+    let s = RecordingHook::start().await;
+    let url = s.url.clone();
+    config(&ns, "fin", "hooked", cms(&url).finalize());
     let mcs: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let msg = wait_for("Ready=False WatchForbidden", TIMEOUT, || async {
         let mc = mcs.get("fin").await.map_err(|e| e.to_string())?;
@@ -524,8 +419,8 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     let ns = support::fresh_namespace(&client, "mo-tls").await;
     grant(&ns, "hooked", "get, list, watch");
     let pki = pki();
-    let s = Arc::new(Script::default());
-    let url = tls_hook(s.clone(), &pki).await;
+    let s = tls_hook(&pki).await;
+    let url = s.url.clone();
     let _op = support::operator()
         .namespace(&ns)
         .args(["--hook-signing-refresh-period", "1s"])
@@ -535,13 +430,7 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     create_cm(&client, &ns, "cm-0").await;
 
     // Without the CA, the hook's certificate is not trusted: the call fails with the reason.
-    apply_yaml(&config(
-        &ns,
-        "tls",
-        "hooked",
-        &format!("{{url: '{url}', timeout: 2s}}"),
-        "",
-    ));
+    config(&ns, "tls", "hooked", cms(&url).timeout("2s"));
     let e = wait_for("lastHookError: untrusted certificate", TIMEOUT, || async {
         last_error(&mcs, "tls")
             .await
@@ -551,19 +440,19 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     .unwrap();
     assert_eq!(e.code, "error");
     assert!(e.message.to_lowercase().contains("certificate"), "{e:?}");
-    assert!(s.calls().is_empty());
+    assert_eq!(s.count(), 0);
 
     // A client certificate Secret that does not exist: HookTlsUnavailable, naming it.
     let inline = serde_json::to_string(&pki.ca_pem).unwrap();
-    apply_yaml(&config(
+    config(
         &ns,
         "tls",
         "hooked",
-        &format!(
-            "{{url: '{url}', timeout: 2s, caBundle: {inline}, clientCertSecretRef: {{name: worker-client}}}}"
-        ),
-        "",
-    ));
+        cms(&url)
+            .timeout("2s")
+            .ca_bundle(&pki.ca_pem)
+            .client_cert_secret("worker-client"),
+    );
     let msg = wait_for("Ready=False HookTlsUnavailable", TIMEOUT, || async {
         let mc = mcs.get("tls").await.map_err(|e| e.to_string())?;
         let c = mc
@@ -595,25 +484,26 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
 
     // The CA from a ConfigMap works the same (and the client certificate is still required:
     // a handshake without it would have been counted as failed).
-    let before = s.failed_handshakes.load(Ordering::SeqCst);
+    let before = s.failed_handshakes();
     apply_yaml(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: hook-ca, namespace: {ns}}}\ndata:\n  ca.crt: {inline}\n"
     ));
-    apply_yaml(&config(
+    config(
         &ns,
         "tls",
         "hooked",
-        &format!(
-            "{{url: '{url}', timeout: 2s, caBundleRef: {{kind: ConfigMap, name: hook-ca, key: ca.crt}}, clientCertSecretRef: {{name: worker-client}}}}"
-        ),
-        ", resyncPeriod: 1s",
-    ));
-    let n = s.calls().len();
+        cms(&url)
+            .timeout("2s")
+            .ca_bundle_ref("ConfigMap", "hook-ca", "ca.crt")
+            .client_cert_secret("worker-client")
+            .resync("1s"),
+    );
+    let n = s.count();
     wait_calls(&s, "calls with the CA from a ConfigMap", |c| {
         c.len() >= n + 2
     })
     .await;
-    assert_eq!(s.failed_handshakes.load(Ordering::SeqCst), before);
+    assert_eq!(s.failed_handshakes(), before);
     wait_for("lastHookError cleared", TIMEOUT, || async {
         match last_error(&mcs, "tls").await {
             None => Ok(()),
@@ -641,7 +531,7 @@ async fn https_hooks_with_a_private_ca_and_a_client_certificate() {
     .unwrap();
     assert!(e.message.to_lowercase().contains("certificate"), "{e:?}");
     apply_yaml(&cm(&inline));
-    let n = s.calls().len();
+    let n = s.count();
     wait_calls(&s, "calls after the CA changed back", |c| c.len() >= n + 2).await;
     let mc = mcs.get("tls").await.unwrap();
     assert_eq!(
