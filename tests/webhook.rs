@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use manager_operator::metrics::Metrics;
 use manager_operator::tls::CertLifetimes;
 use manager_operator::validation::HookPolicy;
@@ -33,7 +32,7 @@ use manager_operator::webhook::{RunningWebhook, WebhookConfig, start_webhook};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use support::{TIMEOUT, wait_for};
+use support::{TIMEOUT, rbac, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -610,56 +609,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(v.0)
 }
 
-async fn grant(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    user: &str,
-    group: &str,
-    resource: &str,
-    verbs: &[&str],
-) {
-    let role = Role {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..ObjectMeta::default()
-        },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![group.into()]),
-            resources: Some(vec![resource.into()]),
-            verbs: verbs.iter().map(|v| (*v).to_string()).collect(),
-            ..PolicyRule::default()
-        }]),
-    };
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap_or_else(|e| panic!("creating Role {ns}/{name}: {e}"));
-    let binding = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: name.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "User".into(),
-            name: user.into(),
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            ..Subject::default()
-        }]),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{name}: {e}"));
-}
-
 async fn wait_can_i(kubeconfig: &Path, verb: &str, resource: &str, ns: &str) {
     wait_for(
         &format!("RBAC: {verb} {resource} in {ns}"),
@@ -688,16 +637,16 @@ async fn cross_namespace_lease_needs_lease_rights_of_the_requesting_user() {
     let unprivileged = support::unprivileged_kubeconfig_path();
 
     // The unprivileged user may manage ManagerConfigs in the test namespace, not Leases elsewhere.
-    grant(
-        &client,
+    rbac::grant_user(
         &ns,
-        "mc-editor",
         user,
-        "manager-operator.io",
-        "managerconfigs",
-        &["create", "get", "list", "update", "patch"],
-    )
-    .await;
+        "mc-editor",
+        &rbac::rule(
+            "manager-operator.io",
+            &["managerconfigs"],
+            &["create", "get", "list", "update", "patch"],
+        ),
+    );
     wait_can_i(
         &unprivileged,
         "create",
@@ -758,16 +707,12 @@ async fn cross_namespace_lease_needs_lease_rights_of_the_requesting_user() {
 
     // Granting Lease rights in the other namespace flips the answer: the review is about the
     // requesting user, not the operator.
-    grant(
-        &client,
+    rbac::grant_user(
         &lease_ns,
-        "lease-editor",
         user,
-        "coordination.k8s.io",
-        "leases",
-        &["create", "update"],
-    )
-    .await;
+        "lease-editor",
+        &rbac::rule("coordination.k8s.io", &["leases"], &["create", "update"]),
+    );
     wait_can_i(
         &unprivileged,
         "update",

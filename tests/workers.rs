@@ -572,24 +572,18 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
     sa_and_rbac(&ns, "configmaps");
     create_cm(&admin, &ns, "c1", &[]).await;
     // The operator runs as mo-unprivileged: Lease RBAC, no impersonation.
-    kubectl_ok(&[
-        "-n",
+    rbac::grant_user(
         &ns,
-        "create",
-        "role",
+        "mo-unprivileged",
         "leases",
-        "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=leases.coordination.k8s.io",
-    ]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "rolebinding",
-        "leases",
-        "--role=leases",
-        "--user=mo-unprivileged",
-    ]);
+        &rbac::rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
+        ),
+    );
     let hook = RecordingHook::start().await;
     let env = Env {
         lease_client: support::unprivileged_client().await,
@@ -626,25 +620,15 @@ async fn impersonation_forbidden_until_the_operator_may_impersonate() {
     assert!(f.message.contains("impersonate"), "{}", f.message);
     assert!(took < Duration::from_secs(5));
 
-    kubectl_ok(&[
-        "-n",
+    rbac::grant_user(
         &ns,
-        "create",
-        "role",
+        "mo-unprivileged",
         "impersonate-worker",
-        "--verb=impersonate",
-        "--resource=serviceaccounts",
-        &format!("--resource-name={SA}"),
-    ]);
-    kubectl_ok(&[
-        "-n",
-        &ns,
-        "create",
-        "rolebinding",
-        "impersonate-worker",
-        "--role=impersonate-worker",
-        "--user=mo-unprivileged",
-    ]);
+        &format!(
+            "- apiGroups: ['']\n  resources: [serviceaccounts]\n  resourceNames: [{SA}]\n  \
+             verbs: [impersonate]\n"
+        ),
+    );
     let (m, healed) = start_until_ok(&mc, &env, StartupFailure::ImpersonationForbidden).await;
     eprintln!("after the impersonate grant, a new start succeeded in {healed:?}");
     wait_running(&m).await;
