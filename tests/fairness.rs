@@ -33,9 +33,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,14 +40,12 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use manager_operator::api::ManagerConfig;
 use serde_json::json;
+use support::{ManagerConfigBuilder, Operator, PrivateCluster, WorkerBuilder, rbac};
 
 const NOISY: &str = "noisy";
 const QUIET: &str = "quiet";
@@ -70,172 +65,27 @@ macro_rules! report {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A private control plane (as in tests/reliability.rs).
+// Operator replicas: the kit's `Operator` on the kit's `PrivateCluster`.
 
-struct Cluster {
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn up() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("mo-fair-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        let c = Cluster { dir };
-        let t = Instant::now();
-        let out = Command::new(support::repo_root().join("hack/cluster.sh"))
-            .arg("up")
-            .arg(&c.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running hack/cluster.sh");
-        assert!(
-            out.status.success(),
-            "hack/cluster.sh up failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        report!("private cluster up in {} ms", t.elapsed().as_millis());
-        c
-    }
-
-    fn kubeconfig(&self) -> PathBuf {
-        self.dir.join("kubeconfig")
-    }
-
-    async fn client(&self) -> kube::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kc = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("kube config");
-        kube::Client::try_from(config).expect("kube client")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::env::var("MO_KEEP_CLUSTER").is_ok_and(|v| v == "1") {
-            report!("MO_KEEP_CLUSTER=1: leaving {} up", self.dir.display());
-            return;
-        }
-        let _ = Command::new(support::repo_root().join("hack/cluster.sh"))
-            .arg("down")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Operator replicas.
-
-struct Operator {
-    id: String,
-    child: Child,
-    log: PathBuf,
-    /// Peak RSS read just before the replica was killed.
-    hwm_at_kill: Option<u64>,
-}
-
-impl Operator {
-    async fn start(cluster: &Cluster, id: &str) -> Operator {
-        let health = support::free_addr();
-        let log = cluster.dir.join(format!("operator-{id}.log"));
-        let out = File::create(&log).expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-            .arg("run")
-            .args(["--identity", id])
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig())
-            .args(["--metrics-bind-address", &support::free_addr().to_string()])
-            .args(["--health-probe-bind-address", &health.to_string()])
-            .args(["--disable-webhook", "--hook-allow-loopback"])
-            .args(["--log-format", "text"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log fd"))
-            .stderr(out)
-            .spawn()
-            .expect("starting manager-operator");
-        let mut op = Operator {
-            id: id.to_string(),
-            child,
-            log,
-            hwm_at_kill: None,
-        };
-        let t = Instant::now();
-        loop {
-            op.assert_alive();
-            let ready = support::loopback_http()
-                .get(format!("http://{health}/readyz"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 200);
-            if ready {
-                return op;
-            }
-            assert!(t.elapsed() < support::TIMEOUT, "{id} not ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn assert_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "operator {} exited ({status}); last log lines:\n{}",
-                self.id,
-                support::log_tail(&self.log, 60)
-            );
-        }
-    }
-
-    /// A field of /proc/<pid>/status in KiB (VmHWM, VmRSS).
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("reading /proc/PID/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{field} missing"))
-    }
-
-    /// Peak RSS in KiB (at the kill, for a killed replica).
-    fn hwm_kib(&self) -> u64 {
-        self.hwm_at_kill.unwrap_or_else(|| self.status_kib("VmHWM"))
-    }
-
-    fn kill9(&mut self) {
-        self.assert_alive();
-        self.hwm_at_kill = Some(self.status_kib("VmHWM"));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- operator {} ({}), last 60 lines ----\n{}",
-                self.id,
-                self.log.display(),
-                support::log_tail(&self.log, 60)
-            );
-        }
-    }
+/// Replica `id` on `cluster`, ready: its own empty environment (PATH, RUST_LOG=info), the log
+/// in the cluster dir.
+async fn replica(cluster: &PrivateCluster, id: &str) -> Operator {
+    support::operator()
+        .identity(id)
+        .kubeconfig(&cluster.kubeconfig())
+        .log_dir(cluster.dir())
+        .env_clear()
+        .start()
+        .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Hooks. Both read only the head of the call (manager, holder, the object's name and data.seq),
-// skipping the rest without building it.
+// skipping the rest without building it. They stay here rather than being the kit's
+// RecordingHook: the quiet one records the probe's `data.seq` (the update a call carries), the
+// noisy one answers by URL path (slow / failing / hanging) to 30-100 configs whose bodies carry
+// 12 MiB of ConfigMaps (a 4 MiB body limit, and nothing kept per call but the last call per
+// (config, holder): recording every body would measure the recorder, not the operator).
 
 #[derive(serde::Deserialize)]
 struct Head {
@@ -390,87 +240,26 @@ impl Hooks {
 // ---------------------------------------------------------------------------------------------
 // Objects.
 
-async fn setup_namespace(client: &kube::Client, ns: &str) {
-    let meta = |name: &str| ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(ns.into()),
-        ..Default::default()
-    };
-    let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(
-            &pp,
-            &ServiceAccount {
-                metadata: meta(SA),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("service account");
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(
-            &pp,
-            &Role {
-                metadata: meta("watch-cms"),
-                rules: Some(vec![PolicyRule {
-                    api_groups: Some(vec![String::new()]),
-                    resources: Some(vec!["configmaps".into()]),
-                    verbs: vec!["get".into(), "list".into(), "watch".into()],
-                    ..Default::default()
-                }]),
-            },
-        )
-        .await
-        .expect("role");
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(
-            &pp,
-            &RoleBinding {
-                metadata: meta("watch-cms"),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "Role".into(),
-                    name: "watch-cms".into(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: SA.into(),
-                    namespace: Some(ns.into()),
-                    ..Default::default()
-                }]),
-            },
-        )
-        .await
-        .expect("role binding");
+/// Namespace `ns` with service account `worker`, which may watch its ConfigMaps.
+fn setup_namespace(cluster: &PrivateCluster, ns: &str) {
+    cluster.namespace(ns);
+    cluster.apply_yaml(&format!(
+        "{}---\n{}",
+        rbac::service_account_yaml(ns, SA),
+        rbac::grant_watch_yaml(ns, SA, "configmaps")
+    ));
 }
 
 async fn configmap(client: &kube::Client, ns: &str, name: &str, label: &str, bytes: usize) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some([(label.to_string(), "yes".to_string())].into()),
-            ..Default::default()
-        },
-        data: Some([("payload".to_string(), "x".repeat(bytes))].into()),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap_or_else(|e| panic!("creating ConfigMap {ns}/{name}: {e}"));
+    let payload = "x".repeat(bytes);
+    rbac::create_configmap_with_data(
+        client,
+        ns,
+        name,
+        &[(label, "yes")],
+        &[("payload", &payload)],
+    )
+    .await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -484,22 +273,20 @@ async fn config(
     hook: &str,
     timeout: &str,
 ) {
-    let mc: ManagerConfig = serde_json::from_value(json!({
-        "apiVersion": "manager-operator.io/v1alpha1", "kind": "ManagerConfig",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "serviceAccountName": SA,
-            "leaderElection": {"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry},
-            "startupTimeout": "60s",
-            "gracefulShutdownTimeout": "5s",
-            "workers": [{
-                "name": "cms", "concurrency": concurrency, "resyncPeriod": "1s",
-                "watch": {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": selector},
-                "hook": {"url": hook, "timeout": timeout},
-            }],
-        },
-    }))
-    .expect("ManagerConfig");
+    let mc = ManagerConfigBuilder::new(ns, name)
+        .service_account(SA)
+        .lease(lease, renew, retry)
+        .startup_timeout("60s")
+        .graceful_shutdown_timeout("5s")
+        .worker(
+            WorkerBuilder::new("cms")
+                .concurrency(concurrency)
+                .resync("1s")
+                .selector(selector)
+                .hook(hook)
+                .timeout(timeout),
+        )
+        .build();
     Api::<ManagerConfig>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &mc)
         .await
@@ -657,33 +444,12 @@ async fn fairness() {
     let n_noisy = if soak() { 100 } else { 30 };
     let window = Duration::from_secs(if soak() { 60 } else { 30 });
     let limit_kib = chart_memory_limit_kib();
-    let cluster = Cluster::up();
-    let client = cluster.client().await;
-    let crd = support::repo_root().join("crds/managerconfig.yaml");
-    let crd_yaml = std::fs::read_to_string(&crd).expect("reading the CRD");
-    let crd_obj: CustomResourceDefinition = serde_yaml::from_str(&crd_yaml).expect("the CRD");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &crd_obj)
-        .await
-        .expect("creating the CRD");
-    support::wait_for("the CRD to be Established", support::TIMEOUT, || async {
-        let crd = crds
-            .get(support::CRD_NAME)
-            .await
-            .map_err(|e| e.to_string())?;
-        crd.status
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            })
-            .then_some(())
-            .ok_or_else(|| "not yet".to_string())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    setup_namespace(&client, NOISY).await;
-    setup_namespace(&client, QUIET).await;
+    let t = Instant::now();
+    let cluster = PrivateCluster::up("mo-fair-").await;
+    report!("private cluster up in {} ms", t.elapsed().as_millis());
+    let client = cluster.install_crd().await;
+    setup_namespace(&cluster, NOISY);
+    setup_namespace(&cluster, QUIET);
     let t = Instant::now();
     for i in 0..BIG_CMS {
         configmap(&client, NOISY, &format!("big-{i}"), "big", BIG_BYTES).await;
@@ -699,8 +465,8 @@ async fn fairness() {
     let hooks = Hooks::default();
     let (quiet_url, noisy_url) = hooks.start().await;
     let mut ops = [
-        Operator::start(&cluster, "replica-a").await,
-        Operator::start(&cluster, "replica-b").await,
+        replica(&cluster, "replica-a").await,
+        replica(&cluster, "replica-b").await,
     ];
 
     // The quiet tenant alone.
@@ -750,8 +516,8 @@ async fn fairness() {
         "every noisy config calling its hook or refused with LimitExceeded",
         Duration::from_secs(300),
         || async {
-            if let Some(dead) = ops.iter().find(|o| !o.alive()) {
-                return Err(format!("operator {} exited", dead.id));
+            if let Some(dead) = ops.iter().find(|o| !o.is_running()) {
+                return Err(format!("operator {} exited", dead.identity()));
             }
             let s = noisy_split(&mcs, &events, &hooks, None).await?;
             (s.running + s.refused >= n_noisy)
@@ -779,7 +545,7 @@ async fn fairness() {
     );
     let split: Vec<usize> = ops
         .iter()
-        .map(|o| hooks.noisy_configs(Some(&o.id)))
+        .map(|o| hooks.noisy_configs(Some(o.identity())))
         .collect();
     let hwm_loaded: Vec<u64> = ops.iter().map(Operator::hwm_kib).collect();
     report!(
@@ -793,8 +559,14 @@ async fn fairness() {
         .last()
         .map(|c| c.holder.clone())
         .expect("quiet calls");
-    let li = ops.iter().position(|o| o.id == leader).expect("leader");
-    let other = ops[1 - li].id.clone();
+    let li = ops
+        .iter()
+        .position(|o| o.identity() == leader)
+        .expect("leader");
+    let other = ops[1 - li].identity().to_string();
+    // Peak RSS read just before the kill.
+    ops[li].assert_alive();
+    let hwm_at_kill = ops[li].hwm_kib();
     ops[li].kill9();
     let killed = Instant::now();
     let killed_wall = SystemTime::now();
@@ -824,7 +596,7 @@ async fn fairness() {
         "the survivor calling every noisy hook or refusing the config with LimitExceeded",
         Duration::from_secs(180),
         || async {
-            if !ops[1 - li].alive() {
+            if !ops[1 - li].is_running() {
                 return Err(format!("operator {other} exited"));
             }
             let s = noisy_split(&mcs, &events, &hooks, Some((&other, killed, killed_wall))).await?;
@@ -844,7 +616,14 @@ async fn fairness() {
         "quiet after the failover (15 s, one replica): {}",
         after.summary()
     );
-    let hwm_final: Vec<(String, u64)> = ops.iter().map(|o| (o.id.clone(), o.hwm_kib())).collect();
+    let hwm_final: Vec<(String, u64)> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let kib = if i == li { hwm_at_kill } else { o.hwm_kib() };
+            (o.identity().to_string(), kib)
+        })
+        .collect();
     report!(
         "peak RSS (VmHWM) per replica: {hwm_final:?} KiB; chart limit {limit_kib} KiB \
          ({leader}'s read just before its kill)"
@@ -946,17 +725,4 @@ async fn noisy_split(
         }
     }
     Ok(s)
-}
-
-impl Operator {
-    /// The process runs (not gone, not a zombie).
-    fn alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
-            })
-            .is_some_and(|state| state != "Z")
-    }
 }
