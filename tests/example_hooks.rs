@@ -36,7 +36,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use manager_operator::workers::signing::{SigningKey, unix_now};
 use serde_json::{Value, json};
-use support::{ManagerConfigBuilder, TIMEOUT, WorkerBuilder, kubectl_ok, rbac, wait_for};
+use support::{ManagerConfigBuilder, TIMEOUT, WorkerBuilder, rbac, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SA: &str = "worker";
@@ -350,13 +350,8 @@ fn random_secret() -> String {
 async fn namespace_with_signing(client: &kube::Client, prefix: &str, secret: &str) -> String {
     support::ensure_crd();
     let ns = support::fresh_namespace(client, prefix).await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-    rbac::grant(
-        &ns,
-        SA,
-        "watch-cms",
-        "- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [get, list, watch]\n",
-    );
+    rbac::service_account(&ns, SA);
+    rbac::grant_watch(&ns, SA, "configmaps");
     rbac::grant(
         &ns,
         SA,

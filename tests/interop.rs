@@ -31,7 +31,7 @@ use manager_operator::api::ManagerConfig;
 use serde_json::Value;
 use support::hook::holders;
 use support::operator::sigterm;
-use support::{Call, Operator, RecordingHook, TIMEOUT, apply_yaml, kubectl_ok, prom, wait_for};
+use support::{Call, Operator, RecordingHook, TIMEOUT, apply_yaml, prom, rbac, wait_for};
 
 /// The service account the workers act as (may watch ConfigMaps).
 const SA: &str = "worker";
@@ -293,16 +293,8 @@ impl Fixture {
         support::ensure_crd();
         let client = support::admin_client().await;
         let ns = support::fresh_namespace(&client, prefix).await;
-        kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-        apply_yaml(&format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-             metadata: {{name: watch-cms, namespace: {ns}}}\nrules:\n\
-             - apiGroups: ['']\n  resources: [configmaps]\n  verbs: [get, list, watch]\n\
-             ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-             metadata: {{name: watch-cms, namespace: {ns}}}\n\
-             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: watch-cms}}\n\
-             subjects: [{{kind: ServiceAccount, name: {SA}, namespace: {ns}}}]\n"
-        ));
+        rbac::service_account(&ns, SA);
+        rbac::grant_watch(&ns, SA, "configmaps");
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some("tick".into()),

@@ -16,10 +16,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use manager_operator::api::ManagerConfig;
 use manager_operator::controller::FINALIZER;
@@ -61,21 +60,6 @@ fn config(
         .service_account(sa)
         .lease_namespace(lease_ns)
         .worker(worker)
-}
-
-async fn create_cm(client: &kube::Client, ns: &str, name: &str, app: &str) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some([("app".to_string(), app.to_string())].into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
 }
 
 fn condition<'a>(mc: &'a ManagerConfig, ty: &str) -> Option<&'a Condition> {
@@ -233,9 +217,9 @@ impl Fixture {
         support::ensure_crd();
         let client = support::admin_client().await;
         let ns = support::fresh_namespace(&client, prefix).await;
-        kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+        rbac::service_account(&ns, SA);
         rbac::grant_watch(&ns, SA, "configmaps");
-        create_cm(&client, &ns, "good-0", "good").await;
+        rbac::create_configmap(&client, &ns, "good-0", &[("app", "good")]).await;
         let hook = RecordingHook::start().await;
         let op = support::operator().namespace(&ns).start().await;
         config(
@@ -531,7 +515,7 @@ async fn watch_target_not_found_heals_when_the_crd_is_installed() {
 async fn watch_forbidden_heals_when_the_service_account_is_granted() {
     let fx = Fixture::new("op-forbid").await;
     kubectl_ok(&["-n", &fx.ns, "create", "serviceaccount", "noperm"]);
-    create_cm(&fx.client, &fx.ns, "bad-0", "bad").await;
+    rbac::create_configmap(&fx.client, &fx.ns, "bad-0", &[("app", "bad")]).await;
     let bad = config(
         &fx.ns,
         "bad",
@@ -674,9 +658,9 @@ async fn lease_then_impersonation_forbidden_heal_as_rbac_is_granted() {
     assert!(!user.is_empty());
     eprintln!("the operator runs as {user}");
 
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
-    create_cm(&client, &ns, "c1", "rbac").await;
+    rbac::create_configmap(&client, &ns, "c1", &[("app", "rbac")]).await;
     // What the operator needs for ManagerConfigs and Events, but no Leases, no impersonation.
     apply_yaml(&format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
@@ -817,9 +801,9 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, &format!("op-ha{replicas}")).await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
-    create_cm(&client, &ns, "tick", "ha").await;
+    rbac::create_configmap(&client, &ns, "tick", &[("app", "ha")]).await;
     let hook = RecordingHook::start().await;
     hook.set_delay(Duration::from_millis(50));
     let mut ops = Vec::new();
@@ -990,10 +974,10 @@ async fn spec_update_restarts_workers_and_deletion_stops_everything() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-update").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
     for i in 0..5 {
-        create_cm(&client, &ns, &format!("upd-{i}"), "upd").await;
+        rbac::create_configmap(&client, &ns, &format!("upd-{i}"), &[("app", "upd")]).await;
     }
     let hook = RecordingHook::start().await;
     hook.set_delay(Duration::from_millis(300));
@@ -1173,9 +1157,9 @@ async fn sigterm_releases_the_lease_and_exits_zero() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-term").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
-    create_cm(&client, &ns, "tick", "term").await;
+    rbac::create_configmap(&client, &ns, "tick", &[("app", "term")]).await;
     let hook = RecordingHook::start().await;
     let mut ops = [
         support::operator()
@@ -1435,9 +1419,9 @@ async fn placement_balances_on_start_join_leave_and_crash() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "op-place").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
-    create_cm(&client, &ns, "tick", "pl").await;
+    rbac::create_configmap(&client, &ns, "tick", &[("app", "pl")]).await;
     let hook = RecordingHook::start().await;
     let api: Api<ManagerConfig> = Api::namespaced(client.clone(), &ns);
     let id = |i: usize| format!("{ns}-r{i}");
@@ -1579,7 +1563,7 @@ async fn deleting_a_namespace_never_waits_for_the_operator() {
     support::ensure_crd();
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "ns-delete").await;
-    kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
+    rbac::service_account(&ns, SA);
     rbac::grant_watch(&ns, SA, "configmaps");
     let hook = RecordingHook::start().await;
     // A config as an earlier version left it: with the old finalizer.

@@ -161,15 +161,6 @@ fn random_secret() -> String {
     whsec(&b)
 }
 
-fn grant_watch(ns: &str) {
-    rbac::grant(
-        ns,
-        SA,
-        "watch-cms",
-        "- apiGroups: ['']\n  resources: [configmaps]\n  verbs: [get, list, watch]\n",
-    );
-}
-
 fn grant_secret_get(ns: &str) {
     rbac::grant(
         ns,
@@ -288,8 +279,8 @@ impl Fixture {
         support::ensure_crd();
         let client = support::admin_client().await;
         let ns = support::fresh_namespace(&client, prefix).await;
-        kubectl_ok(&["-n", &ns, "create", "serviceaccount", SA]);
-        grant_watch(&ns);
+        rbac::service_account(&ns, SA);
+        rbac::grant_watch(&ns, SA, "configmaps");
         let api = Api::namespaced(client.clone(), &ns);
         Fixture { client, ns, api }
     }
