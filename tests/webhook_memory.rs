@@ -1,31 +1,17 @@
 //! The webhook is not a memory amplifier (docs/security.md): 32 parallel ~3 MiB AdmissionReviews
 //! whose object carries 240,000 unknown fields, sent to the real operator binary's webhook,
-//! leave its peak RSS (VmHWM from /proc) under 256 MiB (half the chart's default 512Mi memory limit), and each denial
-//! is short (the unknown fields are counted, not listed).
+//! leave its peak RSS (VmHWM from /proc) under 256 MiB (half the chart's default 512Mi memory
+//! limit), and each denial is short (the unknown fields are counted, not listed).
 
 mod support;
 
-use std::fs::File;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use support::wait_for;
 
 const PARALLEL: usize = 32;
 const FIELDS: usize = 240_000;
-/// The chart's memory limit (values.yaml `resources.limits.memory`).
 /// The webhook's memory bound under load: half the chart's default memory limit (512Mi), so
 /// the rest of the operator keeps the other half.
 const PEAK_BOUND_BYTES: u64 = 256 * 1024 * 1024;
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn review(uid: usize, ns: &str) -> Vec<u8> {
     let mut spec = String::with_capacity(FIELDS * 13);
@@ -49,31 +35,19 @@ async fn parallel_huge_reviews_stay_under_the_chart_memory_limit() {
     let client = support::admin_client().await;
     let ns = support::fresh_namespace(&client, "wh-mem").await;
     let port = support::free_port();
-    let health = support::free_addr();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("operator.log");
-    let file = File::create(&log).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_manager-operator"))
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig_path())
-        .args(["--identity", "wh-mem"])
-        .args(["--metrics-bind-address", &support::free_addr().to_string()])
-        .args(["--health-probe-bind-address", &health.to_string()])
-        .args(["--watch-namespace", &ns])
+    let mut op = support::operator()
+        .identity("wh-mem")
+        .namespace(&ns)
+        .with_webhook()
+        .no_hook_allow_loopback()
         .arg("--disable-placement")
         .args(["--webhook-bind-address", &format!("127.0.0.1:{port}")])
         .args(["--webhook-secret-namespace", &ns])
         .args(["--webhook-secret-name", "wh-mem-tls"])
         .args(["--webhook-configuration-name", &format!("{ns}-none")])
-        .args(["--log-format", "text"])
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("spawning manager-operator run");
-    let pid = child.id();
+        .start()
+        .await;
     let http = reqwest::Client::builder()
         .no_proxy()
         .danger_accept_invalid_certs(true)
@@ -81,19 +55,7 @@ async fn parallel_huge_reviews_stay_under_the_chart_memory_limit() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    wait_for("operator ready", support::TIMEOUT, || async {
-        match support::loopback_http()
-            .get(format!("http://{health}/readyz"))
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == 200 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", support::log_tail(&log, 40)));
-    let idle = vm_hwm_kib(pid);
+    let idle = op.hwm_kib();
 
     let bodies: Vec<Vec<u8>> = (0..PARALLEL).map(|i| review(i, &ns)).collect();
     let size = bodies[0].len();
@@ -117,9 +79,8 @@ async fn parallel_huge_reviews_stay_under_the_chart_memory_limit() {
     });
     let results = futures::future::join_all(calls).await;
     let took = started.elapsed();
-    let peak = vm_hwm_kib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    let peak = op.hwm_kib();
+    op.kill9();
 
     let mut denied = 0;
     let mut busy = 0;

@@ -95,6 +95,13 @@ impl OperatorBuilder {
         self
     }
 
+    /// With the admission webhook (the default passes `--disable-webhook`); its flags go in
+    /// [`OperatorBuilder::args`].
+    pub fn with_webhook(mut self) -> Self {
+        self.disable_webhook = false;
+        self
+    }
+
     /// Without `--hook-allow-loopback` (on by default).
     pub fn no_hook_allow_loopback(mut self) -> Self {
         self.hook_allow_loopback = false;
