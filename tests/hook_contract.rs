@@ -84,7 +84,7 @@ fn pki() -> Pki {
 /// An https hook serving `pki`'s certificate and requiring a client certificate of its client
 /// CA.
 async fn tls_hook(pki: &Pki) -> RecordingHook {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    manager_operator::tls::install_default_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.client_ca.clone()).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))

@@ -77,7 +77,7 @@ async fn expect_status(
 
 #[tokio::test]
 async fn metrics_need_an_authenticated_and_authorized_token() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    manager_operator::tls::install_default_provider();
     support::ensure_crd();
     let admin = support::admin_client().await;
     let ns = support::fresh_namespace(&admin, "metrics-auth").await;

@@ -845,7 +845,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
                 Err(format!(
                     "{} calls; all holders {:?}",
                     calls.len(),
-                    holders(&hook)
+                    support::hook::holders(&hook.calls_of("ha"))
                 ))
             }
         })
@@ -868,7 +868,7 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
                 .filter(|c| c.start > since)
                 .all(|c| c.holder == leader),
             "only the leader calls the hook: {:?}",
-            holders(&hook)
+            support::hook::holders(&hook.calls_of("ha"))
         );
 
         let op = ops.iter_mut().find(|o| o.identity() == leader).unwrap();
@@ -936,24 +936,9 @@ async fn replicas_take_over_after_kill_9(replicas: usize) {
     eprintln!(
         "{} hook calls from holders {:?}",
         calls.len(),
-        holders(&hook)
+        support::hook::holders(&hook.calls_of("ha"))
     );
     assert_one_holder_at_a_time(&calls);
-}
-
-fn holders(hook: &RecordingHook) -> Vec<(String, i64)> {
-    let mut out: Vec<(String, i64)> = Vec::new();
-    let mut calls = hook.calls_of("ha");
-    calls.sort_by_key(|c| c.start);
-    for c in calls {
-        if out
-            .last()
-            .is_none_or(|(h, t)| *h != c.holder || *t != c.token)
-        {
-            out.push((c.holder, c.token));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

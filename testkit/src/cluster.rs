@@ -81,7 +81,7 @@ pub fn repo_root() -> PathBuf {
 /// first), for code that builds its own clients from it (e.g. the operator's `WorkerEnv`).
 pub async fn config_from(path: &Path) -> kube::Config {
     // kube is built with ring; make sure rustls has a process-wide provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    manager_operator::tls::install_default_provider();
     let kubeconfig = Kubeconfig::read_from(path)
         .unwrap_or_else(|e| panic!("reading kubeconfig {}: {e}", path.display()));
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

@@ -21,7 +21,7 @@ pub fn free_port() -> u16 {
 pub fn loopback_http() -> &'static reqwest::Client {
     static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     HTTP.get_or_init(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        manager_operator::tls::install_default_provider();
         reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(5))
